@@ -1,0 +1,256 @@
+"""GMS = frozen first stage + latent mapping model.
+
+This module owns the paper's maths end to end: image -> latent -> mask latent -> probability map, and the
+training loss (latent MSE + Dice on decoded masks over the deep-supervision levels). It also owns the model
+folder format: ``config.json`` (mapping architecture, how to obtain the first stage, loss settings) plus
+``model.safetensors`` holding only the 1.5 M trainable weights; the first stage is referenced, or stored in
+``first_stage/`` for offline use.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from huggingface_hub import PyTorchModelHubMixin
+from torch import nn
+
+from .errors import CheckpointError, ConfigError
+from .first_stage import DEFAULT_VAE, FirstStage, identify_source, load_first_stage
+from .mapping import LatentMappingModel
+
+WEIGHTS_NAME = "model.safetensors"
+FIRST_STAGE_DIR = "first_stage"
+
+
+@dataclass
+class GMSConfig:
+    """Everything needed to rebuild a GMS model, stored as a model folder's ``config.json``."""
+
+    mapping: dict[str, Any] = field(
+        default_factory=lambda: {"in_channels": 4, "out_channels": 4, "ch": 32, "ch_mult": [1, 2, 4, 4]}
+    )
+    first_stage: dict[str, Any] = field(default_factory=lambda: identify_source(DEFAULT_VAE).to_dict())
+    image_size: int = 224
+    supervised_levels: list[str] = field(default_factory=lambda: ["level2", "level1", "out"])
+    rec_weight: float = 1.0
+    dice_weight: float = 1.0
+    noise_probability: float = 0.5
+    threshold: float = 0.5
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> GMSConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known - {"gmseg_version"})
+        if unknown:
+            raise ConfigError(f"Unknown GMS config keys {unknown}; valid keys: {sorted(known)}")
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    def to_dict(self) -> dict[str, Any]:
+        from . import __version__
+
+        return {**asdict(self), "gmseg_version": __version__}
+
+
+class GMS(nn.Module, PyTorchModelHubMixin, library_name="gmseg", tags=["medical-image-segmentation", "gms"]):
+    """Generative Medical Segmentation: segment by mapping latents of a frozen autoencoder.
+
+    Inputs are images in [-1, 1] (B, 3, H, W) with H, W multiples of 8, and masks in {0, 1} (B, 1, H, W).
+    """
+
+    def __init__(
+        self, config: GMSConfig | dict[str, Any] | None = None, first_stage_module: FirstStage | None = None
+    ):
+        super().__init__()
+        if config is None:
+            config = GMSConfig()
+        self.gms_config = config if isinstance(config, GMSConfig) else GMSConfig.from_dict(config)
+        if first_stage_module is None:
+            first_stage_module = load_first_stage(self.gms_config.first_stage)
+        elif first_stage_module.source is not None:
+            self.gms_config.first_stage = first_stage_module.source.to_dict()
+        self.first_stage = first_stage_module
+        self.mapping = LatentMappingModel(**self.gms_config.mapping)
+        unknown_levels = set(self.gms_config.supervised_levels) - set(self.mapping.level_names)
+        if unknown_levels or not self.gms_config.supervised_levels:
+            raise ConfigError(
+                f"supervised_levels {self.gms_config.supervised_levels} must be a non-empty subset of "
+                f"{self.mapping.level_names}"
+            )
+        from monai.losses import DiceLoss
+
+        self.dice_loss = DiceLoss()
+
+    # ------------------------------------------------------------------ inference
+    def encode(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Scaled latent mean and log-variance of an image; no gradients (the first stage is frozen)."""
+        with torch.no_grad():
+            return self.first_stage.encode(image)
+
+    def encode_mask(self, mask: torch.Tensor) -> torch.Tensor:
+        """A {0,1} mask enters the autoencoder as three equal channels in [-1, 1], as in the release."""
+        with torch.no_grad():
+            return self.first_stage.encode(mask_to_image(mask))[0]
+
+    def latent_to_probability(self, latent: torch.Tensor) -> torch.Tensor:
+        """Decode a mask latent to a foreground probability: mean over RGB, mapped to [0, 1]."""
+        decoded = self.first_stage.decode(latent)
+        return torch.clamp((decoded.mean(dim=1, keepdim=True) + 1.0) / 2.0, 0.0, 1.0)
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        """Foreground probability (B, 1, H, W) for images in [-1, 1]."""
+        latent, _ = self.encode(image)
+        return self.latent_to_probability(self.mapping(latent, levels=["out"])["out"])
+
+    @torch.no_grad()
+    def predict_proba(self, image: torch.Tensor) -> torch.Tensor:
+        """Inference entry point: like ``forward`` but without building a graph."""
+        return self.forward(image)
+
+    # ------------------------------------------------------------------ training
+    def noisy_latent(
+        self, mean: torch.Tensor, logvar: torch.Tensor | None, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        """The release's latent augmentation: with probability p use s*mu + sigma*eps, sigma unscaled.
+
+        The release adds exp(logvar/2) to the *scaled* mean without scaling sigma; we keep that exactly
+        because the published numbers depend on it. Deterministic first stages (TAESD) have no variance.
+        """
+        if logvar is None or self.gms_config.noise_probability <= 0:
+            return mean
+        if torch.rand((), generator=generator).item() >= self.gms_config.noise_probability:
+            return mean
+        noise = torch.randn(mean.shape, generator=generator, dtype=mean.dtype).to(mean.device)
+        return mean + torch.exp(0.5 * logvar) * noise
+
+    def loss_from_latents(
+        self,
+        image_latent: torch.Tensor,
+        mask_latent: torch.Tensor,
+        mask: torch.Tensor,
+        outputs: dict[str, torch.Tensor] | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """Latent MSE + Dice of the decoded masks, summed over the supervised levels.
+
+        All levels go through the decoder as one batch: the decoder dominates the cost and batching
+        is the same arithmetic per sample (its GroupNorms are per sample).
+        """
+        levels = self.gms_config.supervised_levels
+        if outputs is None:
+            outputs = self.mapping(image_latent, levels=levels)
+        loss_rec = sum(F.mse_loss(outputs[name], mask_latent) for name in levels)
+        loss_dice = image_latent.new_zeros(())
+        if self.gms_config.dice_weight > 0:
+            probabilities = self.latent_to_probability(torch.cat([outputs[name] for name in levels]))
+            loss_dice = sum(self.dice_loss(p, mask) for p in probabilities.chunk(len(levels)))
+        loss_rec = self.gms_config.rec_weight * loss_rec
+        loss_dice = self.gms_config.dice_weight * loss_dice
+        return {"loss": loss_rec + loss_dice, "loss_rec": loss_rec, "loss_dice": loss_dice}
+
+    def training_loss(
+        self, image: torch.Tensor, mask: torch.Tensor, generator: torch.Generator | None = None
+    ) -> dict[str, torch.Tensor]:
+        """One training step's loss from pixels (image in [-1, 1], mask in {0, 1})."""
+        mean, logvar = self.encode(image)
+        mask_latent = self.encode_mask(mask)
+        return self.loss_from_latents(self.noisy_latent(mean, logvar, generator), mask_latent, mask)
+
+    # ------------------------------------------------------------------ persistence
+    def save_pretrained(  # type: ignore[override]
+        self, save_directory: str | Path, *, include_first_stage: bool = False, **kwargs: Any
+    ) -> str | None:
+        """Write ``config.json`` + ``model.safetensors``; ``include_first_stage`` also stores the
+        autoencoder in ``first_stage/`` so the folder works offline and on machines without the source."""
+        save_directory = Path(save_directory)
+        save_directory.mkdir(parents=True, exist_ok=True)
+        config = self.gms_config.to_dict()
+        if include_first_stage:
+            self.first_stage.save_pretrained(save_directory / FIRST_STAGE_DIR)
+            config["first_stage"] = {"kind": "diffusers", "path": FIRST_STAGE_DIR}
+        return super().save_pretrained(save_directory, config=config, **kwargs)
+
+    def _save_pretrained(self, save_directory: Path) -> None:
+        from safetensors.torch import save_model
+
+        # save_model de-duplicates the PReLU weights the release registers under two names.
+        save_model(self.mapping, str(Path(save_directory) / WEIGHTS_NAME), metadata={"format": "pt"})
+
+    @classmethod
+    def _from_pretrained(  # type: ignore[override]
+        cls,
+        *,
+        model_id: str,
+        revision: str | None = None,
+        cache_dir: str | Path | None = None,
+        force_download: bool = False,
+        local_files_only: bool = False,
+        token: str | bool | None = None,
+        map_location: str = "cpu",
+        strict: bool = True,
+        config: dict[str, Any] | None = None,
+        first_stage_module: FirstStage | None = None,
+        **unused: Any,
+    ) -> GMS:
+        folder = Path(model_id)
+        if not folder.is_dir():
+            from huggingface_hub import snapshot_download
+
+            folder = Path(
+                snapshot_download(
+                    repo_id=model_id,
+                    revision=revision,
+                    cache_dir=cache_dir,
+                    force_download=force_download,
+                    local_files_only=local_files_only,
+                    token=token,
+                )
+            )
+        if config is None:
+            raise CheckpointError(f"{folder} has no config.json: it is not a gmseg model folder.")
+        gms_config = GMSConfig.from_dict(config)
+        if first_stage_module is None:
+            first_stage_module = load_first_stage(
+                gms_config.first_stage, base_dir=folder, local_files_only=local_files_only
+            )
+        model = cls(gms_config, first_stage_module=first_stage_module)
+        # Keep the stored (possibly folder-relative) source so a re-save stays portable.
+        model.gms_config.first_stage = dict(config["first_stage"])
+        load_mapping_weights(model.mapping, folder / WEIGHTS_NAME, strict=strict)
+        model.to(map_location)
+        model.eval()
+        return model
+
+
+def load_mapping_weights(mapping: LatentMappingModel, path: Path, strict: bool = True) -> None:
+    from safetensors.torch import load_model
+
+    if not path.is_file():
+        raise CheckpointError(f"{path} is missing: the model folder holds no weights.")
+    try:
+        load_model(mapping, str(path), strict=strict)
+    except Exception as error:  # safetensors raises its own error types for corrupt headers
+        raise CheckpointError(
+            f"{path} cannot be loaded into the mapping model described by config.json: {error}"
+        ) from error
+
+
+def mask_to_image(mask: torch.Tensor) -> torch.Tensor:
+    """{0,1} mask (B,1,H,W) -> the 3-channel [-1,1] image the autoencoder expects."""
+    return (2.0 * mask - 1.0).expand(-1, 3, -1, -1)
+
+
+def load_model(path: str | os.PathLike, first_stage: FirstStage | None = None, **kwargs: Any) -> GMS:
+    """``GMS.from_pretrained`` with an error naming the path when it is not a model folder."""
+    path_text = str(path)
+    if (os.path.isdir(path_text) and not os.path.isfile(os.path.join(path_text, "config.json"))) or (
+        not os.path.isdir(path_text) and (os.path.exists(path_text) or path_text.startswith((".", "/", "~")))
+    ):
+        raise CheckpointError(
+            f"{path_text} is not a gmseg model folder (expected config.json and model.safetensors). Create one "
+            "with 'gmseg train' or 'gmseg import-official'."
+        )
+    return GMS.from_pretrained(path_text, first_stage_module=first_stage, **kwargs)
