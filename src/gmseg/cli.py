@@ -1,0 +1,175 @@
+"""The ``gmseg`` command: argument parsing only; every verb is one call into the Python API."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from .errors import GmsegError
+
+
+def add_first_stage_args(parser: argparse.ArgumentParser, default: str | None, help_default: str) -> None:
+    parser.add_argument(
+        "--vae",
+        default=default,
+        help="first stage: a Hub id (owner/repo[/subfolder]), a diffusers folder, an LDM checkpoint "
+        f"(with --vae-config), or a folder with taesd_encoder/taesd_decoder files. {help_default}",
+    )
+    parser.add_argument("--vae-config", default=None, help="LDM yaml for a checkpoint given as --vae")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
+    parser = argparse.ArgumentParser(prog="gmseg", description="Generative Medical Segmentation (GMS).")
+    parser.add_argument("--version", action="version", version=f"gmseg {__version__}")
+    verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
+
+    demo = verbs.add_parser("demo", help="end to end on generated ultrasound-like data: train, predict, evaluate")
+    add_first_stage_args(demo, None, "Default: TAESD from the Hub (madebyollin/taesd, 10 MB).")
+    demo.add_argument("--out", default="gmseg-demo", help="output folder (default: gmseg-demo)")
+    demo.add_argument("--quick", action="store_true", help="a much shorter run, for smoke tests")
+
+    prepare = verbs.add_parser("prepare", help="turn a public dataset download or your folders into the layout")
+    prepare.add_argument("dataset", help="busi, bus, glas, ham10000, kvasir-instrument, or 'folders'")
+    prepare.add_argument("--raw", help="the dataset's download, unpacked")
+    prepare.add_argument("--images", help="with 'folders': the image folder")
+    prepare.add_argument("--masks", help="with 'folders': the mask folder")
+    prepare.add_argument("--mask-suffix", default="", help="with 'folders': mask stem = image stem + SUFFIX")
+    prepare.add_argument("--out", required=True, help="dataset folder to write (images/, masks/, split.json)")
+    prepare.add_argument("--split", help="the paper's split file (.pkl) or a JSON split to apply")
+    prepare.add_argument("--test-fraction", type=float, default=0.2, help="without --split (default 0.2)")
+    prepare.add_argument("--seed", type=int, default=0)
+
+    train = verbs.add_parser("train", help="train GMS from a YAML config")
+    train.add_argument("--config", help="YAML config (see configs/)")
+    train.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                       help="override a config value, e.g. --set train.epochs=20 (repeatable)")
+    train.add_argument("--resume", help="continue a run folder from its checkpoints/last")
+    train.add_argument("--no-progress", action="store_true")
+
+    predict = verbs.add_parser("predict", help="segment images (no ground truth needed)")
+    predict.add_argument("--model", required=True, help="model folder (checkpoints/best of a run) or Hub id")
+    predict.add_argument("--input", required=True, nargs="+", help="image files or folders")
+    predict.add_argument("--output", required=True, help="folder for NAME.png masks")
+    predict.add_argument("--save-prob", action="store_true", help="also write NAME.prob.npy (float32, original size)")
+    predict.add_argument("--overlay", action="store_true", help="also write NAME.overlay.png")
+    predict.add_argument("--gt", help="mask folder: draw true contours on overlays too")
+    predict.add_argument("--batch-size", type=int, default=8)
+    predict.add_argument("--device", default="auto")
+
+    evaluate = verbs.add_parser("evaluate", help="score predicted masks against ground truth")
+    add_evaluation_args(evaluate)
+    evaluate.add_argument("--pred", required=True, help="folder of predicted NAME.png masks")
+    evaluate.add_argument("--gt", required=True, help="folder of true masks (or a dataset folder with masks/)")
+    evaluate.add_argument("--out", help="where to write metrics.csv and summary.json (default: --pred)")
+
+    test = verbs.add_parser("test", help="predict + evaluate a dataset (also cross-domain)")
+    add_evaluation_args(test)
+    test.add_argument("--model", required=True)
+    test.add_argument("--data", required=True, help="dataset folder with images/ and masks/")
+    test.add_argument("--out", required=True)
+    test.add_argument("--batch-size", type=int, default=8)
+    test.add_argument("--device", default="auto")
+
+    plot = verbs.add_parser("plot", help="draw training curves of a run")
+    plot.add_argument("run_dir")
+    plot.add_argument("--out", help="PNG path (default: RUN_DIR/curves.png)")
+
+    official = verbs.add_parser("import-official", help="turn the paper's released weights into a model folder")
+    official.add_argument("--lmm", required=True, help="the release's mapping checkpoint, e.g. best_model.pth")
+    add_first_stage_args(official, None, "E.g. 768-v-ema-first-stage-VAE.ckpt with --vae-config.")
+    official.add_argument("--image-size", type=int, default=224)
+    official.add_argument("--out", required=True)
+    official.add_argument("--include-first-stage", action="store_true", help="store the first stage in the folder")
+    return parser
+
+
+def add_evaluation_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--split", help="split file: evaluate only the names of --stage")
+    parser.add_argument("--stage", default="test", help="which split list to use (default: test)")
+    parser.add_argument("--size", default="native", help="'native' (default) or a square size, e.g. 224 (paper)")
+    parser.add_argument("--empty", default="standard", choices=["standard", "paper"],
+                        help="both-empty images score 1 (standard) or 0 (paper, as the release)")
+
+
+def run(args: argparse.Namespace) -> int:
+    verb = args.verb
+    if verb == "demo":
+        from .demo import run_demo
+
+        run_demo(out_dir=args.out, vae=args.vae, vae_config=args.vae_config, quick=args.quick)
+    elif verb == "prepare":
+        from .data.prepare import prepare_dataset, prepare_folders
+
+        if args.dataset == "folders":
+            if not (args.images and args.masks):
+                raise GmsegError("'gmseg prepare folders' needs --images DIR and --masks DIR.")
+            report = prepare_folders(args.images, args.masks, args.out, mask_suffix=args.mask_suffix,
+                                     split=args.split, test_fraction=args.test_fraction, seed=args.seed)
+        else:
+            if not args.raw:
+                raise GmsegError(f"'gmseg prepare {args.dataset}' needs --raw DIR (the unpacked download).")
+            report = prepare_dataset(args.dataset, args.raw, args.out, split=args.split,
+                                     test_fraction=args.test_fraction, seed=args.seed)
+        print(report.summary())
+    elif verb == "train":
+        from .train import train
+
+        if not args.config and not args.resume:
+            raise GmsegError("'gmseg train' needs --config FILE (or --resume RUN_DIR).")
+        run_dir = train(args.config, overrides=args.overrides, resume=args.resume, progress=not args.no_progress)
+        print(f"Run folder: {run_dir}\nBest model: {run_dir / 'checkpoints' / 'best'}")
+    elif verb == "predict":
+        from .model import load_model
+        from .predict import predict_files
+
+        report = predict_files(load_model(args.model), args.input, args.output, save_prob=args.save_prob,
+                               overlay=args.overlay, gt_dir=args.gt, batch_size=args.batch_size, device=args.device)
+        print(report.summary())
+        return 0 if report.ok else 1
+    elif verb == "evaluate":
+        from .evaluate import format_summary, run_evaluate
+
+        result = run_evaluate(args.pred, args.gt, out_dir=args.out, split=args.split, stage=args.stage,
+                              size=args.size, empty=args.empty)
+        print(format_summary(result.summary))
+    elif verb == "test":
+        from .evaluate import format_summary
+        from .testing import run_test
+
+        result = run_test(args.model, args.data, args.out, split=args.split, stage=args.stage, size=args.size,
+                          empty=args.empty, batch_size=args.batch_size, device=args.device)
+        print(format_summary(result.summary))
+        print(f"Per-image metrics, summary and report.png in {args.out}")
+    elif verb == "plot":
+        from .visualize import plot_training_curves
+
+        print(plot_training_curves(args.run_dir, args.out))
+    elif verb == "import-official":
+        from .official import import_official
+
+        if not args.vae:
+            raise GmsegError("import-official needs --vae (e.g. 768-v-ema-first-stage-VAE.ckpt with --vae-config).")
+        import_official(args.lmm, args.vae, args.vae_config, image_size=args.image_size, out_dir=args.out,
+                        include_first_stage=args.include_first_stage)
+        print(f"Model folder written to {Path(args.out)}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return run(args)
+    except GmsegError as error:
+        print(f"gmseg {args.verb}: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

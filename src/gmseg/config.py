@@ -1,0 +1,207 @@
+"""One typed, validated training configuration, stored as YAML.
+
+A typo in a config should fail in the first second, with the valid names, not silently train the default
+for a day. Sections mirror the concepts: ``data``, ``model``, ``loss``, ``train``. Command-line overrides
+use dotted keys (``--set train.epochs=20``) with YAML-parsed values.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import ConfigError
+from .first_stage import DEFAULT_VAE
+
+RELEASE_AUGMENTATIONS = ["hflip", "vflip", "rot90", "color_jitter", "shift_scale_rotate"]
+
+
+@dataclass
+class DataConfig:
+    root: str = ""
+    split: str | None = None  # JSON or the release's .pkl; default: <root>/split.json
+    protocol: str = "standard"  # "paper": select checkpoints on the test split, as the release does
+    val_fraction: float = 0.1
+    image_size: int = 224
+    augmentations: list[str] = field(default_factory=lambda: list(RELEASE_AUGMENTATIONS))
+    mask_threshold: float | None = None
+    num_workers: int = 0
+
+
+@dataclass
+class ModelConfig:
+    vae: str = DEFAULT_VAE
+    vae_config: str | None = None
+    ch: int = 32
+    ch_mult: list[int] = field(default_factory=lambda: [1, 2, 4, 4])
+    supervised_levels: list[str] = field(default_factory=lambda: ["level2", "level1", "out"])
+    noise_probability: float = 0.5
+
+
+@dataclass
+class LossConfig:
+    rec_weight: float = 1.0
+    dice_weight: float = 1.0
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 1000
+    batch_size: int = 8
+    lr: float = 2e-3
+    weight_decay: float = 0.01  # AdamW's default, as the release
+    warmup_epochs: int = 5
+    seed: int = 2333
+    mixed_precision: str = "no"  # "no", "bf16", "fp16"
+    gradient_accumulation_steps: int = 1
+    save_every: int = 0  # also keep checkpoints/epoch-NNNN every N epochs (0: never)
+    # Schedule option: the first N epochs train the latent loss alone on cached, encoded augmented views
+    # (no decoder in the loop), the rest add the Dice term. 0 reproduces the paper.
+    latent_epochs: int = 0
+    latent_views: int = 4  # augmented views encoded per training image for the latent epochs
+    output_dir: str = "runs"
+    device: str = "auto"  # "auto", "cpu", "cuda"; accelerate decides under `accelerate launch`
+    compile: bool = False
+    channels_last: bool = False
+
+
+@dataclass
+class Config:
+    name: str = "gms"
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def save(self, path: str | os.PathLike) -> None:
+        Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+
+
+def build(cls: type, data: Any, where: str) -> Any:
+    """Instantiate a (nested) dataclass from a dict, checking every key and type."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where or 'config'} must be a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    valid = [f.name for f in dataclasses.fields(cls)]
+    unknown = [k for k in data if k not in valid]
+    if unknown:
+        raise ConfigError(f"Unknown key(s) {', '.join(where + k for k in unknown)}; valid keys: {', '.join(valid)}")
+    values = {}
+    for key, value in data.items():
+        values[key] = coerce(hints[key], value, where + key)
+    return cls(**values)
+
+
+def coerce(hint: Any, value: Any, key: str) -> Any:
+    if dataclasses.is_dataclass(hint):
+        return build(hint, value, key + ".")
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        options = typing.get_args(hint)
+        if value is None and type(None) in options:
+            return None
+        (inner,) = [o for o in options if o is not type(None)]
+        return coerce(inner, value, key)
+    if origin is list:
+        (item,) = typing.get_args(hint)
+        if not isinstance(value, list):
+            raise ConfigError(f"{key} must be a list, got {value!r}")
+        return [coerce(item, v, f"{key}[{i}]") for i, v in enumerate(value)]
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if hint is float and isinstance(value, str):
+        try:
+            return float(value)  # YAML reads "2e-3" as a string
+        except ValueError:
+            pass
+    if not isinstance(value, hint) or (hint is int and isinstance(value, bool)):
+        raise ConfigError(f"{key} must be {hint.__name__}, got {value!r}")
+    return value
+
+
+def check_ranges(config: Config) -> None:
+    """Values that parse but make no sense are rejected with the accepted range."""
+    problems = []
+
+    def need(ok: bool, message: str) -> None:
+        if not ok:
+            problems.append(message)
+
+    d, m, t, loss = config.data, config.model, config.train, config.loss
+    need(d.protocol in ("standard", "paper"), f"data.protocol must be 'standard' or 'paper', got {d.protocol!r}")
+    need(0.0 <= d.val_fraction < 1.0, f"data.val_fraction must be in [0, 1), got {d.val_fraction}")
+    need(d.image_size >= 32 and d.image_size % 8 == 0, f"data.image_size must be a multiple of 8, >= 32, got {d.image_size}")
+    unknown_aug = [a for a in d.augmentations if a not in RELEASE_AUGMENTATIONS]
+    need(not unknown_aug, f"data.augmentations has unknown {unknown_aug}; valid: {RELEASE_AUGMENTATIONS}")
+    need(d.mask_threshold is None or 0.0 <= d.mask_threshold < 1.0, "data.mask_threshold must be in [0, 1) or null")
+    need(d.num_workers >= 0, "data.num_workers must be >= 0")
+    need(m.ch > 0 and m.ch % 16 == 0, f"model.ch must be a positive multiple of 16, got {m.ch}")
+    need(len(m.ch_mult) >= 1 and all(x >= 1 for x in m.ch_mult), f"model.ch_mult must be positive integers, got {m.ch_mult}")
+    need(0.0 <= m.noise_probability <= 1.0, f"model.noise_probability must be in [0, 1], got {m.noise_probability}")
+    need(len(m.supervised_levels) >= 1, "model.supervised_levels must name at least one level, e.g. [out]")
+    need(loss.rec_weight >= 0 and loss.dice_weight >= 0, "loss weights must be >= 0")
+    need(loss.rec_weight + loss.dice_weight > 0, "at least one loss weight must be > 0")
+    need(t.epochs >= 1, f"train.epochs must be >= 1, got {t.epochs}")
+    need(t.batch_size >= 1, f"train.batch_size must be >= 1, got {t.batch_size}")
+    need(0.0 < t.lr < 1.0, f"train.lr must be in (0, 1), got {t.lr}")
+    need(t.weight_decay >= 0, "train.weight_decay must be >= 0")
+    need(0 <= t.warmup_epochs < t.epochs, f"train.warmup_epochs must be in [0, epochs), got {t.warmup_epochs}")
+    need(t.mixed_precision in ("no", "bf16", "fp16"), f"train.mixed_precision must be no, bf16 or fp16, got {t.mixed_precision!r}")
+    need(t.gradient_accumulation_steps >= 1, "train.gradient_accumulation_steps must be >= 1")
+    need(t.save_every >= 0, "train.save_every must be >= 0")
+    need(0 <= t.latent_epochs <= t.epochs, f"train.latent_epochs must be in [0, epochs], got {t.latent_epochs}")
+    need(t.latent_views >= 1, "train.latent_views must be >= 1")
+    need(t.device in ("auto", "cpu", "cuda"), f"train.device must be auto, cpu or cuda, got {t.device!r}")
+    if problems:
+        raise ConfigError("Invalid configuration:\n" + "\n".join(f"  - {p}" for p in problems))
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    if "=" not in text:
+        raise ConfigError(f"Override {text!r} must look like section.key=value, e.g. train.epochs=20")
+    key, raw = text.split("=", 1)
+    return key.strip().split("."), yaml.safe_load(raw)
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    for text in overrides:
+        path, value = parse_override(text)
+        node = data
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"Override {text!r}: {part} is not a section")
+        node[path[-1]] = value
+    return data
+
+
+def config_from_dict(data: dict[str, Any], overrides: list[str] | None = None) -> Config:
+    config = build(Config, apply_overrides(dict(data or {}), overrides or []), "")
+    check_ranges(config)
+    return config
+
+
+def load_config(path: str | os.PathLike | None, overrides: list[str] | None = None) -> Config:
+    """Read a YAML config (or start from defaults when ``path`` is None) and apply ``key=value`` overrides.
+
+    Relative paths inside are relative to the working directory, like every other path on the CLI.
+    """
+    data: dict[str, Any] = {}
+    if path is not None:
+        try:
+            data = yaml.safe_load(Path(path).read_text()) or {}
+        except (OSError, yaml.YAMLError) as error:
+            raise ConfigError(f"Cannot read config {path}: {error}") from error
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path} must hold a YAML mapping of sections (data, model, loss, train)")
+    return config_from_dict(data, overrides)

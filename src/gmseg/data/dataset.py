@@ -1,0 +1,195 @@
+"""The on-disk dataset layout (root/images/NAME.<ext>, root/masks/NAME.<ext>), its validation, and a
+torch Dataset over it.
+
+``check_dataset`` exists so a run fails before training starts, listing every bad file at once, rather
+than crashing in a DataLoader worker hours in on the first broken one.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from gmseg.data.io import index_folder, read_image, read_mask, read_size
+from gmseg.errors import DataError
+
+__all__ = ["SegmentationDataset", "check_dataset", "list_names"]
+
+_SUFFIX_HELP = "NAME.png (or .jpg/.jpeg/.bmp/.tif/.tiff)"
+
+
+def _folder(root: Path, sub: str) -> Path:
+    folder = root / sub
+    if not folder.is_dir():
+        raise DataError(
+            f"dataset folder missing: {folder}",
+            [f"{folder}: not a directory; a dataset root needs images/ and masks/ "
+             f"(run `gmseg prepare` to convert a public dataset)"],
+        )
+    return folder
+
+
+def list_names(root: str | os.PathLike[str]) -> list[str]:
+    """Sorted stems of the image files in ``root/images``."""
+    return sorted(index_folder(_folder(Path(root), "images")))
+
+
+def check_dataset(
+    root: str | os.PathLike[str], names: list[str] | None = None, check_sizes: bool = True
+) -> None:
+    """Raise one DataError listing every problem in the dataset at ``root`` (or in ``names`` of it).
+
+    Problems: image or mask missing, name listed but no files, unreadable file, image/mask size differ.
+    Reads only headers (plus Pillow's verify), so checking thousands of pairs takes seconds.
+    With ``check_sizes=False`` only file presence is checked.
+    """
+    root = Path(root)
+    image_dir = _folder(root, "images")
+    mask_dir = _folder(root, "masks")
+    images, masks = index_folder(image_dir), index_folder(mask_dir)
+    if names is None:
+        names = sorted(set(images) | set(masks))
+        if not names:
+            raise DataError(
+                f"no images found in {image_dir}", [f"{image_dir}: expected files {_SUFFIX_HELP}"]
+            )
+    problems: list[str] = []
+    for name in names:
+        img, mask = images.get(name), masks.get(name)
+        if img is None and mask is None:
+            problems.append(f"{image_dir / name}.*: '{name}' is listed in the split but has no image "
+                            f"and no mask; expected {image_dir / name}.png and {mask_dir / name}.png")
+            continue
+        if img is None:
+            problems.append(f"{image_dir / name}.*: image missing for mask {mask}")
+        if mask is None:
+            problems.append(f"{mask_dir / name}.*: mask missing for image {img}")
+        if not check_sizes:
+            continue
+        sizes = {}
+        for kind, path in (("image", img), ("mask", mask)):
+            if path is None:
+                continue
+            try:
+                sizes[kind] = read_size(path)
+            except DataError as exc:
+                problems.extend(f"unreadable {kind}: {p}" for p in exc.problems)
+        if len(sizes) == 2 and sizes["image"] != sizes["mask"]:
+            (iw, ih), (mw, mh) = sizes["image"], sizes["mask"]
+            problems.append(f"{mask}: mask is {mw}x{mh} but image {img} is {iw}x{ih} (width x height); "
+                            "they must match pixel for pixel")
+    if problems:
+        raise DataError(
+            f"dataset at {root} has {len(problems)} problem(s); fix them before training", problems
+        )
+
+
+class SegmentationDataset(Dataset):
+    """Image/mask pairs of one split, as tensors ready for the autoencoder.
+
+    Items: ``name``, ``image`` float32 (3, H, W) in [0, 1], ``mask`` float32 (1, H, W) in {0, 1}
+    (when ``with_masks``), ``original_size`` = tensor([H, W]) of the file, so predictions can be resized
+    back. ``transform`` is called as ``transform(image=float32 HxWx3 in 0..255, mask=uint8 HxW {0,1})``,
+    e.g. :func:`gmseg.data.build_transform`; None only scales to [0, 1].
+    """
+
+    def __init__(
+        self,
+        root: str | os.PathLike[str],
+        names: list[str] | None = None,
+        transform: Callable[..., dict[str, Any]] | None = None,
+        mask_threshold: float | None = None,
+        with_masks: bool = True,
+    ):
+        self.root = Path(root)
+        self.transform = transform
+        self.mask_threshold = mask_threshold
+        self.with_masks = with_masks
+        images = index_folder(_folder(self.root, "images"))
+        masks = index_folder(_folder(self.root, "masks")) if with_masks else {}
+        self.names: list[str] = sorted(images) if names is None else list(names)
+        problems = [f"{self.root / 'images' / n}.*: image missing" for n in self.names if n not in images]
+        if with_masks:
+            problems += [f"{self.root / 'masks' / n}.*: mask missing" for n in self.names if n not in masks]
+        if problems:
+            raise DataError(f"dataset at {self.root} is incomplete ({len(problems)} problem(s))", problems)
+        self._images = [images[n] for n in self.names]
+        self._masks = [masks[n] for n in self.names] if with_masks else []
+        self._seeded_pid: int | None = None
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def _seed_transform_once(self) -> None:
+        """Give each process its own augmentation stream.
+
+        albumentations 2.x keeps a private RNG in each Compose, so forked DataLoader workers would
+        otherwise all draw the same augmentations. Workers are seeded from torch's per-worker seed
+        (reproducible under torch.manual_seed); the main process only when no explicit seed was set.
+        """
+        pid = os.getpid()
+        if self._seeded_pid == pid:
+            return
+        self._seeded_pid = pid
+        set_seed = getattr(self.transform, "set_random_seed", None)
+        if set_seed is None:
+            return
+        in_worker = torch.utils.data.get_worker_info() is not None
+        if in_worker or getattr(self.transform, "seed", None) is None:
+            set_seed(torch.initial_seed() % 2**32)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        name = self.names[index]
+        image_path = self._images[index]
+        image = read_image(image_path)
+        h, w = image.shape[:2]
+        item: dict[str, Any] = {"name": name, "original_size": torch.tensor([h, w], dtype=torch.long)}
+        mask = None
+        if self.with_masks:
+            mask_path = self._masks[index]
+            mask = read_mask(mask_path, self.mask_threshold)
+            if mask.shape != (h, w):
+                raise DataError(
+                    f"image and mask sizes differ for '{name}'",
+                    [f"{mask_path}: mask is {mask.shape[1]}x{mask.shape[0]} but image {image_path} is "
+                     f"{w}x{h} (width x height)"],
+                )
+        if self.transform is None:
+            item["image"] = torch.from_numpy(image.astype(np.float32) / 255.0).permute(2, 0, 1).contiguous()
+            if mask is not None:
+                item["mask"] = torch.from_numpy(mask.astype(np.float32))[None]
+            return item
+        self._seed_transform_once()
+        inputs: dict[str, np.ndarray] = {"image": image.astype(np.float32)}
+        if mask is not None:
+            inputs["mask"] = mask
+        try:
+            out = self.transform(**inputs)
+        except Exception as exc:  # a transform error is useless without the file that triggered it
+            raise DataError(
+                f"transform failed on '{name}'", [f"{image_path}: {type(exc).__name__}: {exc}"]
+            ) from exc
+        item["image"] = _as_chw_float(out["image"])
+        if mask is not None:
+            # Binarise: a user transform may hand back 0/255 or interpolated values.
+            item["mask"] = (_as_chw_float(out["mask"]) > 0.5).to(torch.float32)
+        return item
+
+
+def _as_chw_float(x: Any) -> torch.Tensor:
+    """Accept what a user transform may return (HWC/HW numpy, CHW/HW tensor) as a float32 CHW tensor."""
+    if isinstance(x, np.ndarray):
+        t = torch.from_numpy(np.ascontiguousarray(x))
+        if t.ndim == 3:
+            t = t.permute(2, 0, 1)
+    else:
+        t = torch.as_tensor(x)
+    if t.ndim == 2:
+        t = t[None]
+    return t.to(torch.float32).contiguous()

@@ -1,0 +1,406 @@
+"""Converters from the public datasets' download layouts (and a user's own folders) to the package layout.
+
+Output, for every source: ``out/images/NAME.png`` (RGB), ``out/masks/NAME.png`` (0/255 grayscale),
+``out/split.json``. Names follow the paper's split files (e.g. ``benign_1``, ``testA_1``,
+``ISIC_0024306``), so the release's splits apply unchanged.
+
+Nothing is written unless every pair is readable and image/mask sizes agree; each PNG is written under a
+temporary name and renamed, and split.json is written last, so an interrupted run never leaves a dataset
+that looks complete but is not.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from gmseg.data.io import (
+    IMAGE_SUFFIXES,
+    is_image_file,
+    read_image,
+    read_mask,
+    read_size,
+    write_image_png,
+    write_mask_png,
+)
+from gmseg.data.splits import load_split, random_split, save_split
+from gmseg.errors import ConfigError, DataError
+
+__all__ = ["DATASETS", "PrepareReport", "prepare_dataset", "prepare_folders"]
+
+_LOSSY_SUFFIXES = (".jpg", ".jpeg")
+
+
+@dataclass
+class PrepareReport:
+    """What a prepare run produced, for printing and for tests."""
+
+    dataset: str
+    out: Path
+    n_pairs: int
+    split_counts: dict[str, int]
+    unmatched: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        """A few human-readable lines: counts, split sizes and (the first) unmatched entries."""
+        counts = ", ".join(f"{k} {v}" for k, v in self.split_counts.items())
+        lines = [f"prepared {self.n_pairs} {self.dataset} image/mask pairs in {self.out} (split: {counts})"]
+        if self.unmatched:
+            lines.append(f"{len(self.unmatched)} unmatched (not in the output):")
+            lines += [f"  - {u}" for u in self.unmatched[:20]]
+            if len(self.unmatched) > 20:
+                lines.append(f"  ... and {len(self.unmatched) - 20} more")
+        return "\n".join(lines)
+
+
+@dataclass
+class _Pair:
+    name: str
+    image: Path
+    masks: list[Path]
+
+
+# ----------------------------------------------------------------------------------------------- helpers
+
+
+def _under(path: Path, folder: Path | None) -> bool:
+    if folder is None:
+        return False
+    try:
+        path.resolve().relative_to(folder)
+        return True
+    except ValueError:
+        return False
+
+
+def _walk_files(raw: Path, exclude: Path | None) -> list[Path]:
+    """All image files below ``raw`` in a stable order, skipping ``exclude`` (the output folder)."""
+    found = []
+    for dirpath, dirnames, filenames in os.walk(raw):
+        here = Path(dirpath)
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and not _under(here / d, exclude))
+        found += [here / f for f in sorted(filenames) if is_image_file(here / f)]
+    return found
+
+
+def _walk_dirs(raw: Path, exclude: Path | None) -> list[Path]:
+    found = [raw]
+    for dirpath, dirnames, _ in os.walk(raw):
+        here = Path(dirpath)
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and not _under(here / d, exclude))
+        found += [here / d for d in dirnames]
+    return found
+
+
+def _preferred(paths: list[Path]) -> list[Path]:
+    """Order duplicate candidates: .png first, then the other suffixes, then path."""
+    return sorted(paths, key=lambda p: (IMAGE_SUFFIXES.index(p.suffix.lower()), str(p)))
+
+
+def _index(files: Iterable[Path], key: Callable[[Path], str | None], unmatched: list[str]) -> dict[str, Path]:
+    """Map key(file) -> file; files with key None are skipped; duplicates keep the preferred one."""
+    groups: dict[str, list[Path]] = {}
+    for path in files:
+        k = key(path)
+        if k is not None:
+            groups.setdefault(k, []).append(path)
+    index = {}
+    for k, paths in groups.items():
+        best, *rest = _preferred(paths)
+        index[k] = best
+        unmatched += [f"{p} (duplicate of {best}, ignored)" for p in rest]
+    return index
+
+
+def _pair(images: dict[str, Path], masks: dict[str, Path], unmatched: list[str]) -> list[_Pair]:
+    unmatched += [f"{images[k]} (image without mask)" for k in sorted(set(images) - set(masks))]
+    unmatched += [f"{masks[k]} (mask without image)" for k in sorted(set(masks) - set(images))]
+    return [_Pair(k, images[k], [masks[k]]) for k in sorted(set(images) & set(masks))]
+
+
+def _find_dir(raw: Path, names: Iterable[str], exclude: Path | None, depth: int = 1) -> Path | None:
+    """``raw`` or a folder up to ``depth`` levels below it that contains all of ``names`` (any case)."""
+    wanted = {n.lower() for n in names}
+    level = [raw]
+    for _ in range(depth + 1):
+        nxt = []
+        for folder in level:
+            subs = {p.name.lower() for p in folder.iterdir() if p.is_dir()}
+            if wanted <= subs:
+                return folder
+            nxt += sorted(p for p in folder.iterdir() if p.is_dir() and not _under(p, exclude))
+        level = nxt
+    return None
+
+
+def _subdir(folder: Path, name: str) -> Path:
+    return next(p for p in sorted(folder.iterdir()) if p.is_dir() and p.name.lower() == name.lower())
+
+
+def _layout_error(dataset: str, raw: Path, expected: str) -> DataError:
+    return DataError(
+        f"no {dataset} image/mask pairs found under {raw}",
+        [f"{raw}: expected {expected}; point --raw at the extracted download"],
+    )
+
+
+# -------------------------------------------------------------------------------------------- converters
+
+_BUSI_RE = re.compile(r"^(benign|malignant|normal)\s*\((\d+)\)(_mask(?:_(\d+))?)?$", re.IGNORECASE)
+_BUSI_LAYOUT = "class folders benign/, malignant/ with 'benign (1).png' and 'benign (1)_mask.png'"
+
+
+def _collect_busi(raw: Path, exclude: Path | None, unmatched: list[str]) -> list[_Pair]:
+    """Kaggle Dataset_BUSI_with_GT: one lesion mask per file; extra lesions in _mask_1, _mask_2 (OR-ed)."""
+    root = None
+    for classes in (("benign", "malignant"), ("benign",), ("malignant",)):
+        root = _find_dir(raw, classes, exclude)
+        if root is not None:
+            break
+    if root is None:
+        raise _layout_error("BUSI", raw, _BUSI_LAYOUT)
+    images: dict[str, Path] = {}
+    masks: dict[str, list[tuple[int, Path]]] = {}
+    for cls in ("benign", "malignant"):  # 'normal' has no lesion and is not in the paper's split
+        if not any(p.is_dir() and p.name.lower() == cls for p in root.iterdir()):
+            continue
+        for path in _walk_files(_subdir(root, cls), exclude):
+            m = _BUSI_RE.match(path.stem)
+            if m is None:
+                unmatched.append(f"{path} (unrecognised BUSI file name)")
+                continue
+            name = f"{m.group(1).lower()}_{int(m.group(2))}"
+            if m.group(3) is None:
+                if name in images:
+                    unmatched.append(f"{path} (duplicate of {images[name]}, ignored)")
+                else:
+                    images[name] = path
+            else:
+                order = 0 if m.group(4) is None else int(m.group(4)) + 1
+                masks.setdefault(name, []).append((order, path))
+    pairs = []
+    for name in sorted(set(images) | set(masks)):
+        if name not in masks:
+            unmatched.append(f"{images[name]} (image without mask)")
+        elif name not in images:
+            unmatched += [f"{p} (mask without image)" for _, p in sorted(masks[name])]
+        else:
+            pairs.append(_Pair(name, images[name], [p for _, p in sorted(masks[name])]))
+    return pairs
+
+
+def _collect_bus(raw: Path, exclude: Path | None, unmatched: list[str]) -> list[_Pair]:
+    """UDIAT dataset B: original/<id>.png and GT/<id>.png."""
+    root = _find_dir(raw, ("original", "GT"), exclude)
+    if root is None:
+        raise _layout_error(
+            "BUS", raw, "folders original/ and GT/ with files named <id>.png (e.g. 000001.png)"
+        )
+    images = _index(_walk_files(_subdir(root, "original"), exclude), lambda p: p.stem, unmatched)
+    masks = _index(_walk_files(_subdir(root, "GT"), exclude), lambda p: p.stem, unmatched)
+    return _pair(images, masks, unmatched)
+
+
+def _collect_glas(raw: Path, exclude: Path | None, unmatched: list[str]) -> list[_Pair]:
+    """Warwick GlaS: <name>.bmp with <name>_anno.bmp instance labels (0 = background)."""
+    files = _walk_files(raw, exclude)
+    images = _index(files, lambda p: None if p.stem.lower().endswith("_anno") else p.stem, unmatched)
+    masks = _index(files, lambda p: p.stem[:-5] if p.stem.lower().endswith("_anno") else None, unmatched)
+    if not masks:
+        raise _layout_error(
+            "GlaS", raw, "files <name>.bmp with annotations <name>_anno.bmp (e.g. train_1_anno.bmp)"
+        )
+    return _pair(images, masks, unmatched)
+
+
+_ISIC_IMAGE = re.compile(r"^ISIC_\d+$")
+_ISIC_MASK = re.compile(r"^(ISIC_\d+)_segmentation$")
+
+
+def _collect_ham10000(raw: Path, exclude: Path | None, unmatched: list[str]) -> list[_Pair]:
+    """HAM10000 / ISIC 2018 task 1: ISIC_<id>.jpg and ISIC_<id>_segmentation.png anywhere under raw."""
+    files = _walk_files(raw, exclude)
+    images = _index(files, lambda p: p.stem if _ISIC_IMAGE.match(p.stem) else None, unmatched)
+    masks = _index(files, lambda p: m.group(1) if (m := _ISIC_MASK.match(p.stem)) else None, unmatched)
+    if not masks:
+        raise _layout_error(
+            "HAM10000", raw, "images ISIC_<id>.jpg and masks ISIC_<id>_segmentation.png (any sub-folders)"
+        )
+    return _pair(images, masks, unmatched)
+
+
+def _collect_kvasir_instrument(raw: Path, exclude: Path | None, unmatched: list[str]) -> list[_Pair]:
+    """Kvasir-Instrument: images/<id>.jpg and masks/<id>.png, sibling folders anywhere under raw."""
+    image_dirs = [d for d in _walk_dirs(raw, exclude) if d.name.lower() == "images"]
+    image_files: list[Path] = []
+    mask_files: list[Path] = []
+    for d in image_dirs:
+        siblings = [p for p in d.parent.iterdir() if p.is_dir() and p.name.lower() == "masks"]
+        if siblings:
+            image_files += _walk_files(d, exclude)
+            mask_files += _walk_files(siblings[0], exclude)
+    if not mask_files:
+        raise _layout_error(
+            "Kvasir-Instrument", raw,
+            "folders images/ (<id>.jpg) and masks/ (<id>.png); extract images.tar.gz and masks.tar.gz first",
+        )
+    images = _index(image_files, lambda p: p.stem, unmatched)
+    masks = _index(mask_files, lambda p: p.stem, unmatched)
+    return _pair(images, masks, unmatched)
+
+
+_Collector = Callable[[Path, "Path | None", list[str]], list[_Pair]]
+DATASETS: dict[str, _Collector] = {
+    "busi": _collect_busi,
+    "bus": _collect_bus,
+    "glas": _collect_glas,
+    "ham10000": _collect_ham10000,
+    "kvasir-instrument": _collect_kvasir_instrument,
+}
+
+
+# ------------------------------------------------------------------------------------------- conversion
+
+
+def _mask_threshold(path: Path) -> float | None:
+    """JPEG masks carry compression noise around edges: count only pixels above half scale."""
+    return 0.5 if path.suffix.lower() in _LOSSY_SUFFIXES else None
+
+
+def _convert(
+    dataset: str,
+    pairs: list[_Pair],
+    unmatched: list[str],
+    out: Path,
+    split: str | os.PathLike[str] | None,
+    test_fraction: float,
+    seed: int,
+    source: Path,
+) -> PrepareReport:
+    if not pairs:
+        raise DataError(f"no {dataset} image/mask pairs found under {source}",
+                        [f"{u}" for u in unmatched[:50]] or [f"{source}: no matching files"])
+    loaded_split = load_split(split) if split is not None else None  # fail on a bad split before writing
+
+    problems: list[str] = []
+    for pair in pairs:  # header pass: catch unreadable files and size mismatches before writing anything
+        try:
+            size = read_size(pair.image)
+        except DataError as exc:
+            problems += [f"unreadable image: {p}" for p in exc.problems]
+            continue
+        for mask in pair.masks:
+            try:
+                msize = read_size(mask)
+            except DataError as exc:
+                problems += [f"unreadable mask: {p}" for p in exc.problems]
+                continue
+            if msize != size:
+                problems.append(f"{mask}: mask is {msize[0]}x{msize[1]} but image {pair.image} is "
+                                f"{size[0]}x{size[1]} (width x height)")
+    if problems:
+        raise DataError(f"{dataset}: {len(problems)} problem(s) in {source}; nothing was written", problems)
+
+    for pair in pairs:
+        try:
+            image = read_image(pair.image)
+            mask = np.zeros(image.shape[:2], dtype=np.uint8)
+            for path in pair.masks:
+                mask |= read_mask(path, _mask_threshold(path))
+        except DataError as exc:
+            problems += exc.problems
+            continue
+        write_image_png(out / "images" / f"{pair.name}.png", image)
+        write_mask_png(out / "masks" / f"{pair.name}.png", mask)
+    if problems:
+        raise DataError(f"{dataset}: {len(problems)} file(s) could not be decoded; split.json not written",
+                        problems)
+
+    names = sorted(p.name for p in pairs)
+    if loaded_split is None:
+        final = random_split(names, test_fraction=test_fraction, seed=seed)
+    else:
+        have = set(names)
+        final = {k: [n for n in v if n in have] for k, v in loaded_split.items()}
+        for k, v in loaded_split.items():
+            unmatched += [f"{n} (in split '{k}' of {split}, no image/mask found)" for n in v if n not in have]
+    save_split(final, out / "split.json")
+    return PrepareReport(dataset, out, len(pairs), {k: len(v) for k, v in final.items()}, unmatched)
+
+
+def _existing_dir(path: str | os.PathLike[str], what: str) -> Path:
+    p = Path(path)
+    if not p.is_dir():
+        raise DataError(f"{what} folder not found: {p}", [f"{p}: not a directory; check the path"])
+    return p
+
+
+def prepare_dataset(
+    name: str,
+    raw: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    split: str | os.PathLike[str] | None = None,
+    test_fraction: float = 0.2,
+    seed: int = 0,
+) -> PrepareReport:
+    """Convert the public dataset ``name`` from its download folder ``raw`` into ``out``.
+
+    ``split``: the release's .pkl or a .json; names without data are reported in ``unmatched``.
+    Without it a seeded random train/test split is made.
+    """
+    key = str(name).lower()
+    if key not in DATASETS:
+        raise ConfigError(f"unknown dataset {name!r}; valid names: {sorted(DATASETS)}")
+    raw_dir = _existing_dir(raw, "raw dataset")
+    out_dir = Path(out)
+    unmatched: list[str] = []
+    pairs = DATASETS[key](raw_dir, out_dir.resolve(), unmatched)
+    return _convert(key, pairs, unmatched, out_dir, split, test_fraction, seed, raw_dir)
+
+
+def prepare_folders(
+    images: str | os.PathLike[str],
+    masks: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    mask_suffix: str = "",
+    split: str | os.PathLike[str] | None = None,
+    test_fraction: float = 0.2,
+    seed: int = 0,
+) -> PrepareReport:
+    """Convert a user's own image and mask folders, paired by stem (mask stem = image stem + mask_suffix).
+
+    Any supported format on either side (e.g. IMD002.jpg with IMD002_lesion.bmp). Images and masks may
+    share one folder when ``mask_suffix`` tells them apart.
+    """
+    image_dir = _existing_dir(images, "images")
+    mask_dir = _existing_dir(masks, "masks")
+    same = image_dir.resolve() == mask_dir.resolve()
+    if same and not mask_suffix:
+        raise ConfigError(
+            "images and masks are in the same folder: set mask_suffix (e.g. '_mask') to tell them apart"
+        )
+    unmatched: list[str] = []
+
+    def mask_key(p: Path) -> str | None:
+        if not mask_suffix:
+            return p.stem
+        if p.stem.endswith(mask_suffix) and len(p.stem) > len(mask_suffix):
+            return p.stem[: -len(mask_suffix)]
+        if not same:
+            unmatched.append(f"{p} (mask file name lacks suffix {mask_suffix!r})")
+        return None
+
+    def image_key(p: Path) -> str | None:
+        return None if same and p.stem.endswith(mask_suffix) else p.stem
+
+    image_files = [p for p in sorted(image_dir.iterdir()) if p.is_file() and is_image_file(p)]
+    mask_files = [p for p in sorted(mask_dir.iterdir()) if p.is_file() and is_image_file(p)]
+    image_index = _index(image_files, image_key, unmatched)
+    mask_index = _index(mask_files, mask_key, unmatched)
+    pairs = _pair(image_index, mask_index, unmatched)
+    return _convert("folders", pairs, unmatched, Path(out), split, test_fraction, seed, image_dir)

@@ -1,0 +1,146 @@
+"""Per-image binary segmentation metrics, computed with MONAI.
+
+MONAI is the field's reference implementation, so Dice, IoU and HD95 come from it rather than from
+hand-written formulas. What MONAI leaves to the caller is the *empty-mask convention*, which changes
+published numbers noticeably on datasets with normal (mask-free) images, so it is explicit here:
+
+``empty="standard"``
+    both masks empty -> Dice 1, IoU 1, precision 1, recall 1, HD95 0 (a perfect "nothing here").
+``empty="paper"``
+    both masks empty -> Dice 0, IoU 0, as the GMS release's ``valid.py`` does (its formulas define
+    0/0 as 0). Use it only to reproduce the paper's numbers; precision, recall and HD95 are not
+    computed by the release and follow the standard convention.
+
+Exactly one mask empty (either mode): Dice 0, IoU 0, HD95 ``nan`` (no surface to measure to; MONAI
+returns nan or inf depending on the side, both are normalised to nan so summaries can drop them
+uniformly); precision and recall are 0 where their denominator is non-zero and ``nan`` where it is
+0/0 (precision with an empty prediction, recall with an empty ground truth).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+import torch
+from monai.metrics import compute_dice, compute_hausdorff_distance, compute_iou
+
+from gmseg.errors import ConfigError
+
+EMPTY_MODES: tuple[str, ...] = ("standard", "paper")
+
+#: keys of the dict returned by :func:`binary_metrics`, in the order reports use
+METRIC_KEYS: tuple[str, ...] = (
+    "dice",
+    "iou",
+    "hd95",
+    "precision",
+    "recall",
+    "pred_area",
+    "true_area",
+    "both_empty",
+)
+
+
+def check_empty_mode(empty: str) -> str:
+    """Reject unknown conventions early: a typo would silently change every reported number."""
+    if empty not in EMPTY_MODES:
+        raise ConfigError(f"empty must be one of {EMPTY_MODES}, got {empty!r}")
+    return empty
+
+
+def _as_binary(mask: np.ndarray, what: str) -> np.ndarray:
+    """Return a bool (H,W) array; refuse anything that is not already binary.
+
+    A 0/255 or probability map passed by mistake would otherwise be scored as something else than
+    intended, so thresholding stays the caller's explicit decision.
+    """
+    arr = np.asarray(mask)
+    if arr.ndim != 2:
+        raise ValueError(f"{what} must be a 2-D (H,W) mask, got shape {arr.shape}")
+    if arr.dtype == np.bool_:
+        return arr
+    if arr.size and not np.isin(arr, (0, 1)).all():
+        raise ValueError(
+            f"{what} must be binary (bool or 0/1), got values in [{arr.min()}, {arr.max()}]; "
+            "threshold it first (e.g. mask > 127 for 0/255 images)"
+        )
+    return arr.astype(bool)
+
+
+def _one_hot(mask: np.ndarray) -> torch.Tensor:
+    """(H,W) bool -> (1,2,H,W) float64 one-hot (background, foreground).
+
+    Two channels with ``include_background=False`` make MONAI score the foreground in float64, so the
+    values are bit-identical to the release's 2TP/(2TP+FP+FN) computed in numpy; a single channel
+    is read by MONAI as class indices and rounded through float32.
+    """
+    fg = torch.from_numpy(mask.astype(np.float64))
+    return torch.stack((1.0 - fg, fg))[None]
+
+
+def _hd95(pred: torch.Tensor, gt: torch.Tensor) -> float:
+    """Symmetric 95th-percentile Hausdorff distance (pixels) between the two masks' edges.
+
+    MONAI takes the edge of each mask (mask XOR its erosion), the distances from every edge pixel of
+    one mask to the nearest edge pixel of the other, the 95th percentile of each direction, and the
+    larger of the two. Takes the :func:`_one_hot` tensors; only called when both masks are non-empty.
+    """
+    with warnings.catch_warnings():
+        # MONAI 1.5+ warns about one of its own internal arguments; nothing the caller can act on.
+        warnings.filterwarnings("ignore", message=".*always_return_as_numpy.*")
+        value = compute_hausdorff_distance(pred, gt, include_background=False, percentile=95)
+    out = float(value.reshape(-1)[0])
+    return out if math.isfinite(out) else math.nan
+
+
+def _ratio(num: int, den: int) -> float:
+    return num / den if den else math.nan
+
+
+def binary_metrics(pred: np.ndarray, gt: np.ndarray, empty: str = "standard") -> dict[str, float]:
+    """Score one binary prediction against its ground truth.
+
+    Returns ``dice, iou, hd95, precision, recall`` (floats; hd95 in pixels), ``pred_area`` and
+    ``true_area`` (foreground pixel counts, ints) and ``both_empty`` (0/1). See the module docstring
+    for how empty masks are handled under each ``empty`` convention.
+    """
+    check_empty_mode(empty)
+    p = _as_binary(pred, "pred")
+    g = _as_binary(gt, "gt")
+    if p.shape != g.shape:
+        raise ValueError(f"pred and gt shapes differ: {p.shape} vs {g.shape}")
+
+    tp = int(np.count_nonzero(p & g))
+    pred_area = int(np.count_nonzero(p))
+    true_area = int(np.count_nonzero(g))
+    fp, fn = pred_area - tp, true_area - tp
+    both_empty = pred_area == 0 and true_area == 0
+
+    yp, yt = _one_hot(p), _one_hot(g)
+    # ignore_empty=False: MONAI gives 1 for both-empty and 0 for one-empty: the standard convention.
+    dice = float(compute_dice(yp, yt, include_background=False, ignore_empty=False).reshape(-1)[0])
+    iou = float(compute_iou(yp, yt, include_background=False, ignore_empty=False).reshape(-1)[0])
+
+    if both_empty:
+        hd95, precision, recall = 0.0, 1.0, 1.0
+        if empty == "paper":
+            dice, iou = 0.0, 0.0  # the release's 0/0 -> 0
+    elif pred_area == 0 or true_area == 0:
+        hd95 = math.nan
+        precision, recall = _ratio(tp, tp + fp), _ratio(tp, tp + fn)
+    else:
+        hd95 = _hd95(yp, yt)
+        precision, recall = _ratio(tp, tp + fp), _ratio(tp, tp + fn)
+
+    return {
+        "dice": dice,
+        "iou": iou,
+        "hd95": hd95,
+        "precision": precision,
+        "recall": recall,
+        "pred_area": pred_area,
+        "true_area": true_area,
+        "both_empty": int(both_empty),
+    }

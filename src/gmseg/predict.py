@@ -1,0 +1,156 @@
+"""Inference on image files: no ground truth needed.
+
+For each input ``NAME.*`` it writes ``NAME.png`` (0/255 mask at the image's original size), optionally
+``NAME.prob.npy`` (float32 probabilities, original size) and ``NAME.overlay.png``. Images are processed in
+batches; an unreadable file is reported by name and the rest are still written, so one bad file in a
+folder of thousands doesn't cost the run.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .errors import DataError, GmsegError
+from .model import GMS
+
+
+@dataclass
+class PredictionReport:
+    written: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+    def summary(self) -> str:
+        lines = [f"Wrote {len(self.written)} prediction(s)."]
+        if self.failed:
+            lines.append(f"{len(self.failed)} input(s) failed:")
+            lines += [f"  - {name}: {reason}" for name, reason in self.failed.items()]
+        return "\n".join(lines)
+
+
+def collect_inputs(inputs: str | os.PathLike | Sequence[str | os.PathLike]) -> list[Path]:
+    """Expand folders into their image files (sorted); keep explicitly named files as given."""
+    from .data.io import IMAGE_SUFFIXES
+
+    items = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
+    files: list[Path] = []
+    for item in items:
+        path = Path(item)
+        if path.is_dir():
+            files += sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        else:
+            files.append(path)  # missing files are reported per file by the reader
+    if not files:
+        raise GmsegError(f"No input images found in {', '.join(map(str, items))} (suffixes: {IMAGE_SUFFIXES}).")
+    return files
+
+
+def pick_device(device: str = "auto") -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def image_to_tensor(image: np.ndarray, size: int) -> torch.Tensor:
+    """uint8 RGB (H,W,3) -> (3,size,size) float in [-1,1]; not resampled when already ``size``x``size``."""
+    tensor = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float().div(255.0)
+    if tensor.shape[1:] != (size, size):
+        from .data.transforms import build_transform
+
+        # The same resize as evaluation during training, so predictions match validation scores.
+        tensor = build_transform(size)(image=image.astype(np.float32), mask=np.zeros(image.shape[:2], np.uint8))[
+            "image"
+        ]
+    return tensor * 2.0 - 1.0
+
+
+def probability_at_size(probability: torch.Tensor, height: int, width: int) -> np.ndarray:
+    """(1,S,S) probability -> (H,W) float32 at the original image size (bilinear)."""
+    if probability.shape[-2:] != (height, width):
+        probability = F.interpolate(probability[None], size=(height, width), mode="bilinear", align_corners=False)[0]
+    return probability[0].clamp(0, 1).float().cpu().numpy()
+
+
+def batched(items: Sequence[Path], size: int) -> Iterator[Sequence[Path]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def save_npy_atomic(path: Path, array: np.ndarray) -> None:
+    handle, temp = tempfile.mkstemp(dir=path.parent, suffix=".npy.tmp")
+    os.close(handle)
+    try:
+        np.save(temp, array)
+        os.replace(temp, path)
+    finally:
+        if os.path.exists(temp):
+            os.remove(temp)
+
+
+def predict_files(
+    model: GMS,
+    inputs: str | os.PathLike | Sequence[str | os.PathLike],
+    output_dir: str | os.PathLike,
+    *,
+    save_prob: bool = False,
+    overlay: bool = False,
+    gt_dir: str | os.PathLike | None = None,
+    batch_size: int = 8,
+    device: str = "auto",
+    progress: bool = True,
+) -> PredictionReport:
+    """Predict every input image and write its mask (and optionally probabilities / overlay)."""
+    from tqdm.auto import tqdm
+
+    from .data.io import find_file, read_image, read_mask, write_mask_png
+
+    files = collect_inputs(inputs)
+    output = Path(output_dir)
+    output.mkdir(parents=True, exist_ok=True)
+    torch_device = pick_device(device)
+    model = model.to(torch_device).eval()
+    size = model.gms_config.image_size
+    threshold = model.gms_config.threshold
+    report = PredictionReport()
+    bar = tqdm(total=len(files), desc="predict", unit="img", disable=not progress)
+    for chunk in batched(files, max(1, batch_size)):
+        images, names, tensors = [], [], []
+        for path in chunk:
+            try:
+                image = read_image(path)
+            except (DataError, OSError) as error:
+                report.failed[path.name] = str(error).splitlines()[0]
+                continue
+            images.append(image)
+            names.append(path.stem)
+            tensors.append(image_to_tensor(image, size))
+        if tensors:
+            probabilities = model.predict_proba(torch.stack(tensors).to(torch_device))
+            for name, image, probability in zip(names, images, probabilities):
+                prob = probability_at_size(probability, *image.shape[:2])
+                mask = prob > threshold
+                write_mask_png(output / f"{name}.png", mask.astype(np.uint8))
+                if save_prob:
+                    save_npy_atomic(output / f"{name}.prob.npy", prob.astype(np.float32))
+                if overlay:
+                    from .visualize import save_overlay
+
+                    gt = None
+                    if gt_dir is not None and (gt_file := find_file(Path(gt_dir), name)) is not None:
+                        gt = read_mask(gt_file).astype(bool)
+                    save_overlay(output / f"{name}.overlay.png", image, mask, gt)
+                report.written.append(name)
+        bar.update(len(chunk))
+    bar.close()
+    return report

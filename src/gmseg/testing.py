@@ -1,0 +1,110 @@
+"""``gmseg test``: predict a dataset's images, score them, and draw the best/median/worst cases.
+
+With a model trained on one dataset and the images of another, this is the paper's cross-domain protocol
+(e.g. BUSI -> BUS): nothing about the model changes, only ``--data``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from .errors import GmsegError
+from .evaluate import EvaluationResult, run_evaluate
+from .model import GMS, load_model
+from .predict import predict_files
+
+
+def stage_names(data_dir: Path, split: str | os.PathLike | None, stage: str) -> list[str] | None:
+    """Names to test: the split's stage, else ``<data>/split.json``'s stage, else every image."""
+    from .data.splits import load_split
+
+    split_path = Path(split) if split else data_dir / "split.json"
+    if not split_path.is_file():
+        if split:
+            raise GmsegError(f"Split file {split_path} does not exist.")
+        return None
+    stages = load_split(split_path)
+    if stage not in stages:
+        if split:
+            raise GmsegError(f"{split_path} has no stage {stage!r}; it has {sorted(stages)}.")
+        return None
+    return list(stages[stage])
+
+
+def run_test(
+    model: GMS | str | os.PathLike,
+    data_dir: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    *,
+    split: str | os.PathLike | None = None,
+    stage: str = "test",
+    size: int | str = "native",
+    empty: str = "standard",
+    batch_size: int = 8,
+    device: str = "auto",
+    progress: bool = True,
+) -> EvaluationResult:
+    """Predict into ``out/predictions``, write ``metrics.csv``, ``summary.json`` and ``report.png``."""
+    from .data.io import find_file
+
+    data_dir, out_dir = Path(data_dir), Path(out_dir)
+    if not isinstance(model, GMS):
+        model = load_model(model)
+    names = stage_names(data_dir, split, stage)
+    images_dir = data_dir / "images"
+    if names is None:
+        inputs: list[Path] | Path = images_dir
+    else:
+        missing = [n for n in names if find_file(images_dir, n) is None]
+        if missing:
+            from .errors import DataError
+
+            raise DataError(f"{len(missing)} test image(s) missing in {images_dir}", [f"{images_dir / n}.*" for n in missing])
+        inputs = [find_file(images_dir, n) for n in names]
+    predictions = out_dir / "predictions"
+    report = predict_files(model, inputs, predictions, batch_size=batch_size, device=device, progress=progress)
+    if not report.ok:
+        raise GmsegError(report.summary())
+    names = names or report.written
+    split_file = None
+    if names is not None:
+        from .data.splits import save_split
+
+        split_file = out_dir / "tested_names.json"
+        save_split({"test": names}, split_file)
+    result = run_evaluate(predictions, data_dir, out_dir=out_dir, split=split_file, stage="test", size=size, empty=empty)
+    write_report(result, images_dir, predictions, data_dir, out_dir / "report.png")
+    return result
+
+
+def extreme_rows(rows: list[dict], per_group: int = 3) -> list[dict]:
+    """Worst, median and best rows by Dice, so only those images are read for the report."""
+    ranked = sorted(rows, key=lambda r: float(r["dice"]) if np.isfinite(r["dice"]) else -1.0)
+    middle = max(0, len(ranked) // 2 - per_group // 2)
+    picked = {id(r): r for r in ranked[:per_group] + ranked[middle : middle + per_group] + ranked[-per_group:]}
+    return list(picked.values())
+
+
+def write_report(result: EvaluationResult, images_dir: Path, predictions: Path, data_dir: Path, path: Path) -> Path:
+    """The best, median and worst cases as overlays: where a person would rather look than read."""
+    from .data.io import find_file, read_image, read_mask
+    from .visualize import report_grid
+
+    mask_dir = data_dir / "masks" if (data_dir / "masks").is_dir() else data_dir
+    cases = []
+    for row in extreme_rows(result.rows):
+        name = row["name"]
+        image_file, gt_file = find_file(images_dir, name), find_file(mask_dir, name)
+        if image_file is None or gt_file is None:
+            continue
+        image = read_image(image_file)
+        pred, gt = read_mask(predictions / f"{name}.png").astype(bool), read_mask(gt_file).astype(bool)
+        if pred.shape != image.shape[:2] or gt.shape != image.shape[:2]:
+            continue  # drawn only when all three line up; the metrics already reported the mismatch
+        dice = float(row["dice"]) if np.isfinite(row["dice"]) else 0.0
+        cases.append({"name": name, "image": image, "pred": pred, "gt": gt, "dice": dice})
+    title = f"Dice mean {result.summary['metrics']['dice']['mean']:.3f} over {len(result.rows)} images"
+    return report_grid(cases, path, title=title)

@@ -1,0 +1,538 @@
+"""The training loop: the paper's procedure on top of Hugging Face accelerate.
+
+What it adds to the release's loop, and why:
+- model selection on a validation split carved from the training names (the release selects on test);
+- validation latents encoded once per run: the first stage is frozen and validation is not augmented;
+- image and mask encoded in one batch, the three supervised levels decoded in one batch;
+- every random choice (shuffling, augmentation, latent noise) is a function of (seed, epoch, index), so a
+  resumed run continues exactly as an uninterrupted one would;
+- checkpoints are complete model folders swapped in atomically, so a kill never leaves a broken one;
+- a non-finite loss stops the run at once, naming the epoch and step, with the last good checkpoint kept.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+import random
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from .config import Config, load_config
+from .errors import CheckpointError, GmsegError
+from .model import GMS, GMSConfig, mask_to_image
+
+LOG_COLUMNS = ["epoch", "lr", "loss", "loss_rec", "loss_dice", "val_dice", "val_iou", "seconds"]
+STATE_NAME = "training_state.pt"
+
+
+class TrainingDivergedError(GmsegError):
+    """The loss became NaN or infinite."""
+
+
+# ---------------------------------------------------------------------------------------------- schedule
+def release_lr_factor(epoch: int, warmup_epochs: int, max_epochs: int) -> float:
+    """The release's LinearWarmupCosineAnnealingLR (closed form, warm-up from 0, eta_min 0), per epoch.
+
+    Epoch 0 trains at lr 0 exactly like the release; warm-up reaches the base lr at epoch
+    ``warmup_epochs - 1``, then a half cosine to 0 at ``max_epochs``.
+    """
+    if warmup_epochs > 1 and epoch < warmup_epochs:
+        return epoch / (warmup_epochs - 1)
+    if epoch < warmup_epochs:  # a single warm-up epoch: start at the base lr
+        return 1.0
+    return 0.5 * (1.0 + math.cos(math.pi * (epoch - warmup_epochs) / max(1, max_epochs - warmup_epochs)))
+
+
+# ---------------------------------------------------------------------------------------------- data
+def mix_seed(*parts: int) -> int:
+    """A 31-bit seed from integers, stable across processes and Python runs (unlike hash())."""
+    value = 0x9E3779B1
+    for part in parts:
+        value = (value * 1_000_003 + int(part) + 0x632BE5AB) % (2**31 - 1)
+    return value
+
+
+class EpochSeededDataset(Dataset):
+    """Makes augmentation a pure function of (seed, epoch, index): workers, resume and process count
+    do not change which augmented view a sample gets."""
+
+    def __init__(self, base: Any, seed: int):
+        self.base, self.seed, self.epoch = base, seed, 0
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, index: int) -> dict:
+        transform = getattr(self.base, "transform", None)
+        if transform is not None and hasattr(transform, "set_random_seed"):
+            transform.set_random_seed(mix_seed(self.seed, self.epoch, index))
+        return self.base[index]
+
+
+def make_dataset(config: Config, names: list[str], augment: bool) -> Any:
+    from .data.dataset import SegmentationDataset
+    from .data.transforms import build_transform
+
+    transform = build_transform(config.data.image_size, config.data.augmentations if augment else None)
+    return SegmentationDataset(config.data.root, names, transform=transform, mask_threshold=config.data.mask_threshold)
+
+
+def resolve_split(config: Config) -> dict[str, list[str]]:
+    """The run's split: the given file (or ``<root>/split.json``), with validation carved from train."""
+    from .data.splits import load_split, with_validation
+
+    split_path = Path(config.data.split) if config.data.split else Path(config.data.root) / "split.json"
+    if not split_path.is_file():
+        raise GmsegError(
+            f"Split file {split_path} not found. Give data.split (JSON or the release's .pkl) or create "
+            "it with 'gmseg prepare'."
+        )
+    split = load_split(split_path)
+    return with_validation(split, config.data.val_fraction, config.train.seed, config.data.protocol)
+
+
+# ---------------------------------------------------------------------------------------------- run folder
+@dataclass
+class RunState:
+    epoch: int = 0  # epochs completed
+    global_step: int = 0
+    best_metric: float = -1.0
+    best_epoch: int = 0
+
+
+def new_run_dir(config: Config) -> Path:
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    run_dir = Path(config.train.output_dir) / f"{config.name}-{stamp}"
+    suffix = 1
+    while run_dir.exists():
+        run_dir = Path(config.train.output_dir) / f"{config.name}-{stamp}-{suffix}"
+        suffix += 1
+    return run_dir
+
+
+def swap_link(link: Path, target_name: str) -> None:
+    """Point ``link`` at ``target_name`` atomically (rename of a fresh symlink over the old one)."""
+    temp = link.with_name(f".{link.name}.tmp-{os.getpid()}")
+    if temp.is_symlink() or temp.exists():
+        temp.unlink()
+    temp.symlink_to(target_name)
+    os.replace(temp, link)
+
+
+def checkpoint_target(checkpoints: Path, name: str) -> Path | None:
+    link = checkpoints / name
+    return link.resolve() if link.exists() else None
+
+
+def save_checkpoint(
+    model: GMS, optimizer: Any, scheduler: Any, state: RunState, checkpoints: Path, names: list[str]
+) -> Path:
+    """Write a complete model folder under a temporary name, then repoint ``names`` (last/best/...) at it.
+
+    A kill before the final rename leaves the previous links and folders untouched; folders no link
+    points at any more are removed afterwards.
+    """
+    checkpoints.mkdir(parents=True, exist_ok=True)
+    folder_name = f"epoch-{state.epoch:04d}"
+    temp = checkpoints / f".{folder_name}.tmp"
+    if temp.exists():
+        shutil.rmtree(temp)
+    model.save_pretrained(temp)
+    torch.save(
+        {
+            "run_state": state.__dict__,
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "rng": capture_rng(),
+        },
+        temp / STATE_NAME,
+    )
+    final = checkpoints / folder_name
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(temp, final)
+    for name in names:
+        swap_link(checkpoints / name, folder_name)
+    remove_unreferenced(checkpoints)
+    return final
+
+
+def remove_unreferenced(checkpoints: Path) -> None:
+    keep = {p.resolve() for p in checkpoints.iterdir() if p.is_symlink()}
+    for folder in checkpoints.glob("epoch-*"):
+        if folder.resolve() not in keep:
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def capture_rng() -> dict[str, Any]:
+    # Plain containers and tensors only, so the state file loads with weights_only=True.
+    np_state = np.random.get_state()
+    return {
+        "torch": torch.get_rng_state(),
+        "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]],
+        "python": list(random.getstate()[1]),
+        "python_version": random.getstate()[0],
+        "python_gauss": random.getstate()[2],
+    }
+
+
+def restore_rng(saved: dict[str, Any]) -> None:
+    torch.set_rng_state(saved["torch"])
+    kind, keys, *rest = saved["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), *rest))
+    random.setstate((saved["python_version"], tuple(saved["python"]), saved["python_gauss"]))
+
+
+def load_training_state(folder: Path) -> dict[str, Any]:
+    path = folder / STATE_NAME
+    if not path.is_file():
+        raise CheckpointError(f"{path} is missing: {folder} cannot be resumed (it holds weights only).")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:
+        raise CheckpointError(f"{path} is corrupt or unsafe to load ({type(error).__name__}).") from error
+
+
+# ---------------------------------------------------------------------------------------------- logging
+class EpochLog:
+    """``train_log.csv``, one row per epoch, flushed at once so a crash keeps every finished epoch."""
+
+    def __init__(self, path: Path, keep_epochs: int):
+        self.path = path
+        rows = []
+        if path.is_file():  # on resume, drop rows of epochs that the checkpoint does not contain
+            with path.open() as handle:
+                rows = [r for r in csv.DictReader(handle) if int(r["epoch"]) <= keep_epochs]
+        with path.open("w", newline="") as handle:
+            writer = csv.DictWriter(handle, LOG_COLUMNS)
+            writer.writeheader()
+            writer.writerows(rows)
+
+    def append(self, row: dict[str, Any]) -> None:
+        with self.path.open("a", newline="") as handle:
+            csv.DictWriter(handle, LOG_COLUMNS).writerow({k: row.get(k, "") for k in LOG_COLUMNS})
+
+
+# ---------------------------------------------------------------------------------------------- trainer
+class Trainer:
+    """Owns one run: builds everything from a :class:`Config`, then ``fit()``."""
+
+    def __init__(self, config: Config, run_dir: Path | None = None, resume: Path | None = None, progress: bool = True):
+        from accelerate import Accelerator
+        from accelerate.utils import DataLoaderConfiguration, broadcast_object_list
+
+        self.config = config
+        self.progress = progress
+        cpu = config.train.device == "cpu" or (config.train.device == "auto" and not torch.cuda.is_available())
+        self.accelerator = Accelerator(
+            mixed_precision=config.train.mixed_precision,
+            gradient_accumulation_steps=config.train.gradient_accumulation_steps,
+            cpu=cpu,
+            dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=config.train.seed),
+        )
+        # Every process must agree on the run folder: the main process names it.
+        chosen = [str(resume or run_dir or new_run_dir(config))]
+        broadcast_object_list(chosen)
+        self.run_dir = Path(chosen[0])
+        self.checkpoints = self.run_dir / "checkpoints"
+        self.resume = resume is not None
+
+    @property
+    def is_main(self) -> bool:
+        return self.accelerator.is_main_process
+
+    def setup(self) -> None:
+        from .data.dataset import check_dataset
+        from .data.splits import load_split, save_split
+        from .first_stage import load_first_stage
+
+        config, accelerator = self.config, self.accelerator
+        if self.resume:
+            self.split = load_split(self.run_dir / "split.json")
+        else:
+            self.split = resolve_split(config)
+        if not self.split.get("train"):
+            raise GmsegError("The split has no training names.")
+        # Find every broken file now, not at epoch 37.
+        check_dataset(config.data.root, sorted(set(self.split["train"]) | set(self.split.get("val", []))))
+        if self.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            config.save(self.run_dir / "config.yaml")
+            save_split(self.split, self.run_dir / "split.json")
+        accelerator.wait_for_everyone()
+
+        torch.manual_seed(config.train.seed)
+        first_stage = load_first_stage(config.model.vae, config.model.vae_config)
+        gms_config = GMSConfig(
+            mapping={"in_channels": 4, "out_channels": 4, "ch": config.model.ch, "ch_mult": list(config.model.ch_mult)},
+            image_size=config.data.image_size,
+            supervised_levels=list(config.model.supervised_levels),
+            rec_weight=config.loss.rec_weight,
+            dice_weight=config.loss.dice_weight,
+            noise_probability=config.model.noise_probability,
+        )
+        self.model = GMS(gms_config, first_stage_module=first_stage).to(accelerator.device)
+        if config.train.channels_last:
+            self.model.to(memory_format=torch.channels_last)
+        self.optimizer = torch.optim.AdamW(
+            self.model.mapping.parameters(), lr=config.train.lr, weight_decay=config.train.weight_decay
+        )
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer,
+            lambda e: release_lr_factor(e, config.train.warmup_epochs, config.train.epochs),
+        )
+        self.state = RunState()
+        if self.resume:
+            self.restore()
+
+        self.train_set = EpochSeededDataset(make_dataset(config, self.split["train"], augment=True), config.train.seed)
+        train_loader = DataLoader(
+            self.train_set,
+            batch_size=config.train.batch_size,
+            shuffle=True,
+            drop_last=len(self.train_set) > config.train.batch_size,  # the release drops the last batch
+            num_workers=config.data.num_workers,
+        )
+        val_names = self.split.get("val") or []
+        val_loader = DataLoader(
+            make_dataset(config, val_names, augment=False) if val_names else [],
+            batch_size=config.train.batch_size,
+            num_workers=config.data.num_workers,
+        )
+        self.mapping, self.optimizer, self.train_loader, self.val_loader = accelerator.prepare(
+            self.model.mapping, self.optimizer, train_loader, val_loader
+        )
+        if config.train.compile:
+            self.mapping = torch.compile(self.mapping)
+        self.val_cache = self.encode_validation() if val_names else []
+        self.latent_cache: list[dict[str, torch.Tensor]] | None = None
+
+    def restore(self) -> None:
+        last = checkpoint_target(self.checkpoints, "last")
+        if last is None:
+            raise CheckpointError(f"{self.checkpoints}/last does not exist: nothing to resume in {self.run_dir}.")
+        from .model import WEIGHTS_NAME, load_mapping_weights
+
+        load_mapping_weights(self.model.mapping, last / WEIGHTS_NAME)
+        saved = load_training_state(last)
+        self.optimizer.load_state_dict(saved["optimizer"])
+        self.scheduler.load_state_dict(saved["scheduler"])
+        self.state = RunState(**saved["run_state"])
+        restore_rng(saved["rng"])
+
+    # ------------------------------------------------------------------ validation
+    @torch.no_grad()
+    def encode_validation(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Validation is not augmented and the first stage is frozen: encode once, reuse every epoch."""
+        cache = []
+        for batch in self.val_loader:
+            latent, _ = self.model.first_stage.encode(batch["image"] * 2 - 1)
+            cache.append((list(batch["name"]), latent, batch["mask"]))
+        return cache
+
+    @torch.no_grad()
+    def validate(self) -> tuple[float, float]:
+        """Mean per-image Dice and IoU (threshold 0.5; an empty mask predicted empty scores 1)."""
+        from accelerate.utils import gather_object
+        from monai.metrics import compute_dice, compute_iou
+
+        self.mapping.eval()
+        scores: list[tuple[str, float, float]] = []
+        for names, latent, mask in self.val_cache:
+            with self.accelerator.autocast():
+                out = self.mapping(latent, levels=["out"])["out"]
+            prediction = (self.model.latent_to_probability(out.float()) > self.model.gms_config.threshold).float()
+            dice = compute_dice(prediction, mask, include_background=True, ignore_empty=False).view(-1)
+            iou = compute_iou(prediction, mask, include_background=True, ignore_empty=False).view(-1)
+            scores += zip(names, dice.tolist(), iou.tolist())
+        self.mapping.train()
+        # Shards are padded to equal length across processes: de-duplicate by name.
+        unique = dict((name, (d, i)) for name, d, i in gather_object(scores))
+        values = np.array(list(unique.values()), dtype=np.float64)
+        return float(values[:, 0].mean()), float(values[:, 1].mean())
+
+    # ------------------------------------------------------------------ training epochs
+    def noise_generator(self, epoch: int, step: int) -> torch.Generator:
+        return torch.Generator().manual_seed(mix_seed(self.config.train.seed, epoch, step, self.accelerator.process_index, 7))
+
+    def check_finite(self, loss: torch.Tensor, epoch: int, step: int) -> None:
+        bad = torch.tensor([0.0 if torch.isfinite(loss).item() else 1.0], device=self.accelerator.device)
+        if self.accelerator.reduce(bad, reduction="sum").item() > 0:
+            last = checkpoint_target(self.checkpoints, "last")
+            kept = f"the last good checkpoint is {last}" if last else "no checkpoint had been written yet"
+            raise TrainingDivergedError(
+                f"Loss became {loss.item()} at epoch {epoch + 1}, step {step + 1}; training stopped and "
+                f"{kept}. Lower train.lr or try train.mixed_precision=no."
+            )
+
+    def optimisation_step(self, losses: dict[str, torch.Tensor], epoch: int, step: int) -> None:
+        self.check_finite(losses["loss"], epoch, step)
+        self.accelerator.backward(losses["loss"])
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+
+    def full_epoch(self, epoch: int, bar: Any) -> dict[str, float]:
+        """The paper's step: encode (image, mask), latent noise, map, decode levels, MSE + Dice."""
+        self.train_set.epoch = epoch
+        self.train_loader.set_epoch(epoch)
+        model, totals, count = self.model, {"loss": 0.0, "loss_rec": 0.0, "loss_dice": 0.0}, 0
+        levels = model.gms_config.supervised_levels
+        for step, batch in enumerate(self.train_loader):
+            with self.accelerator.accumulate(self.mapping):
+                image, mask = batch["image"] * 2 - 1, batch["mask"]
+                with torch.no_grad():
+                    means, logvars = model.first_stage.encode(torch.cat([image, mask_to_image(mask)]))
+                image_mean, mask_latent = means.chunk(2)
+                image_logvar = None if logvars is None else logvars.chunk(2)[0]
+                latent = model.noisy_latent(image_mean, image_logvar, self.noise_generator(epoch, step))
+                with self.accelerator.autocast():
+                    outputs = self.mapping(latent, levels=levels)
+                    losses = model.loss_from_latents(latent, mask_latent, mask, outputs=outputs)
+                self.optimisation_step(losses, epoch, step)
+            for key in totals:
+                totals[key] += losses[key].item()
+            count += 1
+            self.state.global_step += 1
+            bar.update(1)
+        return {k: v / max(1, count) for k, v in totals.items()}
+
+    @torch.no_grad()
+    def build_latent_cache(self) -> list[dict[str, torch.Tensor]]:
+        """Encode ``latent_views`` augmented views of every local training image once."""
+        cache = []
+        for view in range(self.config.train.latent_views):
+            # Views use epochs -1, -2, ... so they never coincide with a full epoch's augmentation.
+            self.train_set.epoch = -(view + 1)
+            loader = DataLoader(self.train_set, batch_size=self.config.train.batch_size, shuffle=False)
+            loader = self.accelerator.prepare_data_loader(loader)
+            for batch in loader:
+                means, logvars = self.model.first_stage.encode(
+                    torch.cat([batch["image"] * 2 - 1, mask_to_image(batch["mask"])])
+                )
+                image_mean, mask_latent = means.chunk(2)
+                entry = {"image": image_mean, "mask": mask_latent}
+                if logvars is not None:
+                    entry["logvar"] = logvars.chunk(2)[0]
+                cache.append(entry)
+        return cache
+
+    def latent_epoch(self, epoch: int, bar: Any) -> dict[str, float]:
+        """Latent loss only, on cached views with random dihedral transforms: no decoder in the loop."""
+        if self.latent_cache is None:
+            self.latent_cache = self.build_latent_cache()
+        keys = self.latent_cache[0].keys()
+        pool = {k: torch.cat([entry[k] for entry in self.latent_cache]) for k in keys}
+        views = self.config.train.latent_views
+        per_view = pool["image"].shape[0] // views
+        generator = torch.Generator().manual_seed(mix_seed(self.config.train.seed, epoch, self.accelerator.process_index, 11))
+        # One view per image per epoch, then shuffle.
+        chosen = torch.randint(views, (per_view,), generator=generator) * per_view + torch.arange(per_view)
+        order = chosen[torch.randperm(per_view, generator=generator)]
+        batch_size = self.config.train.batch_size
+        total, count = 0.0, 0
+        for step, start in enumerate(range(0, per_view, batch_size)):
+            index = order[start : start + batch_size]
+            k, flip = int(torch.randint(4, (), generator=generator)), bool(torch.randint(2, (), generator=generator))
+
+            def dihedral(t: torch.Tensor) -> torch.Tensor:
+                t = torch.rot90(t, k, dims=(-2, -1))
+                return torch.flip(t, dims=(-1,)) if flip else t
+
+            image, mask_latent = dihedral(pool["image"][index]), dihedral(pool["mask"][index])
+            logvar = dihedral(pool["logvar"][index]) if "logvar" in pool else None
+            latent = self.model.noisy_latent(image, logvar, self.noise_generator(epoch, step))
+            with self.accelerator.accumulate(self.mapping):
+                with self.accelerator.autocast():
+                    outputs = self.mapping(latent, levels=self.model.gms_config.supervised_levels)
+                    loss = self.model.gms_config.rec_weight * sum(
+                        torch.nn.functional.mse_loss(outputs[name].float(), mask_latent) for name in outputs
+                    )
+                self.optimisation_step({"loss": loss}, epoch, step)
+            total += loss.item()
+            count += 1
+            self.state.global_step += 1
+            bar.update(1)
+        mean = total / max(1, count)
+        return {"loss": mean, "loss_rec": mean, "loss_dice": 0.0}
+
+    # ------------------------------------------------------------------ main loop
+    def fit(self) -> Path:
+        from tqdm.auto import tqdm
+
+        self.setup()
+        config = self.config
+        writer = None
+        log = None
+        if self.is_main:
+            from torch.utils.tensorboard import SummaryWriter
+
+            writer = SummaryWriter(str(self.run_dir / "tensorboard"))
+            log = EpochLog(self.run_dir / "train_log.csv", keep_epochs=self.state.epoch)
+        self.mapping.train()
+        epochs = tqdm(
+            range(self.state.epoch, config.train.epochs),
+            desc="epochs",
+            initial=self.state.epoch,
+            total=config.train.epochs,
+            disable=not (self.progress and self.is_main),
+        )
+        for epoch in epochs:
+            started = time.time()
+            lr = self.optimizer.param_groups[0]["lr"]
+            latent_only = epoch < config.train.latent_epochs
+            steps = None if latent_only else len(self.train_loader)
+            with tqdm(total=steps, desc=f"epoch {epoch + 1}", leave=False, disable=not (self.progress and self.is_main)) as bar:
+                metrics = self.latent_epoch(epoch, bar) if latent_only else self.full_epoch(epoch, bar)
+            self.scheduler.step()
+            val_dice, val_iou = self.validate() if self.val_cache else (float("nan"), float("nan"))
+            self.state.epoch = epoch + 1
+            # No validation set: the last epoch is the best we can say.
+            improved = (val_dice > self.state.best_metric) if self.val_cache else True
+            if improved:
+                self.state.best_metric, self.state.best_epoch = (val_dice if self.val_cache else -1.0), epoch + 1
+            row = {"epoch": epoch + 1, "lr": lr, **metrics, "val_dice": val_dice, "val_iou": val_iou}
+            names = ["last"] + (["best"] if improved else [])
+            self.accelerator.wait_for_everyone()
+            if self.is_main:
+                save_checkpoint(self.model, self.optimizer, self.scheduler, self.state, self.checkpoints, names)
+                if config.train.save_every and (epoch + 1) % config.train.save_every == 0:
+                    shutil.copytree(self.checkpoints / "last", self.checkpoints / f"periodic-{epoch + 1:04d}", dirs_exist_ok=True)
+                row["seconds"] = round(time.time() - started, 3)
+                log.append(row)
+                for key, value in row.items():
+                    if key != "epoch" and isinstance(value, float) and math.isfinite(value):
+                        writer.add_scalar(f"train/{key}", value, epoch + 1)
+                epochs.set_postfix(loss=f"{metrics['loss']:.4f}", val_dice=f"{val_dice:.4f}")
+            self.accelerator.wait_for_everyone()
+        if writer is not None:
+            writer.close()
+        self.accelerator.end_training()
+        return self.run_dir
+
+
+def train(
+    config: Config | str | os.PathLike,
+    overrides: list[str] | None = None,
+    resume: str | os.PathLike | None = None,
+    run_dir: str | os.PathLike | None = None,
+    progress: bool = True,
+) -> Path:
+    """Train GMS; returns the run folder. ``resume`` continues a run folder from ``checkpoints/last``."""
+    if resume is not None:
+        resume = Path(resume)
+        saved = resume / "config.yaml"
+        if not saved.is_file():
+            raise GmsegError(f"{resume} is not a run folder (no config.yaml): cannot resume it.")
+        config = load_config(saved, overrides)
+    elif not isinstance(config, Config):
+        config = load_config(config, overrides)
+    return Trainer(config, run_dir=None if run_dir is None else Path(run_dir), resume=resume, progress=progress).fit()

@@ -1,0 +1,263 @@
+"""Overlays, best/median/worst report grids and training curves.
+
+Figures are drawn on :class:`matplotlib.figure.Figure` objects rendered by the Agg canvas directly,
+never through pyplot's global state, so this works on headless servers and from threads, and does
+not change the backend of a caller's interactive session.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from scipy import ndimage
+
+from gmseg.errors import GmsegError
+
+#: contour colours: prediction green, ground truth red, coinciding contours yellow (green + red)
+PRED_COLOR = (0, 255, 0)
+GT_COLOR = (255, 0, 0)
+BOTH_COLOR = (255, 255, 0)
+LEGEND = "green: prediction   red: ground truth   yellow: both"
+
+
+def _contour(mask: np.ndarray, width: int) -> np.ndarray:
+    """Inner boundary ``width`` px wide: mask XOR its erosion (pixels outside the mask never change).
+
+    ``border_value=0`` erodes from the image border too, so objects touching it get a closed outline.
+    """
+    if not mask.any():
+        return np.zeros_like(mask)
+    eroded = ndimage.binary_erosion(mask, iterations=width, border_value=0)
+    return mask & ~eroded
+
+
+def _check_mask(mask: np.ndarray, shape: tuple[int, int], what: str) -> np.ndarray:
+    arr = np.asarray(mask)
+    if arr.shape != shape:
+        raise ValueError(f"{what} shape {arr.shape} does not match image {shape}")
+    return arr.astype(bool)
+
+
+def overlay(image: np.ndarray, pred: np.ndarray, gt: np.ndarray | None = None) -> np.ndarray:
+    """Draw the predicted (green) and true (red) contours on a copy of the image; yellow where both.
+
+    Contours rather than filled masks keep the anatomy under the mask visible. Width is 1 px, 2 px
+    for images of 512 px or more so the outline survives downscaling in a report.
+    """
+    img = np.asarray(image)
+    if img.ndim == 2:
+        img = np.repeat(img[..., None], 3, axis=2)
+    if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
+        raise ValueError(f"image must be (H,W,3) uint8, got {img.shape} {img.dtype}")
+    hw = img.shape[:2]
+    width = 2 if min(hw) >= 512 else 1
+    pc = _contour(_check_mask(pred, hw, "pred"), width)
+    gc = _contour(_check_mask(gt, hw, "gt"), width) if gt is not None else np.zeros(hw, bool)
+    out = img.copy()
+    out[pc & ~gc] = PRED_COLOR
+    out[gc & ~pc] = GT_COLOR
+    out[pc & gc] = BOTH_COLOR
+    return out
+
+
+def save_overlay(
+    path: str | os.PathLike, image: np.ndarray, pred: np.ndarray, gt: np.ndarray | None = None
+) -> None:
+    """Write :func:`overlay` as a PNG (lossless, so the 1-px contours stay exact)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(overlay(image, pred, gt)).save(path, format="PNG")
+
+
+def _new_figure(width_in: float, height_in: float):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width_in, height_in), dpi=100, layout="constrained")
+    FigureCanvasAgg(fig)  # attaches the headless canvas
+    return fig
+
+
+def _save_figure(fig, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, format="png", bbox_inches="tight")
+    return path
+
+
+def _pick_cases(dices: Sequence[float]) -> list[tuple[str, list[int]]]:
+    """Indices for the best/median/worst rows: up to 3 each, no image shown twice.
+
+    With fewer than 9 cases the slots are shared out round-robin (best, worst, median) so each row
+    stays meaningful; empty rows are dropped.
+    """
+    n = len(dices)
+    # descending Dice; nan sorts last (treated as worst), ties keep input order
+    order = sorted(range(n), key=lambda i: (-dices[i] if math.isfinite(dices[i]) else math.inf, i))
+    quota = {"best": 0, "worst": 0, "median": 0}
+    for k in range(min(n, 9)):
+        quota[("best", "worst", "median")[k % 3]] += 1
+    best = order[: quota["best"]]
+    worst = order[n - quota["worst"] :] if quota["worst"] else []
+    middle = order[quota["best"] : n - quota["worst"]]
+    start = max(0, (len(middle) - quota["median"]) // 2)
+    median = middle[start : start + quota["median"]]
+    rows = [("best", best), ("median", median), ("worst", worst)]
+    return [(label, idx) for label, idx in rows if idx]
+
+
+def _shrink(
+    image: np.ndarray, pred: np.ndarray, gt: np.ndarray | None, max_side: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Downscale to the panel's pixel size *before* drawing contours.
+
+    Drawing 1-px contours on a large image and letting matplotlib shrink it turns them into dotted
+    lines; resizing first (bilinear image, nearest masks) keeps them continuous.
+    """
+    img = np.asarray(image)
+    h, w = img.shape[:2]
+    scale = max_side / max(h, w)
+    if scale >= 1:
+        return img, pred, gt
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+
+    def nearest(mask: np.ndarray) -> np.ndarray:
+        img8 = Image.fromarray(np.asarray(mask, dtype=np.uint8) * 255)
+        return np.asarray(img8.resize(size, Image.NEAREST)) > 127
+
+    small = np.asarray(Image.fromarray(img).resize(size, Image.BILINEAR))
+    return small, nearest(pred), (nearest(gt) if gt is not None else None)
+
+
+def report_grid(cases: list[dict], path: str | os.PathLike, title: str = "") -> Path:
+    """Save a grid of overlays: best, median and worst 3 cases by Dice, one row each.
+
+    Each case is a dict with ``name``, ``image`` (H,W,3 uint8), ``pred`` and ``gt`` (H,W bool) and
+    ``dice``. Looking at extremes, not a random sample, shows failure modes a mean hides.
+    """
+    if not cases:
+        raise GmsegError("report_grid: no cases to draw")
+    required = ("name", "image", "pred", "dice")
+    missing = [f"case {i}: {k}" for i, c in enumerate(cases) for k in required if k not in c]
+    if missing:
+        raise GmsegError("report_grid: cases lack keys: " + ", ".join(missing))
+    rows = _pick_cases([float(c["dice"]) for c in cases])
+    ncols = max(len(idx) for _, idx in rows)
+    shown = [cases[i] for _, idx in rows for i in idx]
+    aspect = float(np.median([np.shape(c["image"])[0] / np.shape(c["image"])[1] for c in shown]))
+    panel_w = 3.2  # inches; at 100 dpi -> 320 px, the resolution overlays are drawn at
+    fig = _new_figure(panel_w * ncols, (panel_w * aspect + 0.45) * len(rows) + (0.4 if title else 0.0))
+    axes = fig.subplots(len(rows), ncols, squeeze=False)
+    for r, (label, idx) in enumerate(rows):
+        for c in range(ncols):
+            ax = axes[r][c]
+            if c >= len(idx):
+                ax.axis("off")
+                continue
+            case = cases[idx[c]]
+            image, pred, gt = _shrink(case["image"], case["pred"], case.get("gt"), int(panel_w * 100))
+            ax.imshow(overlay(image, pred, gt), interpolation="nearest")
+            ax.set_title(f"{case['name']}  Dice {float(case['dice']):.2f}", fontsize=9)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if c == 0:
+                ax.set_ylabel(label, fontsize=12, fontweight="bold")
+    if title:
+        fig.suptitle(title)
+    fig.supxlabel(LEGEND, fontsize=9)
+    return _save_figure(fig, Path(path))
+
+
+def _read_log(csv_path: Path) -> dict[str, np.ndarray]:
+    """Columns of train_log.csv as float arrays; empty or non-numeric cells become nan."""
+    if not csv_path.is_file():
+        raise GmsegError(f"training log not found: {csv_path}")
+    with open(csv_path, newline="", encoding="utf-8") as fh:
+        records = list(csv.DictReader(fh))
+    if not records:
+        raise GmsegError(f"training log has no rows: {csv_path}")
+
+    def num(text: str | None) -> float:
+        try:
+            return float(text) if text not in (None, "") else math.nan
+        except ValueError:
+            return math.nan
+
+    columns = {key for rec in records for key in rec if key is not None}
+    return {key: np.array([num(rec.get(key)) for rec in records]) for key in columns}
+
+
+def plot_training_curves(
+    run_dir_or_csv: str | os.PathLike, out_path: str | os.PathLike | None = None
+) -> Path:
+    """Plot losses, validation Dice/IoU (best epoch marked) and learning rate from ``train_log.csv``.
+
+    Accepts a run folder or the CSV itself; missing columns are skipped so logs from older or partial
+    runs still plot. Default output: ``curves.png`` next to the CSV.
+    """
+    src = Path(run_dir_or_csv)
+    csv_path = src / "train_log.csv" if src.is_dir() else src
+    log = _read_log(csv_path)
+    n = len(next(iter(log.values())))
+    epoch = log.get("epoch")
+    if epoch is None or np.isnan(epoch).all():
+        epoch = np.arange(1, n + 1, dtype=float)
+
+    from matplotlib.ticker import MaxNLocator
+
+    fig = _new_figure(15, 4.2)
+    ax_loss, ax_val, ax_lr = fig.subplots(1, 3)
+
+    def draw(ax, key: str, label: str, **kw) -> bool:
+        y = log.get(key)
+        if y is None or np.isnan(y).all():
+            return False
+        ok = ~np.isnan(y)
+        ax.plot(epoch[ok], y[ok], label=label, marker="." if ok.sum() < 50 else None, **kw)
+        return True
+
+    def empty_note(ax, text: str) -> None:
+        ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes, color="gray")
+
+    losses = (("loss", "total"), ("loss_rec", "latent MSE"), ("loss_dice", "Dice loss"))
+    drawn = [draw(ax_loss, key, label) for key, label in losses]
+    if any(drawn):
+        ax_loss.legend()
+    else:
+        empty_note(ax_loss, "no loss values")
+    ax_loss.set(title="training loss", xlabel="epoch", ylabel="loss")
+
+    has_dice = draw(ax_val, "val_dice", "Dice")
+    has_iou = draw(ax_val, "val_iou", "IoU")
+    if has_dice:
+        dice = log["val_dice"]
+        best = int(np.nanargmax(dice))
+        ax_val.axvline(epoch[best], color="gray", linestyle="--", linewidth=1)
+        ax_val.plot([epoch[best]], [dice[best]], marker="*", markersize=14, color="red",
+                    label=f"best {dice[best]:.4f} @ epoch {epoch[best]:g}", linestyle="none")
+    if has_dice or has_iou:
+        ax_val.legend(loc="lower right")
+    else:
+        empty_note(ax_val, "no validation values")
+    ax_val.set(title="validation", xlabel="epoch", ylabel="score")
+
+    if draw(ax_lr, "lr", "lr"):
+        lr = log["lr"]
+        if np.nanmin(lr) > 0 and np.nanmax(lr) / np.nanmin(lr) > 20:  # log only when it spans decades
+            ax_lr.set_yscale("log")
+        else:
+            ax_lr.ticklabel_format(axis="y", style="sci", scilimits=(-3, 3))
+    else:
+        empty_note(ax_lr, "no learning-rate values")
+    ax_lr.set(title="learning rate", xlabel="epoch", ylabel="lr")
+    for ax in (ax_loss, ax_val, ax_lr):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+
+    fig.suptitle(str(csv_path), fontsize=10)
+    out = Path(out_path) if out_path is not None else csv_path.parent / "curves.png"
+    return _save_figure(fig, out)
