@@ -118,7 +118,8 @@ def test_items_without_transform(root: Path) -> None:
     assert item["mask"].shape == (1, S, S) and item["mask"].dtype == torch.float32
     assert set(item["mask"].unique().tolist()) == {0.0, 1.0}
     assert item["original_size"].tolist() == [S, S]
-    raw = np.asarray(Image.open(root / "images" / "case_a.png"), dtype=np.float32) / 255.0
+    with Image.open(root / "images" / "case_a.png") as img:
+        raw = np.asarray(img, dtype=np.float32) / 255.0
     np.testing.assert_allclose(item["image"].permute(1, 2, 0).numpy(), raw, atol=1e-6)
 
 

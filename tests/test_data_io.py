@@ -164,6 +164,14 @@ def test_read_mask_rgb_any_channel(tmp_path: Path) -> None:
     np.testing.assert_array_equal(read_mask(tmp_path / "a.png"), _expected_square())
 
 
+def test_read_mask_alpha_only_annotation(tmp_path: Path) -> None:
+    # colour all black, lesion drawn into alpha (some annotation tools export this way)
+    rgba = np.zeros((H, W, 4), np.uint8)
+    rgba[..., 3] = _square(255)
+    Image.fromarray(rgba).save(tmp_path / "a.png")
+    np.testing.assert_array_equal(read_mask(tmp_path / "a.png"), _expected_square())
+
+
 def test_read_mask_16bit_and_instance_labels(tmp_path: Path) -> None:
     m16 = _square(65535, np.uint16)
     Image.fromarray(m16).save(tmp_path / "m16.png")
@@ -224,9 +232,9 @@ def test_find_file_prefers_png_and_handles_case(tmp_path: Path) -> None:
 def test_write_mask_png_is_0_255_and_atomic(tmp_path: Path) -> None:
     target = tmp_path / "sub" / "m.png"
     write_mask_png(target, _square(1))
-    img = Image.open(target)
-    assert img.mode == "L"
-    np.testing.assert_array_equal(np.asarray(img), _square(1) * 255)
+    with Image.open(target) as img:
+        assert img.mode == "L"
+        np.testing.assert_array_equal(np.asarray(img), _square(1) * 255)
     np.testing.assert_array_equal(read_mask(target), _expected_square())
     assert [p.name for p in target.parent.iterdir()] == ["m.png"]  # no temp file left behind
     write_mask_png(target, _square(1).astype(bool))  # overwrite works

@@ -45,10 +45,10 @@ def _check_output(out: Path, report: PrepareReport, names: list[str]) -> None:
     assert report.n_pairs == len(names)
     assert _names(out) == sorted(names) and _names(out, "masks") == sorted(names)
     for name in names:
-        img = Image.open(out / "images" / f"{name}.png")
-        msk = Image.open(out / "masks" / f"{name}.png")
-        assert img.mode == "RGB" and msk.mode == "L" and img.size == msk.size
-        assert set(np.unique(np.asarray(msk)).tolist()) <= {0, 255}
+        image_path, mask_path = out / "images" / f"{name}.png", out / "masks" / f"{name}.png"
+        with Image.open(image_path) as img, Image.open(mask_path) as msk:
+            assert img.mode == "RGB" and msk.mode == "L" and img.size == msk.size
+            assert set(np.unique(np.asarray(msk)).tolist()) <= {0, 255}
     split = json.loads((out / "split.json").read_text())
     assert sorted(sum(split.values(), [])) == sorted(names)
     assert report.split_counts == {k: len(v) for k, v in split.items()}
@@ -111,10 +111,12 @@ def test_ham10000_dataverse_and_isic2018_layouts(tmp_path: Path) -> None:
     (raw / "ISIC2018_Task1-2_Training_Input" / "ATTRIBUTION.txt").write_text("x")
     _mask(raw / "ISIC2018_Task1_Training_GroundTruth" / "ISIC_0000000_segmentation.png")
     _image(raw / "HAM10000_images_part_2" / "ISIC_0099999.jpg")  # no segmentation
+    _image(raw / "ham10000_images_part_1" / "ISIC_0024306.jpg")  # Kaggle ships identical copies
     out = tmp_path / "ham"
     report = prepare_dataset("ham10000", raw, out)
     _check_output(out, report, ["ISIC_0000000", "ISIC_0024306", "ISIC_0032220"])
     assert any("ISIC_0099999" in u for u in report.unmatched)
+    assert len(report.unmatched) == 1
 
 
 def test_kvasir_instrument_layout_and_output_inside_raw(tmp_path: Path) -> None:
@@ -260,3 +262,15 @@ def test_converter_names_match_release_split(tmp_path: Path, dataset: str) -> No
     assert report.split_counts == {"train": 2, "test": 1}
     n_release = len(release["train"]) + len(release["test"])
     assert len(report.unmatched) == n_release - 3
+
+
+def test_prepare_folders_on_shared_kvasir_sample(tmp_path: Path) -> None:
+    kvasir = SHARED / "data" / "kvasir-seg-5"
+    if not (kvasir / "images").is_dir():
+        pytest.skip(f"shared Kvasir-SEG sample not available at {kvasir}")
+    out = tmp_path / "kvasir"
+    report = prepare_folders(kvasir / "images", kvasir / "masks", out, test_fraction=0.2, seed=0)
+    assert report.n_pairs == 5 and report.split_counts == {"train": 4, "test": 1} and not report.unmatched
+    for name in sorted(p.stem for p in (kvasir / "masks").iterdir()):
+        np.testing.assert_array_equal(read_mask(out / "masks" / f"{name}.png"),
+                                      read_mask(kvasir / "masks" / f"{name}.png"))

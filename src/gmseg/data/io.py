@@ -79,11 +79,14 @@ def _open(path: Path, kind: str) -> Image.Image:
     """Open and fully decode an image so that truncated files fail here, with the path in the message."""
     if not path.is_file():
         raise DataError(f"{kind} file not found: {path}", [f"{path}: does not exist; check the path"])
+    img = None
     try:
         img = Image.open(path)
         img.load()
         return img
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+        if img is not None:
+            img.close()
         raise DataError(
             f"cannot read {kind} {path}", [f"{path}: {type(exc).__name__}: {exc}; {_FIX_HINT}"]
         ) from exc
@@ -168,31 +171,35 @@ def read_image(path: str | os.PathLike[str]) -> np.ndarray:
     return np.ascontiguousarray(arr, dtype=np.uint8)
 
 
-def _mask_data(img: Image.Image) -> tuple[np.ndarray, float]:
-    """Mask pixel data (H, W) or (H, W, C) with alpha removed, and the full-scale value of its dtype."""
+def _mask_data(img: Image.Image) -> tuple[np.ndarray, float, np.ndarray | None]:
+    """Mask pixel data (H, W) or (H, W, C) without alpha, its dtype's full-scale value, and the alpha
+    channel (None when there is none)."""
     mode = img.mode
     if mode == "1":
-        return np.asarray(img).astype(np.uint8), 1.0
+        return np.asarray(img).astype(np.uint8), 1.0, None
     if mode in ("P", "PA"):
         # Palette indices are arbitrary (an adaptive palette may give white index 0): judge the colours.
-        return np.asarray(img.convert("RGBA"))[..., :3], 255.0
+        rgba = np.asarray(img.convert("RGBA"))
+        return rgba[..., :3], 255.0, rgba[..., 3]
     if mode in ("LA", "La"):
-        return np.asarray(img)[..., 0], 255.0
-    if mode in ("RGBA", "RGBX", "RGBa"):
-        return np.asarray(img)[..., :3], 255.0
+        la = np.asarray(img)
+        return la[..., 0], 255.0, la[..., 1]
+    if mode in ("RGBA", "RGBa"):
+        rgba = np.asarray(img)
+        return rgba[..., :3], 255.0, rgba[..., 3]
     if mode in ("L", "RGB"):
-        return np.asarray(img), 255.0
+        return np.asarray(img), 255.0, None
     if mode.startswith("I;16"):
-        return np.asarray(img), 65535.0
+        return np.asarray(img), 65535.0, None
     if mode == "I":
         data = np.asarray(img)
         in_16 = data.size == 0 or (data.min() >= 0 and data.max() <= 65535)
-        return data, 65535.0 if in_16 else float(np.iinfo(np.int32).max)
+        return data, 65535.0 if in_16 else float(np.iinfo(np.int32).max), None
     if mode == "F":
         data = np.asarray(img)
         hi = float(data.max()) if data.size else 1.0
-        return data, 1.0 if hi <= 1.0 else (255.0 if hi <= 255.0 else 65535.0)
-    return np.asarray(img.convert("RGB")), 255.0
+        return data, 1.0 if hi <= 1.0 else (255.0 if hi <= 255.0 else 65535.0), None
+    return np.asarray(img.convert("RGB")), 255.0, None
 
 
 def read_mask(path: str | os.PathLike[str], threshold: float | None = None) -> np.ndarray:
@@ -201,22 +208,25 @@ def read_mask(path: str | os.PathLike[str], threshold: float | None = None) -> n
     By default any non-zero pixel (any channel, for colour masks) is foreground, which is right for 0/1,
     0/255 and instance-label masks. For lossy masks (JPEG) pass ``threshold`` (fraction of the dtype's
     full scale, e.g. 0.5): foreground is then ``value > threshold * max``, so compression noise at
-    edges is not counted as lesion.
+    edges is not counted as lesion. Alpha is ignored, except when the colour channels are all background
+    and alpha varies: some annotation tools draw the mask only into the alpha channel.
     """
     path = Path(path)
     if threshold is not None and not 0.0 <= float(threshold) <= 1.0:
         raise ValueError(f"mask threshold must lie in [0, 1], got {threshold}")
     img = _open(path, "mask")
     try:
-        data, full_scale = _mask_data(img)
+        data, full_scale, alpha = _mask_data(img)
     except (OSError, ValueError) as exc:
         raise DataError(f"cannot read mask {path}", [f"{path}: {exc}; {_FIX_HINT}"]) from exc
     finally:
         img.close()
-    cut = 0.0 if threshold is None else float(threshold) * full_scale
-    fg = data > cut
+    fraction = 0.0 if threshold is None else float(threshold)
+    fg = data > fraction * full_scale
     if fg.ndim == 3:
         fg = fg.any(axis=2)
+    if alpha is not None and not fg.any() and alpha.size and alpha.min() != alpha.max():
+        fg = alpha > fraction * 255.0
     return fg.astype(np.uint8)
 
 

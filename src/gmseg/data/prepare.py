@@ -103,7 +103,11 @@ def _preferred(paths: list[Path]) -> list[Path]:
 
 
 def _index(files: Iterable[Path], key: Callable[[Path], str | None], unmatched: list[str]) -> dict[str, Path]:
-    """Map key(file) -> file; files with key None are skipped; duplicates keep the preferred one."""
+    """Map key(file) -> file; files with key None are skipped; duplicates keep the preferred one.
+
+    Duplicates of the same size are taken as copies (Kaggle's HAM10000 ships every image twice, in
+    upper- and lower-case folders) and not reported; others are listed as ignored.
+    """
     groups: dict[str, list[Path]] = {}
     for path in files:
         k = key(path)
@@ -113,7 +117,8 @@ def _index(files: Iterable[Path], key: Callable[[Path], str | None], unmatched: 
     for k, paths in groups.items():
         best, *rest = _preferred(paths)
         index[k] = best
-        unmatched += [f"{p} (duplicate of {best}, ignored)" for p in rest]
+        size = best.stat().st_size
+        unmatched += [f"{p} (duplicate of {best}, ignored)" for p in rest if p.stat().st_size != size]
     return index
 
 
