@@ -24,10 +24,11 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
 from .config import Config, load_config
 from .errors import CheckpointError, GmsegError
+from .data.dataset import item_seed
 from .model import GMS, GMSConfig, mask_to_image
 
 LOG_COLUMNS = ["epoch", "lr", "loss", "loss_rec", "loss_dice", "val_dice", "val_iou", "seconds"]
@@ -53,37 +54,18 @@ def release_lr_factor(epoch: int, warmup_epochs: int, max_epochs: int) -> float:
 
 
 # ---------------------------------------------------------------------------------------------- data
-def mix_seed(*parts: int) -> int:
-    """A 31-bit seed from integers, stable across processes and Python runs (unlike hash())."""
-    value = 0x9E3779B1
-    for part in parts:
-        value = (value * 1_000_003 + int(part) + 0x632BE5AB) % (2**31 - 1)
-    return value
-
-
-class EpochSeededDataset(Dataset):
-    """Makes augmentation a pure function of (seed, epoch, index): workers, resume and process count
-    do not change which augmented view a sample gets."""
-
-    def __init__(self, base: Any, seed: int):
-        self.base, self.seed, self.epoch = base, seed, 0
-
-    def __len__(self) -> int:
-        return len(self.base)
-
-    def __getitem__(self, index: int) -> dict:
-        transform = getattr(self.base, "transform", None)
-        if transform is not None and hasattr(transform, "set_random_seed"):
-            transform.set_random_seed(mix_seed(self.seed, self.epoch, index))
-        return self.base[index]
-
-
 def make_dataset(config: Config, names: list[str], augment: bool) -> Any:
     from .data.dataset import SegmentationDataset
     from .data.transforms import build_transform
 
     transform = build_transform(config.data.image_size, config.data.augmentations if augment else None)
-    return SegmentationDataset(config.data.root, names, transform=transform, mask_threshold=config.data.mask_threshold)
+    return SegmentationDataset(
+        config.data.root,
+        names,
+        transform=transform,
+        mask_threshold=config.data.mask_threshold,
+        augmentation_seed=config.train.seed if augment else None,
+    )
 
 
 def resolve_split(config: Config) -> dict[str, list[str]]:
@@ -202,6 +184,27 @@ def load_training_state(folder: Path) -> dict[str, Any]:
         raise CheckpointError(f"{path} is corrupt or unsafe to load ({type(error).__name__}).") from error
 
 
+def write_run_info(run_dir: Path, accelerator: Any) -> None:
+    """Where and how the run ran, for the record (appended to on resume)."""
+    import json
+
+    from . import __version__
+
+    path = run_dir / "run_info.json"
+    sessions = json.loads(path.read_text()) if path.is_file() else []
+    sessions.append(
+        {
+            "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+            "num_processes": accelerator.num_processes,
+            "device": str(accelerator.device),
+            "mixed_precision": accelerator.mixed_precision,
+            "gmseg": __version__,
+            "torch": torch.__version__,
+        }
+    )
+    path.write_text(json.dumps(sessions, indent=2))
+
+
 # ---------------------------------------------------------------------------------------------- logging
 class EpochLog:
     """``train_log.csv``, one row per epoch, flushed at once so a crash keeps every finished epoch."""
@@ -268,6 +271,7 @@ class Trainer:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             config.save(self.run_dir / "config.yaml")
             save_split(self.split, self.run_dir / "split.json")
+            write_run_info(self.run_dir, accelerator)
         accelerator.wait_for_everyone()
 
         torch.manual_seed(config.train.seed)
@@ -294,7 +298,7 @@ class Trainer:
         if self.resume:
             self.restore()
 
-        self.train_set = EpochSeededDataset(make_dataset(config, self.split["train"], augment=True), config.train.seed)
+        self.train_set = make_dataset(config, self.split["train"], augment=True)
         train_loader = DataLoader(
             self.train_set,
             batch_size=config.train.batch_size,
@@ -362,7 +366,7 @@ class Trainer:
 
     # ------------------------------------------------------------------ training epochs
     def noise_generator(self, epoch: int, step: int) -> torch.Generator:
-        return torch.Generator().manual_seed(mix_seed(self.config.train.seed, epoch, step, self.accelerator.process_index, 7))
+        return torch.Generator().manual_seed(item_seed(self.config.train.seed, epoch, step, self.accelerator.process_index, 7))
 
     def check_finite(self, loss: torch.Tensor, epoch: int, step: int) -> None:
         bad = torch.tensor([0.0 if torch.isfinite(loss).item() else 1.0], device=self.accelerator.device)
@@ -433,7 +437,7 @@ class Trainer:
         pool = {k: torch.cat([entry[k] for entry in self.latent_cache]) for k in keys}
         views = self.config.train.latent_views
         per_view = pool["image"].shape[0] // views
-        generator = torch.Generator().manual_seed(mix_seed(self.config.train.seed, epoch, self.accelerator.process_index, 11))
+        generator = torch.Generator().manual_seed(item_seed(self.config.train.seed, epoch, self.accelerator.process_index, 11))
         # One view per image per epoch, then shuffle.
         chosen = torch.randint(views, (per_view,), generator=generator) * per_view + torch.arange(per_view)
         order = chosen[torch.randperm(per_view, generator=generator)]
@@ -503,11 +507,12 @@ class Trainer:
             names = ["last"] + (["best"] if improved else [])
             self.accelerator.wait_for_everyone()
             if self.is_main:
+                # Log first: a resume drops log rows newer than its checkpoint, never the reverse.
+                row["seconds"] = round(time.time() - started, 3)
+                log.append(row)
                 save_checkpoint(self.model, self.optimizer, self.scheduler, self.state, self.checkpoints, names)
                 if config.train.save_every and (epoch + 1) % config.train.save_every == 0:
                     shutil.copytree(self.checkpoints / "last", self.checkpoints / f"periodic-{epoch + 1:04d}", dirs_exist_ok=True)
-                row["seconds"] = round(time.time() - started, 3)
-                log.append(row)
                 for key, value in row.items():
                     if key != "epoch" and isinstance(value, float) and math.isfinite(value):
                         writer.add_scalar(f"train/{key}", value, epoch + 1)

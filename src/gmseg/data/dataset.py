@@ -106,8 +106,13 @@ class SegmentationDataset(Dataset):
         transform: Callable[..., dict[str, Any]] | None = None,
         mask_threshold: float | None = None,
         with_masks: bool = True,
+        augmentation_seed: int | None = None,
     ):
         self.root = Path(root)
+        # With a seed, sample i of epoch e always gets the same augmentation (set ``epoch`` before each
+        # epoch): resumed runs, any worker count and any process count see identical views.
+        self.augmentation_seed = augmentation_seed
+        self.epoch = 0
         self.transform = transform
         self.mask_threshold = mask_threshold
         self.with_masks = with_masks
@@ -165,7 +170,10 @@ class SegmentationDataset(Dataset):
             if mask is not None:
                 item["mask"] = torch.from_numpy(mask.astype(np.float32))[None]
             return item
-        self._seed_transform_once()
+        if self.augmentation_seed is not None and hasattr(self.transform, "set_random_seed"):
+            self.transform.set_random_seed(item_seed(self.augmentation_seed, self.epoch, index))
+        else:
+            self._seed_transform_once()
         inputs: dict[str, np.ndarray] = {"image": image.astype(np.float32)}
         if mask is not None:
             inputs["mask"] = mask
@@ -180,6 +188,14 @@ class SegmentationDataset(Dataset):
             # Binarise: a user transform may hand back 0/255 or interpolated values.
             item["mask"] = (_as_chw_float(out["mask"]) > 0.5).to(torch.float32)
         return item
+
+
+def item_seed(*parts: int) -> int:
+    """A 31-bit seed from integers, stable across processes and Python runs (unlike hash())."""
+    value = 0x9E3779B1
+    for part in parts:
+        value = (value * 1_000_003 + int(part) + 0x632BE5AB) % (2**31 - 1)
+    return value
 
 
 def _as_chw_float(x: Any) -> torch.Tensor:

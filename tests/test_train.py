@@ -1,0 +1,185 @@
+"""The training engine: learning, exact resume, atomic checkpoints, NaN stop, multi-process, real data."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from gmseg import train as train_module
+from gmseg.config import config_from_dict
+from gmseg.model import load_model
+from gmseg.synthetic import make_synthetic_dataset
+from gmseg.train import TrainingDivergedError, release_lr_factor, train
+
+from conftest import BUSI, need
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory) -> Path:
+    return make_synthetic_dataset(tmp_path_factory.mktemp("data"), n_train=12, n_test=2, size=32, seed=1)
+
+
+def tiny_config(data: Path, vae: Path, out: Path, **train_options) -> dict:
+    return {
+        "name": "tiny",
+        "data": {"root": str(data), "image_size": 32, "val_fraction": 0.25},
+        "model": {"vae": str(vae), "ch": 16, "ch_mult": [1, 2, 2]},
+        "train": {"epochs": 2, "batch_size": 4, "lr": 5e-3, "warmup_epochs": 0, "seed": 5, "output_dir": str(out), **train_options},
+    }
+
+
+def read_log(run_dir: Path) -> list[dict]:
+    with (run_dir / "train_log.csv").open() as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_release_schedule_matches_the_closed_form():
+    factors = [release_lr_factor(e, 5, 1000) for e in range(8)]
+    assert factors[:6] == [0.0, 0.25, 0.5, 0.75, 1.0, 1.0]
+    assert factors[6] == pytest.approx(0.5 * (1 + torch.cos(torch.tensor(torch.pi / 995)).item()))
+    assert release_lr_factor(999, 5, 1000) < 1e-4
+
+
+def test_loss_falls_and_run_folder_is_complete(tiny_data, tiny_vae_dir, tmp_path):
+    config = config_from_dict(tiny_config(tiny_data, tiny_vae_dir, tmp_path, epochs=6))
+    run_dir = train(config, progress=False)
+    rows = read_log(run_dir)
+    assert [int(r["epoch"]) for r in rows] == [1, 2, 3, 4, 5, 6]
+    assert float(rows[-1]["loss"]) < float(rows[0]["loss"])
+    for name in ("config.yaml", "split.json", "train_log.csv"):
+        assert (run_dir / name).is_file(), name
+    assert list((run_dir / "tensorboard").iterdir())
+    split = json.loads((run_dir / "split.json").read_text())
+    assert split["val"] and not set(split["val"]) & set(split["test"]) and not set(split["val"]) & set(split["train"])
+    model = load_model(run_dir / "checkpoints" / "best")
+    assert model.predict_proba(torch.zeros(1, 3, 32, 32)).shape == (1, 1, 32, 32)
+    assert (run_dir / "checkpoints" / "last").is_symlink()
+
+
+def interrupt_after_first_epoch(monkeypatch):
+    original = train_module.save_checkpoint
+
+    def save_then_die(model, optimizer, scheduler, state, checkpoints, names):
+        folder = original(model, optimizer, scheduler, state, checkpoints, names)
+        if state.epoch == 1:
+            raise KeyboardInterrupt("simulated kill")
+        return folder
+
+    monkeypatch.setattr(train_module, "save_checkpoint", save_then_die)
+
+
+def test_resume_continues_exactly(tiny_data, tiny_vae_dir, tmp_path, monkeypatch):
+    options = tiny_config(tiny_data, tiny_vae_dir, tmp_path, epochs=2)
+    options["data"]["augmentations"] = ["hflip", "vflip", "rot90", "color_jitter", "shift_scale_rotate"]
+    straight = train(config_from_dict(options), progress=False)
+
+    with monkeypatch.context() as patch:
+        interrupt_after_first_epoch(patch)
+        with pytest.raises(KeyboardInterrupt):
+            train(config_from_dict(options), run_dir=tmp_path / "interrupted", progress=False)
+    assert [r["epoch"] for r in read_log(tmp_path / "interrupted")] == ["1"]
+    resumed = train(None, resume=tmp_path / "interrupted", progress=False)
+
+    expected, actual = read_log(straight), read_log(resumed)
+    assert len(actual) == 2
+    for key in ("loss", "loss_rec", "loss_dice", "val_dice", "lr"):
+        assert float(actual[1][key]) == pytest.approx(float(expected[1][key]), rel=1e-5, abs=1e-7), key
+    a = load_file(str(straight / "checkpoints" / "last" / "model.safetensors"))
+    b = load_file(str(resumed / "checkpoints" / "last" / "model.safetensors"))
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.allclose(a[key], b[key], rtol=1e-5, atol=1e-6), key
+
+
+def test_nan_loss_stops_with_last_good_checkpoint(tiny_data, tiny_vae_dir, tmp_path, monkeypatch):
+    from gmseg.model import GMS
+
+    original = GMS.loss_from_latents
+    calls = {"n": 0}
+    steps_per_epoch = 2  # 9 training names, batch 4, last batch dropped
+
+    def poisoned(self, *args, **kwargs):
+        calls["n"] += 1
+        losses = original(self, *args, **kwargs)
+        if calls["n"] > steps_per_epoch:  # from the first step of epoch 2 on
+            losses["loss"] = losses["loss"] * float("nan")
+        return losses
+
+    monkeypatch.setattr(GMS, "loss_from_latents", poisoned)
+    config = config_from_dict(tiny_config(tiny_data, tiny_vae_dir, tmp_path, epochs=3))
+    with pytest.raises(TrainingDivergedError, match=r"epoch 2, step 1") as error:
+        train(config, run_dir=tmp_path / "run", progress=False)
+    last = (tmp_path / "run" / "checkpoints" / "last").resolve()
+    assert last.name == "epoch-0001" and str(last) in str(error.value)
+    assert load_model(last).predict_proba(torch.zeros(1, 3, 32, 32)).isfinite().all()
+
+
+def test_a_kill_while_saving_keeps_the_previous_checkpoint(tiny_data, tiny_vae_dir, tmp_path, monkeypatch):
+    from gmseg.model import GMS
+
+    original = GMS._save_pretrained
+
+    def die_on_second_save(self, directory):
+        if "epoch-0002" in str(directory):
+            (Path(directory) / "model.safetensors").write_bytes(b"half")
+            raise KeyboardInterrupt("killed while writing")
+        return original(self, directory)
+
+    monkeypatch.setattr(GMS, "_save_pretrained", die_on_second_save)
+    config = config_from_dict(tiny_config(tiny_data, tiny_vae_dir, tmp_path, epochs=2))
+    with pytest.raises(KeyboardInterrupt):
+        train(config, run_dir=tmp_path / "run", progress=False)
+    last = tmp_path / "run" / "checkpoints" / "last"
+    assert last.resolve().name == "epoch-0001"
+    load_model(last)  # still loadable
+
+
+def test_two_cpu_processes_with_accelerate_launch(tiny_data, tiny_vae_dir, tmp_path):
+    config_path = tmp_path / "config.yaml"
+    import yaml
+
+    config_path.write_text(yaml.safe_dump(tiny_config(tiny_data, tiny_vae_dir, tmp_path / "runs", epochs=1)))
+    accelerate = Path(sys.executable).with_name("accelerate")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    command = [
+        str(accelerate), "launch", "--cpu", "--num_processes", "2", "--num_machines", "1",
+        "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "29517",
+        "-m", "gmseg.cli", "train", "--config", str(config_path), "--no-progress",
+    ]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    runs = list((tmp_path / "runs").iterdir())
+    assert len(runs) == 1, runs  # both processes agreed on one run folder
+    assert (runs[0] / "checkpoints" / "best" / "model.safetensors").is_file()
+    assert len(read_log(runs[0])) == 1
+    info = json.loads((runs[0] / "run_info.json").read_text())
+    assert info[-1]["num_processes"] == 2
+
+
+def test_real_taesd_trains_on_real_busi_images(taesd_dir, tmp_path):
+    need(BUSI)
+    names = sorted(p.stem for p in (BUSI / "images").glob("benign_1*.png"))[:6]
+    split = tmp_path / "split.json"
+    split.write_text(json.dumps({"train": names[:4], "val": names[4:], "test": []}))
+    config = config_from_dict(
+        {
+            "name": "busi-smoke",
+            "data": {"root": str(BUSI), "split": str(split), "image_size": 64},
+            "model": {"vae": str(taesd_dir)},
+            "train": {"epochs": 2, "batch_size": 2, "warmup_epochs": 0, "output_dir": str(tmp_path / "runs")},
+        }
+    )
+    run_dir = train(config, progress=False)
+    rows = read_log(run_dir)
+    assert len(rows) == 2 and all(float(r["loss"]) == float(r["loss"]) for r in rows)
+    assert 0.0 <= float(rows[-1]["val_dice"]) <= 1.0
+    model = load_model(run_dir / "checkpoints" / "best")
+    assert model.first_stage.source.kind == "taesd"
