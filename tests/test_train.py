@@ -48,6 +48,15 @@ def test_release_schedule_matches_the_closed_form():
     assert release_lr_factor(999, 5, 1000) < 1e-4
 
 
+def test_two_phase_schedule_restarts_the_cosine_for_the_full_loss():
+    from gmseg.train import schedule_factor
+
+    assert [schedule_factor(e, 5, 100) for e in range(100)] == [release_lr_factor(e, 5, 100) for e in range(100)]
+    phase_one = [schedule_factor(e, 2, 10, latent_epochs=8) for e in range(10)]
+    assert phase_one[:8] == [release_lr_factor(e, 2, 8) for e in range(8)]
+    assert phase_one[8] == 1.0 and phase_one[9] == pytest.approx(0.5)
+
+
 def test_loss_falls_and_run_folder_is_complete(tiny_data, tiny_vae_dir, tmp_path):
     config = config_from_dict(tiny_config(tiny_data, tiny_vae_dir, tmp_path, epochs=6))
     run_dir = train(config, progress=False)

@@ -20,7 +20,7 @@ DEMO_IMAGE_SIZE = 128
 
 
 def demo_config(data_dir: Path, runs_dir: Path, vae: str, vae_config: str | None, quick: bool) -> Config:
-    epochs, latent_epochs = (4, 3) if quick else (60, 56)
+    epochs, latent_epochs = (4, 3) if quick else (84, 80)
     config = Config(
         name="demo",
         data=DataConfig(root=str(data_dir), image_size=DEMO_IMAGE_SIZE, val_fraction=0.15),

@@ -64,7 +64,7 @@ def pick_device(device: str = "auto") -> torch.device:
 
 def image_to_tensor(image: np.ndarray, size: int) -> torch.Tensor:
     """uint8 RGB (H,W,3) -> (3,size,size) float in [-1,1]; not resampled when already ``size``x``size``."""
-    tensor = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float().div(255.0)
+    tensor = torch.from_numpy(np.array(image, dtype=np.float32)).permute(2, 0, 1).div(255.0)
     if tensor.shape[1:] != (size, size):
         from .data.transforms import build_transform
 
@@ -88,10 +88,10 @@ def batched(items: Sequence[Path], size: int) -> Iterator[Sequence[Path]]:
 
 
 def save_npy_atomic(path: Path, array: np.ndarray) -> None:
-    handle, temp = tempfile.mkstemp(dir=path.parent, suffix=".npy.tmp")
-    os.close(handle)
+    handle, temp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
     try:
-        np.save(temp, array)
+        with os.fdopen(handle, "wb") as stream:  # a file object: np.save would append ".npy" to a name
+            np.save(stream, array)
         os.replace(temp, path)
     finally:
         if os.path.exists(temp):

@@ -53,6 +53,16 @@ def release_lr_factor(epoch: int, warmup_epochs: int, max_epochs: int) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * (epoch - warmup_epochs) / max(1, max_epochs - warmup_epochs)))
 
 
+def schedule_factor(epoch: int, warmup_epochs: int, max_epochs: int, latent_epochs: int = 0) -> float:
+    """The release's schedule; a two-phase run (latent epochs, then the full loss) restarts the cosine
+    for the second phase, which would otherwise train the Dice term at an lr of almost zero."""
+    if latent_epochs <= 0 or latent_epochs >= max_epochs:
+        return release_lr_factor(epoch, warmup_epochs, max_epochs)
+    if epoch < latent_epochs:
+        return release_lr_factor(epoch, warmup_epochs, latent_epochs)
+    return release_lr_factor(epoch - latent_epochs, 0, max_epochs - latent_epochs)
+
+
 # ---------------------------------------------------------------------------------------------- data
 def make_dataset(config: Config, names: list[str], augment: bool) -> Any:
     from .data.dataset import SegmentationDataset
@@ -292,7 +302,7 @@ class Trainer:
         )
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer,
-            lambda e: release_lr_factor(e, config.train.warmup_epochs, config.train.epochs),
+            lambda e: schedule_factor(e, config.train.warmup_epochs, config.train.epochs, config.train.latent_epochs),
         )
         self.state = RunState()
         if self.resume:

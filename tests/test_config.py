@@ -1,0 +1,76 @@
+"""Configuration: typos and bad values fail at once with the valid names and ranges."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from gmseg.cli import main
+from gmseg.config import Config, config_from_dict, load_config
+from gmseg.errors import ConfigError
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
+def test_defaults_are_the_paper_protocol():
+    config = config_from_dict({})
+    assert (config.train.lr, config.train.batch_size, config.train.epochs, config.train.warmup_epochs) == (2e-3, 8, 1000, 5)
+    assert config.data.image_size == 224 and config.model.ch_mult == [1, 2, 4, 4]
+    assert config.model.supervised_levels == ["level2", "level1", "out"]
+
+
+def test_unknown_key_lists_the_valid_ones():
+    with pytest.raises(ConfigError, match=r"train\.epoch\b.*valid keys: epochs"):
+        config_from_dict({"train": {"epoch": 3}})
+    with pytest.raises(ConfigError, match="Unknown key.*optimiser"):
+        config_from_dict({"optimiser": {}})
+
+
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        ({"train": {"epochs": "many"}}, "train.epochs must be int"),
+        ({"train": {"lr": -1}}, "train.lr must be in"),
+        ({"train": {"batch_size": 0}}, "train.batch_size"),
+        ({"train": {"mixed_precision": "fp8"}}, "mixed_precision"),
+        ({"data": {"image_size": 100}}, "multiple of 8"),
+        ({"data": {"protocol": "cheat"}}, "data.protocol"),
+        ({"data": {"augmentations": ["hflip", "mixup"]}}, "mixup"),
+        ({"model": {"ch_mult": "1,2"}}, "model.ch_mult must be a list"),
+        ({"train": {"warmup_epochs": 10, "epochs": 5}}, "warmup_epochs"),
+        ({"loss": {"rec_weight": 0, "dice_weight": 0}}, "at least one loss weight"),
+        ({"train": {"shuffle": True}}, "train.shuffle"),
+    ],
+)
+def test_bad_values_are_rejected(data, message):
+    with pytest.raises(ConfigError, match=message.replace(".", r"\.")):
+        config_from_dict(data)
+
+
+def test_overrides_are_yaml_typed():
+    config = config_from_dict({}, ["train.epochs=7", "train.lr=1e-3", "data.augmentations=[hflip]", "model.vae_config=null"])
+    assert config.train.epochs == 7 and config.train.lr == 1e-3 and config.data.augmentations == ["hflip"]
+    with pytest.raises(ConfigError, match="section.key=value"):
+        config_from_dict({}, ["train.epochs"])
+
+
+def test_saved_config_round_trips(tmp_path):
+    config = config_from_dict({"name": "x", "train": {"epochs": 3, "warmup_epochs": 1}})
+    config.save(tmp_path / "c.yaml")
+    assert load_config(tmp_path / "c.yaml") == config
+
+
+def test_shipped_configs_are_valid():
+    names = sorted(p.name for p in CONFIGS.glob("*.yaml"))
+    assert {"bus.yaml", "busi.yaml", "glas.yaml", "ham10000.yaml", "kvasir-instrument.yaml", "cpu-taesd.yaml"} <= set(names)
+    for path in CONFIGS.glob("*.yaml"):
+        assert isinstance(load_config(path), Config), path
+
+
+def test_cli_reports_config_errors_without_a_traceback(tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train:\n  epocs: 3\n")
+    assert main(["train", "--config", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert "train.epocs" in err and "Traceback" not in err
