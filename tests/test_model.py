@@ -129,3 +129,18 @@ def test_corrupt_weights_are_named(release_model, tmp_path):
 def test_unknown_supervised_level_is_rejected(release_model):
     with pytest.raises(ConfigError, match="supervised_levels"):
         GMS(GMSConfig(supervised_levels=["level9"]), first_stage_module=release_model.first_stage)
+
+
+def test_dice_levels_limit_which_levels_are_decoded(release_model, parity):
+    io = load_file(str(parity / "pipeline_io.safetensors"))
+    from monai.losses import DiceLoss
+
+    release_model.gms_config.dice_levels = ["out"]
+    with torch.no_grad():
+        mean, _ = release_model.encode(io["image"])
+        outputs = release_model.mapping(mean)
+        losses = release_model.loss_from_latents(mean, release_model.encode_mask(io["mask"]), io["mask"], outputs=outputs)
+        only_out = DiceLoss()(release_model.latent_to_probability(outputs["out"]), io["mask"])
+    assert losses["loss_dice"].item() == pytest.approx(only_out.item(), rel=1e-5)
+    with pytest.raises(ConfigError, match="dice_levels"):
+        GMS(GMSConfig(dice_levels=["level3"]), first_stage_module=release_model.first_stage)

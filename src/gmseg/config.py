@@ -49,6 +49,7 @@ class ModelConfig:
 class LossConfig:
     rec_weight: float = 1.0
     dice_weight: float = 1.0
+    dice_levels: list[str] | None = None  # decoded for the Dice term; None: all supervised levels (paper)
 
 
 @dataclass

@@ -37,6 +37,9 @@ class GMSConfig:
     first_stage: dict[str, Any] = field(default_factory=lambda: identify_source(DEFAULT_VAE).to_dict())
     image_size: int = 224
     supervised_levels: list[str] = field(default_factory=lambda: ["level2", "level1", "out"])
+    # Levels whose decoded masks enter the Dice term (None: all supervised levels, as the paper). Each one
+    # costs a decoder pass with gradients, the dominant cost of a training step.
+    dice_levels: list[str] | None = None
     rec_weight: float = 1.0
     dice_weight: float = 1.0
     noise_probability: float = 0.5
@@ -75,15 +78,19 @@ class GMS(nn.Module, PyTorchModelHubMixin, library_name="gmseg", tags=["medical-
             self.gms_config.first_stage = first_stage_module.source.to_dict()
         self.first_stage = first_stage_module
         self.mapping = LatentMappingModel(**self.gms_config.mapping)
-        unknown_levels = set(self.gms_config.supervised_levels) - set(self.mapping.level_names)
-        if unknown_levels or not self.gms_config.supervised_levels:
-            raise ConfigError(
-                f"supervised_levels {self.gms_config.supervised_levels} must be a non-empty subset of "
-                f"{self.mapping.level_names}"
-            )
+        supervised = self.gms_config.supervised_levels
+        if not supervised or set(supervised) - set(self.mapping.level_names):
+            raise ConfigError(f"supervised_levels {supervised} must be a non-empty subset of {self.mapping.level_names}")
+        if set(self.dice_levels) - set(supervised):
+            raise ConfigError(f"dice_levels {self.dice_levels} must be a subset of supervised_levels {supervised}")
         from monai.losses import DiceLoss
 
         self.dice_loss = DiceLoss()
+
+    @property
+    def dice_levels(self) -> list[str]:
+        levels = self.gms_config.dice_levels
+        return list(self.gms_config.supervised_levels if levels is None else levels)
 
     # ------------------------------------------------------------------ inference
     def encode(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -144,9 +151,10 @@ class GMS(nn.Module, PyTorchModelHubMixin, library_name="gmseg", tags=["medical-
             outputs = self.mapping(image_latent, levels=levels)
         loss_rec = sum(F.mse_loss(outputs[name], mask_latent) for name in levels)
         loss_dice = image_latent.new_zeros(())
-        if self.gms_config.dice_weight > 0:
-            probabilities = self.latent_to_probability(torch.cat([outputs[name] for name in levels]))
-            loss_dice = sum(self.dice_loss(p, mask) for p in probabilities.chunk(len(levels)))
+        dice_levels = self.dice_levels
+        if self.gms_config.dice_weight > 0 and dice_levels:
+            probabilities = self.latent_to_probability(torch.cat([outputs[name] for name in dice_levels]))
+            loss_dice = sum(self.dice_loss(p, mask) for p in probabilities.chunk(len(dice_levels)))
         loss_rec = self.gms_config.rec_weight * loss_rec
         loss_dice = self.gms_config.dice_weight * loss_dice
         return {"loss": loss_rec + loss_dice, "loss_rec": loss_rec, "loss_dice": loss_dice}

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +27,7 @@ from .model import GMS
 class PredictionReport:
     written: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
+    seconds: float = 0.0  # wall time of the whole loop: reading, inference, writing
 
     @property
     def ok(self) -> bool:
@@ -123,6 +125,7 @@ def predict_files(
     size = model.gms_config.image_size
     threshold = model.gms_config.threshold
     report = PredictionReport()
+    started = time.perf_counter()
     bar = tqdm(total=len(files), desc="predict", unit="img", disable=not progress)
     for chunk in batched(files, max(1, batch_size)):
         images, names, tensors = [], [], []
@@ -153,4 +156,5 @@ def predict_files(
                 report.written.append(name)
         bar.update(len(chunk))
     bar.close()
+    report.seconds = time.perf_counter() - started
     return report

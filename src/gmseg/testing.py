@@ -6,6 +6,7 @@ With a model trained on one dataset and the images of another, this is the paper
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -68,6 +69,10 @@ def run_test(
     report = predict_files(model, inputs, predictions, batch_size=batch_size, device=device, progress=progress)
     if not report.ok:
         raise GmsegError(report.summary())
+    out_dir.mkdir(parents=True, exist_ok=True)
+    timing = {"images": len(report.written), "predict_seconds": round(report.seconds, 3),
+              "seconds_per_image": round(report.seconds / max(1, len(report.written)), 4), "device": device}
+    (out_dir / "timing.json").write_text(json.dumps(timing, indent=2))
     names = names or report.written
     split_file = None
     if names is not None:

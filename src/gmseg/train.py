@@ -292,6 +292,7 @@ class Trainer:
             supervised_levels=list(config.model.supervised_levels),
             rec_weight=config.loss.rec_weight,
             dice_weight=config.loss.dice_weight,
+            dice_levels=None if config.loss.dice_levels is None else list(config.loss.dice_levels),
             noise_probability=config.model.noise_probability,
         )
         self.model = GMS(gms_config, first_stage_module=first_stage).to(accelerator.device)

@@ -1,0 +1,69 @@
+"""Collects the BUSI quality run (bench/busi_quality.sh) into busi_quality.json and a Markdown table."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from pathlib import Path
+
+PAPER = {"dice": 81.43, "iou": 72.58}
+
+
+def load(path: Path) -> dict:
+    return json.loads(path.read_text())
+
+
+def row(name: str, summary: dict, params: int, minutes: float, seconds_per_image: float) -> dict:
+    metrics = summary["metrics"]
+    return {
+        "model": name,
+        "dice": 100 * metrics["dice"]["mean"],
+        "iou": 100 * metrics["iou"]["mean"],
+        "hd95": metrics["hd95"]["mean"],
+        "trainable_parameters": params,
+        "training_minutes": minutes,
+        "inference_seconds_per_image": seconds_per_image,
+        "n_test": summary["counts"]["n_images"],
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--gms-run", type=Path, required=True)
+    parser.add_argument("--gms-minutes", type=float, required=True)
+    parser.add_argument("--gms-test-seconds", type=float, default=None)
+    args = parser.parse_args()
+
+    from gmseg.mapping import count_parameters
+    from gmseg.model import load_model
+
+    gms = load_model(args.gms_run / "checkpoints" / "best")
+    unet_info = load(args.out / "unet" / "run_info.json")
+    rows = [
+        row("GMS-TAESD", load(args.out / "gms" / "summary.json"), count_parameters(gms.mapping),
+            args.gms_minutes, load(args.out / "gms" / "timing.json")["seconds_per_image"]),
+        row("MONAI U-Net", load(args.out / "unet" / "test" / "summary.json"), unet_info["trainable_parameters"],
+            unet_info["training_seconds"] / 60, unet_info["test_seconds_per_image"]),
+    ]
+    result = {
+        "date": time.strftime("%Y-%m-%d"),
+        "machine": f"{platform.processor() or platform.machine()}, {__import__('os').cpu_count()} cores",
+        "command": "bash bench/busi_quality.sh",
+        "gms_run": str(args.gms_run),
+        "rows": rows,
+        "paper_gms_sd2": PAPER,
+    }
+    (args.out / "busi_quality.json").write_text(json.dumps(result, indent=2))
+    print("| model | Dice | IoU | HD95 (px) | trainable params | training min | inference s/img |")
+    print("|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['model']} | {r['dice']:.2f} | {r['iou']:.2f} | {r['hd95']:.1f} | {r['trainable_parameters']:,} | "
+              f"{r['training_minutes']:.1f} | {r['inference_seconds_per_image']:.3f} |")
+    print(f"| GMS, SD-2 VAE (paper) | {PAPER['dice']} | {PAPER['iou']} | – | 1,565,000 | – | – |")
+
+
+if __name__ == "__main__":
+    main()
