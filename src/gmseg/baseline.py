@@ -49,6 +49,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from .config import Config, load_config
+from .fileio import atomic_save_file, atomic_write_text
 from .errors import CheckpointError, ConfigError, DataError, GmsegError
 from .train import EpochLog, TrainingDivergedError, make_dataset, new_run_dir, release_lr_factor, resolve_split
 
@@ -128,25 +129,11 @@ def count_trainable(module: torch.nn.Module) -> int:
     return total
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    temp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        temp.write_text(text)
-        os.replace(temp, path)
-    finally:
-        temp.unlink(missing_ok=True)
-
-
 def save_weights(model: torch.nn.Module, path: Path, metadata: dict[str, str]) -> None:
     """safetensors under a temporary name, then ``os.replace``: a kill never leaves half a file."""
     from safetensors.torch import save_model
 
-    temp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        save_model(model, str(temp), metadata={"format": "pt", **metadata})
-        os.replace(temp, path)
-    finally:
-        temp.unlink(missing_ok=True)
+    atomic_save_file(path, lambda name: save_model(model, name, metadata={"format": "pt", **metadata}))
 
 
 def read_unet_config(run_dir: str | os.PathLike) -> dict[str, Any]:

@@ -59,6 +59,13 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--gt", help="mask folder: draw true contours on overlays too")
     predict.add_argument("--batch-size", type=int, default=8)
     predict.add_argument("--device", default="auto")
+    predict.add_argument("--precision", default="fp32", choices=["fp32", "bf16"],
+                         help="fp32 (default, exact) or bf16 autocast (faster on some hardware; "
+                         "probabilities change by up to ~1e-2, see BENCHMARKS.md)")
+    predict.add_argument("--channels-last", action="store_true",
+                         help="channels-last memory layout (same numbers to ~1e-6; faster on CPUs)")
+    predict.add_argument("--compile", action="store_true",
+                         help="torch.compile the mapping model and decoder (slow first batch)")
 
     evaluate = verbs.add_parser("evaluate", help="score predicted masks against ground truth")
     add_evaluation_args(evaluate)
@@ -127,7 +134,8 @@ def run(args: argparse.Namespace) -> int:
         from .predict import predict_files
 
         report = predict_files(load_model(args.model), args.input, args.output, save_prob=args.save_prob,
-                               overlay=args.overlay, gt_dir=args.gt, batch_size=args.batch_size, device=args.device)
+                               overlay=args.overlay, gt_dir=args.gt, batch_size=args.batch_size, device=args.device,
+                               precision=args.precision, channels_last=args.channels_last, compile=args.compile)
         print(report.summary())
         return 0 if report.ok else 1
     elif verb == "evaluate":

@@ -85,7 +85,9 @@ class Config:
         return dataclasses.asdict(self)
 
     def save(self, path: str | os.PathLike) -> None:
-        Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+        from .fileio import atomic_write_text
+
+        atomic_write_text(path, yaml.safe_dump(self.to_dict(), sort_keys=False))
 
 
 def build(cls: type, data: Any, where: str) -> Any:

@@ -17,7 +17,6 @@ import io
 import json
 import math
 import os
-import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +25,7 @@ import numpy as np
 from PIL import Image
 
 from gmseg.errors import ConfigError, DataError
+from gmseg.fileio import atomic_write_text
 from gmseg.metrics import METRIC_KEYS, binary_metrics, check_empty_mode
 
 #: metrics that get mean/std/median/min/max in the summary
@@ -237,18 +237,6 @@ def _json_safe(obj):
     return obj
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    """Write via a temp file + os.replace so a crash never leaves a half-written report."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_results(result: EvaluationResult, out_dir: str | os.PathLike) -> tuple[Path, Path]:
     """Write ``metrics.csv`` (one row per image, :data:`CSV_COLUMNS` order) and ``summary.json``.
 
@@ -262,8 +250,8 @@ def write_results(result: EvaluationResult, out_dir: str | os.PathLike) -> tuple
     for row in result.rows:
         writer.writerow([row[c] for c in CSV_COLUMNS])
     csv_path, json_path = out / "metrics.csv", out / "summary.json"
-    _atomic_write_text(csv_path, buf.getvalue())
-    _atomic_write_text(
+    atomic_write_text(csv_path, buf.getvalue())
+    atomic_write_text(
         json_path, json.dumps(_json_safe(result.summary), indent=2, allow_nan=False) + "\n"
     )
     return csv_path, json_path

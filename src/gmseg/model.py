@@ -111,7 +111,11 @@ class GMS(nn.Module, PyTorchModelHubMixin, library_name="gmseg", tags=["medical-
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         """Foreground probability (B, 1, H, W) for images in [-1, 1]."""
         latent, _ = self.encode(image)
-        return self.latent_to_probability(self.mapping(latent, levels=["out"])["out"])
+        return self.map_to_probability(latent)
+
+    def map_to_probability(self, image_latent: torch.Tensor) -> torch.Tensor:
+        """Image latent -> foreground probability: only the 'out' head is evaluated, then decoded."""
+        return self.latent_to_probability(self.mapping(image_latent, levels=["out"])["out"])
 
     @torch.no_grad()
     def predict_proba(self, image: torch.Tensor) -> torch.Tensor:

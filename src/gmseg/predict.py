@@ -11,7 +11,8 @@ from __future__ import annotations
 import os
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -100,6 +101,60 @@ def save_npy_atomic(path: Path, array: np.ndarray) -> None:
             os.remove(temp)
 
 
+#: ``precision`` values of :func:`make_predictor` / ``gmseg predict --precision``.
+PRECISIONS = ("fp32", "bf16")
+
+
+def make_predictor(
+    model: GMS,
+    device: str | torch.device = "auto",
+    *,
+    precision: str = "fp32",
+    channels_last: bool = False,
+    compile: bool = False,
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    """Put ``model`` on ``device`` for inference and return ``images -> float32 probabilities``.
+
+    With the defaults this is exactly :meth:`GMS.predict_proba`. The options trade exactness for speed
+    and are measured by ``bench/inference.py`` (see BENCHMARKS.md):
+
+    - ``channels_last``: NHWC memory layout for the convolutions; the same arithmetic up to float
+      rounding (|change of probability| below 1e-5 in the benchmark);
+    - ``precision="bf16"``: bfloat16 autocast; changes probabilities by up to about 1e-2;
+    - ``compile``: ``torch.compile`` of the mapping model + decoder (the first batch of each new shape
+      pays the compilation).
+
+    The model is moved (and, with ``channels_last``, converted) in place.
+    """
+    if precision not in PRECISIONS:
+        raise GmsegError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    torch_device = device if isinstance(device, torch.device) else pick_device(device)
+    model = model.to(torch_device).eval()
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+
+    def autocast():  # a fresh context per call
+        if precision == "bf16":
+            return torch.autocast(device_type=torch_device.type, dtype=torch.bfloat16)
+        return nullcontext()
+
+    head = torch.compile(model.map_to_probability) if compile else None
+
+    def predict(images: torch.Tensor) -> torch.Tensor:
+        images = images.to(torch_device)
+        if channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        with torch.no_grad(), autocast():
+            if head is None:
+                probabilities = model.predict_proba(images)
+            else:
+                latent, _ = model.encode(images)
+                probabilities = head(latent)
+        return probabilities.float()
+
+    return predict
+
+
 def predict_files(
     model: GMS,
     inputs: str | os.PathLike | Sequence[str | os.PathLike],
@@ -111,8 +166,15 @@ def predict_files(
     batch_size: int = 8,
     device: str = "auto",
     progress: bool = True,
+    precision: str = "fp32",
+    channels_last: bool = False,
+    compile: bool = False,
 ) -> PredictionReport:
-    """Predict every input image and write its mask (and optionally probabilities / overlay)."""
+    """Predict every input image and write its mask (and optionally probabilities / overlay).
+
+    ``precision``, ``channels_last`` and ``compile`` are the inference accelerations of
+    :func:`make_predictor`; the defaults give exactly :meth:`GMS.predict_proba`'s numbers.
+    """
     from tqdm.auto import tqdm
 
     from .data.io import find_file, read_image, read_mask, write_mask_png
@@ -121,7 +183,7 @@ def predict_files(
     output = Path(output_dir)
     output.mkdir(parents=True, exist_ok=True)
     torch_device = pick_device(device)
-    model = model.to(torch_device).eval()
+    predict = make_predictor(model, torch_device, precision=precision, channels_last=channels_last, compile=compile)
     size = model.gms_config.image_size
     threshold = model.gms_config.threshold
     report = PredictionReport()
@@ -139,7 +201,7 @@ def predict_files(
             names.append(path.stem)
             tensors.append(image_to_tensor(image, size))
         if tensors:
-            probabilities = model.predict_proba(torch.stack(tensors).to(torch_device))
+            probabilities = predict(torch.stack(tensors))
             for name, image, probability in zip(names, images, probabilities):
                 prob = probability_at_size(probability, *image.shape[:2])
                 mask = prob > threshold

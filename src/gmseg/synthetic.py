@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
 from gmseg.errors import ConfigError
+from gmseg.fileio import atomic_write, atomic_write_text
 
 __all__ = ["synthetic_pair", "make_synthetic_dataset"]
 
@@ -234,29 +234,6 @@ def synthetic_pair(rng: np.random.Generator, size: int = 224) -> tuple[np.ndarra
     return np.repeat(img8[:, :, None], 3, axis=2), mask
 
 
-def _atomic_save_png(img: Image.Image, path: Path) -> None:
-    """Write to a temp file in the same directory, then rename, so no reader sees half a PNG."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            img.save(fh, format="PNG")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _atomic_write_text(text: str, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def make_synthetic_dataset(
     out_dir: str | os.PathLike[str],
     n_train: int = 64,
@@ -284,8 +261,10 @@ def make_synthetic_dataset(
     children = np.random.SeedSequence(int(seed)).spawn(n)
     for name, child in zip(names, children):
         image, mask = synthetic_pair(np.random.default_rng(child), size=int(size))
-        _atomic_save_png(Image.fromarray(image), out / "images" / f"{name}.png")
-        _atomic_save_png(Image.fromarray(mask * np.uint8(255)), out / "masks" / f"{name}.png")
+        atomic_write(out / "images" / f"{name}.png", lambda handle: Image.fromarray(image).save(handle, format="PNG"))
+        atomic_write(
+            out / "masks" / f"{name}.png", lambda handle: Image.fromarray(mask * np.uint8(255)).save(handle, format="PNG")
+        )
     split = {"train": names[: int(n_train)], "test": names[int(n_train) :]}
-    _atomic_write_text(json.dumps(split, indent=2) + "\n", out / "split.json")
+    atomic_write_text(out / "split.json", json.dumps(split, indent=2) + "\n")
     return out

@@ -28,6 +28,7 @@ from torch.utils.data import DataLoader
 
 from .config import Config, load_config
 from .errors import CheckpointError, GmsegError
+from .fileio import atomic_write_text
 from .data.dataset import item_seed
 from .model import GMS, GMSConfig, mask_to_image
 
@@ -212,7 +213,7 @@ def write_run_info(run_dir: Path, accelerator: Any) -> None:
             "torch": torch.__version__,
         }
     )
-    path.write_text(json.dumps(sessions, indent=2))
+    atomic_write_text(path, json.dumps(sessions, indent=2))
 
 
 # ---------------------------------------------------------------------------------------------- logging

@@ -8,13 +8,13 @@ file, because a traceback from deep inside Pillow does not tell a user which of 
 from __future__ import annotations
 
 import os
-import uuid
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from gmseg.errors import DataError
+from gmseg.fileio import atomic_write
 
 __all__ = [
     "IMAGE_SUFFIXES",
@@ -231,17 +231,8 @@ def read_mask(path: str | os.PathLike[str], threshold: float | None = None) -> n
 
 
 def _atomic_save(img: Image.Image, path: Path) -> None:
-    """Save as PNG under a temporary name in the same folder, then rename: no half-written files."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # Not tempfile.mkstemp: its 0600 permissions would stick to the final file; this name honours umask.
-    tmp = path.parent / f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
-    try:
-        with open(tmp, "wb") as handle:
-            img.save(handle, format="PNG")
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    """Save as PNG atomically: no half-written files."""
+    atomic_write(path, lambda handle: img.save(handle, format="PNG"))
 
 
 def write_mask_png(path: str | os.PathLike[str], mask01: np.ndarray) -> None:

@@ -1,0 +1,52 @@
+"""Atomic file writing: every output gmseg writes appears whole or not at all.
+
+A kill mid-write (Ctrl-C, OOM, a pre-empted cluster job) must never leave half a PNG, JSON or weight file
+that a later step trusts. Each writer gets an open binary handle on a temporary name in the target's folder
+(same file system, so ``os.replace`` is atomic); the temporary file is removed if anything fails.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import BinaryIO
+
+
+def temporary_sibling(path: Path) -> Path:
+    # Not tempfile.mkstemp: its 0600 permissions would stick to the final file; this name honours umask.
+    return path.parent / f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], object]) -> Path:
+    """Call ``write(handle)`` on a temporary file, then rename it to ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temp = temporary_sibling(path)
+    try:
+        with open(temp, "wb") as handle:
+            write(handle)
+        os.replace(temp, path)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    return atomic_write(path, lambda handle: handle.write(text.encode("utf-8")))
+
+
+def atomic_save_file(path: str | os.PathLike, save: Callable[[str], object]) -> Path:
+    """For libraries that only write to a file *name* (e.g. safetensors): write a temp name, then rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temp = temporary_sibling(path)
+    try:
+        save(str(temp))
+        os.replace(temp, path)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+    return path
