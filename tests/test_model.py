@@ -119,6 +119,15 @@ def test_bad_model_folders_are_named(tmp_path):
         load_model(tmp_path)
 
 
+def test_unreachable_hub_model_is_a_clear_error(monkeypatch, tmp_path):
+    import huggingface_hub.constants as constants
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    with pytest.raises(CheckpointError, match="local model folder"):
+        load_model("someone/gms-busi")
+
+
 def test_corrupt_weights_are_named(release_model, tmp_path):
     release_model.save_pretrained(tmp_path / "model")
     (tmp_path / "model" / "model.safetensors").write_bytes(b"truncated")

@@ -265,4 +265,12 @@ def load_model(path: str | os.PathLike, first_stage: FirstStage | None = None, *
             f"{path_text} is not a gmseg model folder (expected config.json and model.safetensors). Create one "
             "with 'gmseg train' or 'gmseg import-official'."
         )
-    return GMS.from_pretrained(path_text, first_stage_module=first_stage, **kwargs)
+    try:
+        return GMS.from_pretrained(path_text, first_stage_module=first_stage, **kwargs)
+    except (OSError, ValueError) as error:  # Hub errors (offline, unknown repo) derive from these
+        if isinstance(error, CheckpointError | ConfigError):
+            raise
+        raise CheckpointError(
+            f"Could not get the model {path_text!r} from the Hugging Face Hub ({type(error).__name__}: "
+            f"{str(error).splitlines()[0] if str(error) else ''}). Pass a local model folder instead."
+        ) from error
