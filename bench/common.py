@@ -206,19 +206,26 @@ def release_validate(model: GMS, mapping: ReleaseMappingModel, images: torch.Ten
 
 
 # ---------------------------------------------------------------------------------------------- gmseg loops
-def gmseg_losses(model: GMS, mapping: torch.nn.Module, image: torch.Tensor, mask: torch.Tensor,
-                 generator: torch.Generator | None = None, autocast: Any = None) -> dict[str, torch.Tensor]:
-    """gmseg's training loss, with the calls of ``Trainer.full_epoch``: one encoder call for image + mask,
-    only the supervised heads, the supervised levels decoded as one batch (``GMS.loss_from_latents``)."""
+def autocast_context(device: torch.device | str, precision: str = "fp32") -> Any:
+    """A fresh autocast context for ``precision`` (``fp32``: none), like ``accelerator.autocast()``."""
     from contextlib import nullcontext
 
+    if precision == "bf16":
+        return torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16)
+    return nullcontext()
+
+
+def gmseg_losses(model: GMS, mapping: torch.nn.Module, image: torch.Tensor, mask: torch.Tensor,
+                 generator: torch.Generator | None = None, precision: str = "fp32") -> dict[str, torch.Tensor]:
+    """gmseg's training loss, with the calls of ``Trainer.full_epoch``: one encoder call for image + mask,
+    only the supervised heads, the supervised levels decoded as one batch (``GMS.loss_from_latents``)."""
     levels = model.gms_config.supervised_levels
     with torch.no_grad():
         means, logvars = model.first_stage.encode(torch.cat([image, mask_to_image(mask)]))
     image_mean, mask_latent = means.chunk(2)
     image_logvar = None if logvars is None else logvars.chunk(2)[0]
     latent = model.noisy_latent(image_mean, image_logvar, generator)
-    with autocast or nullcontext():
+    with autocast_context(image.device, precision):
         outputs = mapping(latent, levels=levels)
         return model.loss_from_latents(latent, mask_latent, mask, outputs=outputs)
 
@@ -235,16 +242,14 @@ def gmseg_encode_validation(model: GMS, images: torch.Tensor, masks: torch.Tenso
 
 @torch.no_grad()
 def gmseg_validate(model: GMS, mapping: torch.nn.Module, cache: list[tuple[torch.Tensor, torch.Tensor]],
-                   autocast: Any = None) -> float:
+                   precision: str = "fp32") -> float:
     """``Trainer.validate``: cached latents, the ``out`` head only, decoded, thresholded Dice and IoU."""
-    from contextlib import nullcontext
-
     from monai.metrics import compute_dice, compute_iou
 
     mapping.eval()
     dices = []
     for latent, mask in cache:
-        with autocast or nullcontext():
+        with autocast_context(latent.device, precision):
             out = mapping(latent, levels=["out"])["out"]
         prediction = (model.latent_to_probability(out.float()) > model.gms_config.threshold).float()
         dices += compute_dice(prediction, mask, include_background=True, ignore_empty=False).view(-1).tolist()
@@ -427,13 +432,23 @@ class Worker:
             self.process.terminate()
 
 
-def timed(function: Any, device: torch.device) -> tuple[Any, float]:
+def timed(function: Any, device: torch.device) -> tuple[Any, float, float]:
+    """``(value, wall seconds, CPU seconds of this process)``: on a shared CPU, the CPU time of the
+    process (all its threads, user + system) is far less disturbed by other jobs than wall time."""
     synchronize(device)
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     value = function()
     synchronize(device)
-    return value, time.perf_counter() - started
+    return value, time.perf_counter() - started, time.process_time() - cpu_started
 
 
 def max_abs_diff(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a.double() - b.double()).abs().max())
+
+
+def gradient_difference(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
+    """max|a - b| / max|b| over all tensors of two gradient dicts (same keys; None-gradients excluded)."""
+    if set(a) != set(b):
+        raise ValueError(f"different parameters have gradients: {sorted(set(a) ^ set(b))}")
+    scale = max(float(t.abs().max()) for t in b.values())
+    return max(float((a[n].double() - b[n].double()).abs().max()) for n in b) / scale

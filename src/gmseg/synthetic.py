@@ -183,7 +183,8 @@ def synthetic_pair(rng: np.random.Generator, size: int = 224) -> tuple[np.ndarra
     # Hypoechoic lesion: moderate contrast, soft 1-2 px edge, faint internal echoes.
     edge = rng.uniform(0.8, 2.0) * s
     inside = _sigmoid(-sdist / (edge * 0.5))
-    contrast = rng.uniform(0.18, 0.45)  # lesion power relative to tissue (about -3.5 to -7.5 dB)
+    # Lesion power relative to tissue, about -5 to -12 dB: hypoechoic as most BUSI lesions, some subtle.
+    contrast = rng.uniform(0.06, 0.3)
     internal = np.exp(0.35 * _smooth_noise(rng, size, 3 * s, 3 * s, fy2, fx2))
     lesion_level = contrast * np.median(echo[mask.astype(bool)]) * internal
     echo = echo * (1 - inside) + lesion_level * inside

@@ -1,0 +1,189 @@
+"""The benchmarks compare like with like: the release-style loops in bench/common.py compute the release's
+numbers, gmseg's fast paths compute the same numbers, and the inference options behave as documented."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+BENCH = Path(__file__).resolve().parents[1] / "bench"
+sys.path.insert(0, str(BENCH))
+
+import common  # noqa: E402
+
+from gmseg.errors import GmsegError  # noqa: E402
+from gmseg.first_stage import load_first_stage  # noqa: E402
+from gmseg.model import GMS, GMSConfig  # noqa: E402
+from gmseg.predict import make_predictor, predict_files  # noqa: E402
+
+
+def tiny_model() -> GMS:
+    model, _ = common.build_model("tiny-kl", size=32, seed=0)
+    return model
+
+
+@pytest.fixture(scope="module")
+def batch() -> tuple[torch.Tensor, torch.Tensor]:
+    return common.synthetic_batch(3, 32, seed=0)
+
+
+@pytest.fixture
+def official(parity) -> GMS:
+    """The parity fixtures: the release's tiny VAE and its mapping checkpoint."""
+    first_stage = load_first_stage(parity / "tiny_vae.ckpt", parity / "tiny_vae.yaml")
+    model = GMS(GMSConfig(image_size=64, noise_probability=0.0), first_stage_module=first_stage)
+    state = torch.load(parity / "lmm_official.pth", map_location="cpu", weights_only=True)["model"]
+    model.mapping.load_state_dict(state, strict=True)
+    return model.eval()
+
+
+# ---------------------------------------------------------------------------------------------- the release loops
+def test_einsum_attention_model_reproduces_the_release_outputs(parity):
+    io = load_file(str(parity / "lmm_io.safetensors"))
+    state = torch.load(parity / "lmm_official.pth", map_location="cpu", weights_only=True)["model"]
+    release = common.ReleaseMappingModel()
+    release.load_state_dict(state, strict=True)
+    with torch.no_grad():
+        outputs = release.eval()(io["input"], levels=["out"])  # levels are ignored: all heads, as the release
+    assert set(outputs) == {"level3", "level2", "level1", "out"}
+    for name in outputs:
+        torch.testing.assert_close(outputs[name], io[name], rtol=1e-5, atol=1e-5)
+
+
+def test_release_loops_reproduce_the_release_pipeline(official, parity):
+    io = load_file(str(parity / "pipeline_io.safetensors"))
+    release = common.ReleaseMappingModel.from_gmseg(official.mapping).eval()
+    probability = common.release_predict(official.first_stage, release, io["image"], io["mask"])
+    torch.testing.assert_close(probability, io["pred_prob"], rtol=0, atol=1e-5)
+    losses = common.release_losses(official, release.train(), io["image"], io["mask"])
+    torch.testing.assert_close(losses["loss_rec"].detach(), io["loss_rec"], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(losses["loss_dice"].detach(), io["loss_dice"], rtol=1e-5, atol=1e-6)
+
+
+def test_gmseg_inference_equals_the_release_loop_on_the_official_fixture(official, parity):
+    io = load_file(str(parity / "pipeline_io.safetensors"))
+    release = common.ReleaseMappingModel.from_gmseg(official.mapping).eval()
+    expected = common.release_predict(official.first_stage, release, io["image"], io["mask"])
+    assert common.max_abs_diff(official.predict_proba(io["image"]), expected) <= 1e-5
+
+
+# ---------------------------------------------------------------------------------------------- inference
+def test_predict_proba_equals_the_release_inference_loop(batch):
+    images, masks = batch
+    model = tiny_model()
+    release = common.ReleaseMappingModel.from_gmseg(model.mapping).eval()
+    expected = common.release_predict(model.first_stage, release, images, masks)
+    assert expected.shape == (3, 1, 32, 32)
+    assert common.max_abs_diff(model.predict_proba(images), expected) <= 1e-5  # batched, as gmseg predicts
+    assert common.max_abs_diff(model.predict_proba(images[:1]), expected[:1]) <= 1e-5
+
+
+def test_default_predictor_is_exactly_predict_proba(batch):
+    images, _ = batch
+    model = tiny_model()
+    expected = model.predict_proba(images)
+    assert torch.equal(make_predictor(model, "cpu")(images), expected)
+
+
+def test_channels_last_and_bf16_predictors(batch):
+    images, _ = batch
+    expected = tiny_model().predict_proba(images)
+    channels_last = make_predictor(tiny_model(), "cpu", channels_last=True)(images)
+    assert common.max_abs_diff(channels_last, expected) <= 1e-5
+    bf16 = make_predictor(tiny_model(), "cpu", precision="bf16")(images)
+    assert bf16.dtype == torch.float32 and bf16.shape == expected.shape
+    assert common.max_abs_diff(bf16, expected) <= 0.25  # bfloat16 keeps ~3 significant digits
+    with pytest.raises(GmsegError, match="precision"):
+        make_predictor(tiny_model(), "cpu", precision="fp8")
+
+
+def test_predict_files_options(tmp_path, batch):
+    from gmseg.data.io import write_image_png
+
+    images, _ = batch
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    for index, image in enumerate(images):
+        rgb = ((image.permute(1, 2, 0).numpy() + 1.0) * 127.5).round().clip(0, 255).astype(np.uint8)
+        write_image_png(inputs / f"case{index}.png", rgb)
+    probabilities = {}
+    for name, options in {"default": {}, "channels_last": {"channels_last": True},
+                          "bf16": {"precision": "bf16"}}.items():
+        report = predict_files(tiny_model(), inputs, tmp_path / name, save_prob=True, batch_size=2, device="cpu",
+                               progress=False, **options)
+        assert report.ok and sorted(report.written) == ["case0", "case1", "case2"]
+        probabilities[name] = np.stack([np.load(tmp_path / name / f"case{i}.prob.npy") for i in range(3)])
+    assert np.abs(probabilities["channels_last"] - probabilities["default"]).max() <= 1e-5
+    assert np.abs(probabilities["bf16"] - probabilities["default"]).max() <= 0.25
+
+
+def test_cli_exposes_the_inference_options():
+    from gmseg.cli import build_parser
+
+    args = build_parser().parse_args(
+        ["predict", "--model", "m", "--input", "x", "--output", "o", "--precision", "bf16", "--channels-last", "--compile"]
+    )
+    assert (args.precision, args.channels_last, args.compile) == ("bf16", True, True)
+    defaults = build_parser().parse_args(["predict", "--model", "m", "--input", "x", "--output", "o"])
+    assert (defaults.precision, defaults.channels_last, defaults.compile) == ("fp32", False, False)
+
+
+# ---------------------------------------------------------------------------------------------- training
+def gradients(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {name: p.grad.detach().clone() for name, p in module.named_parameters() if p.grad is not None}
+
+
+def test_release_training_step_equals_gmseg_step(batch):
+    images, masks = batch
+    model = tiny_model().train()
+    assert model.first_stage.has_variance and model.gms_config.noise_probability > 0  # noise is exercised
+    release = common.ReleaseMappingModel.from_gmseg(model.mapping).train()
+    for seed in (0, 1, 2):  # both branches of the latent-noise draw
+        model.mapping.zero_grad(set_to_none=True)
+        release.zero_grad(set_to_none=True)
+        expected = common.release_losses(model, release, images, masks, torch.Generator().manual_seed(seed))
+        expected["loss"].backward()
+        actual = common.gmseg_losses(model, model.mapping, images, masks, torch.Generator().manual_seed(seed))
+        actual["loss"].backward()
+        for key in ("loss", "loss_rec", "loss_dice"):
+            torch.testing.assert_close(actual[key].detach(), expected[key].detach(), rtol=1e-5, atol=1e-7)
+        release_gradients, gmseg_gradients = gradients(release), gradients(model.mapping)
+        # The release computes the level3 head too, but no loss uses it: neither side has its gradients.
+        assert not any(name.startswith("convds3") for name in release_gradients)
+        assert common.gradient_difference(gmseg_gradients, release_gradients) <= 1e-5
+
+
+def test_gmseg_validation_reuses_latents_and_matches_the_release_prediction(batch):
+    images, masks = batch
+    model = tiny_model()
+    cache = common.gmseg_encode_validation(model, images, masks, batch_size=2)
+    assert [latent.shape[0] for latent, _ in cache] == [2, 1]
+    dice = common.gmseg_validate(model, model.mapping, cache)
+    release = common.ReleaseMappingModel.from_gmseg(model.mapping)
+    soft_dice = common.release_validate(model, release, images, masks, batch_size=2)
+    assert 0.0 <= dice <= 1.0 and 0.0 <= soft_dice <= 1.0
+    # Both validations see the same probabilities: gmseg's from cached latents, the release's re-encoded.
+    with torch.no_grad():
+        cached = torch.cat([model.latent_to_probability(model.mapping(latent, levels=["out"])["out"])
+                            for latent, _ in cache])
+    expected = common.release_predict(model.first_stage, release.eval(), images, masks)
+    assert common.max_abs_diff(cached, expected) <= 1e-5
+
+
+def test_training_components_add_up_to_a_step(batch):
+    """The benchmark's per-component split runs the same arithmetic as a whole step."""
+    import training
+
+    images, masks = batch
+    worker = training.TrainWorker("tiny-kl", "gmseg", size=32, device="cpu")
+    split = worker.split(images, masks, seed=0)
+    assert set(split["seconds"]) == set(training.COMPONENTS)
+    split_gradients = gradients(worker.mapping)
+    whole = training.TrainWorker("tiny-kl", "gmseg", size=32, device="cpu")
+    _, step_gradients = whole.step(images, masks, seed=0, keep=True)
+    assert common.gradient_difference(split_gradients, step_gradients) <= 1e-5
