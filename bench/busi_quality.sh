@@ -14,10 +14,10 @@ OUT=${OUT:-bench/results/busi}
 CONFIG=configs/busi-taesd-cpu.yaml
 SPLIT="$SHARED/data/busi/busi_train_test_names.pkl"
 COMMON=(--set "data.root=$SHARED/data/busi" --set "data.split=$SPLIT" --set "train.output_dir=$OUT/runs")
-GMS=() UNET=(--set train.epochs=60 --set train.warmup_epochs=2)
+GMS=() UNET=(--set train.epochs=60 --set train.warmup_epochs=2 --set train.latent_epochs=0)
 if [ "${SCALE:-full}" = quick ]; then
   GMS=(--set train.epochs=15 --set train.latent_epochs=14)
-  UNET=(--set train.epochs=30 --set train.warmup_epochs=2)
+  UNET=(--set train.epochs=30 --set train.warmup_epochs=2 --set train.latent_epochs=0)
 fi
 mkdir -p "$OUT"
 

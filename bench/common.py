@@ -117,11 +117,11 @@ class EinsumSelfAttention(SpatialSelfAttention):
         normed = self.norm(x)
         queries = self.q(normed).reshape(b, c, h * w).permute(0, 2, 1)  # b, hw, c
         keys = self.k(normed).reshape(b, c, h * w)  # b, c, hw
-        scores = torch.einsum("bqc,bck->bqk", queries, keys) * (int(c) ** (-0.5))
+        scores = torch.einsum("bij,bjk->bik", queries, keys) * (int(c) ** (-0.5))  # b, hw (queries), hw (keys)
         scores = torch.softmax(scores, dim=2)
-        values = self.v(normed).reshape(b, c, h * w)  # b, c, hw
-        attended = torch.einsum("bck,bqk->bcq", values, scores).reshape(b, c, h, w)
-        return x + self.proj_out(attended)
+        values = self.v(normed).reshape(b, c, h * w)  # b, c, hw (keys)
+        attended = torch.einsum("bij,bjk->bik", values, scores.permute(0, 2, 1))  # b, c, hw (queries)
+        return x + self.proj_out(attended.reshape(b, c, h, w))
 
 
 class ReleaseMappingModel(LatentMappingModel):
@@ -145,6 +145,14 @@ class ReleaseMappingModel(LatentMappingModel):
 
 
 # ---------------------------------------------------------------------------------------------- release loops
+def release_encode(first_stage: FirstStage, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The release's encode: one autoencoder call for the whole batch; s * posterior mean, log-variance."""
+    if first_stage.is_tiny:
+        return first_stage.scaling_factor * first_stage.autoencoder.encode(image).latents, None
+    posterior = first_stage.autoencoder.encode(image).latent_dist
+    return first_stage.scaling_factor * posterior.mean, posterior.logvar
+
+
 def release_decode(first_stage: FirstStage, latent: torch.Tensor) -> torch.Tensor:
     """The release's decode: z = latent / s, decode, mean over RGB, (x + 1) / 2 clamped to [0, 1]."""
     decoded = first_stage.autoencoder.decode((1.0 / first_stage.scaling_factor) * latent).sample
@@ -158,8 +166,8 @@ def release_predict(first_stage: FirstStage, mapping: ReleaseMappingModel, image
     probabilities = []
     for index in range(images.shape[0]):
         image, mask = images[index : index + 1], masks[index : index + 1]
-        image_latent, _ = first_stage.encode(image)
-        mask_latent, _ = first_stage.encode(mask_to_image(mask))
+        image_latent, _ = release_encode(first_stage, image)
+        mask_latent, _ = release_encode(first_stage, mask_to_image(mask))
         outputs = mapping(image_latent)
         F.mse_loss(outputs["out"], mask_latent).item()  # its validation loss, logged per image
         probability = release_decode(first_stage, outputs["out"])
@@ -172,8 +180,8 @@ def release_losses(model: GMS, mapping: ReleaseMappingModel, image: torch.Tensor
                    generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
     """The release's training loss: two encoder calls, all heads, three decoder calls with gradients."""
     first_stage, config = model.first_stage, model.gms_config
-    image_mean, image_logvar = first_stage.encode(image)  # frozen weights: no graph is recorded
-    mask_latent, _ = first_stage.encode(mask_to_image(mask))
+    image_mean, image_logvar = release_encode(first_stage, image)  # frozen weights: no graph is recorded
+    mask_latent, _ = release_encode(first_stage, mask_to_image(mask))
     latent = model.noisy_latent(image_mean, image_logvar, generator)
     outputs = mapping(latent)
     loss_rec = config.rec_weight * sum(F.mse_loss(outputs[name], mask_latent) for name in RELEASE_LEVELS)
@@ -191,8 +199,8 @@ def release_validate(model: GMS, mapping: ReleaseMappingModel, images: torch.Ten
     dices = []
     for start in range(0, images.shape[0], batch_size):
         image, mask = images[start : start + batch_size], masks[start : start + batch_size]
-        image_latent, _ = first_stage.encode(image)
-        mask_latent, _ = first_stage.encode(mask_to_image(mask))
+        image_latent, _ = release_encode(first_stage, image)
+        mask_latent, _ = release_encode(first_stage, mask_to_image(mask))
         outputs = mapping(image_latent)
         probability = release_decode(first_stage, outputs["out"])
         loss = config.rec_weight * F.mse_loss(outputs["out"], mask_latent) + config.dice_weight * model.dice_loss(
@@ -265,7 +273,9 @@ def synthetic_batch(count: int, size: int, seed: int = 0) -> tuple[torch.Tensor,
 
     rng = np.random.default_rng(seed)
     pairs = [synthetic_pair(rng, max(32, size)) for _ in range(count)]
-    images = torch.from_numpy(np.stack([p[0] for p in pairs])).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+    # Contiguous NCHW, as a DataLoader batch: a permuted (NHWC-strided) tensor would make the convolutions
+    # of whoever receives it run channels-last.
+    images = (torch.from_numpy(np.stack([p[0] for p in pairs])).permute(0, 3, 1, 2).float() / 127.5 - 1.0).contiguous()
     masks = torch.from_numpy(np.stack([p[1] for p in pairs]))[:, None].float()
     if size < 32:
         images, masks = images[..., :size, :size].contiguous(), masks[..., :size, :size].contiguous()

@@ -151,8 +151,8 @@ class TrainWorker:
 
         def encode() -> tuple[torch.Tensor, torch.Tensor]:
             if self.release:
-                mean, logvar = stage.encode(image)
-                mask_latent, _ = stage.encode(mask_to_image(mask))
+                mean, logvar = common.release_encode(stage, image)
+                mask_latent, _ = common.release_encode(stage, mask_to_image(mask))
             else:
                 with torch.no_grad():
                     means, logvars = stage.encode(torch.cat([image, mask_to_image(mask)]))

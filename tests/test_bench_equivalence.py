@@ -61,8 +61,8 @@ def test_release_loops_reproduce_the_release_pipeline(official, parity):
     probability = common.release_predict(official.first_stage, release, io["image"], io["mask"])
     torch.testing.assert_close(probability, io["pred_prob"], rtol=0, atol=1e-5)
     losses = common.release_losses(official, release.train(), io["image"], io["mask"])
-    torch.testing.assert_close(losses["loss_rec"].detach(), io["loss_rec"], rtol=1e-5, atol=1e-6)
-    torch.testing.assert_close(losses["loss_dice"].detach(), io["loss_dice"], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(losses["loss_rec"].detach(), io["loss_rec"].reshape(()), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(losses["loss_dice"].detach(), io["loss_dice"].reshape(()), rtol=1e-5, atol=1e-6)
 
 
 def test_gmseg_inference_equals_the_release_loop_on_the_official_fixture(official, parity):
@@ -83,11 +83,17 @@ def test_predict_proba_equals_the_release_inference_loop(batch):
     assert common.max_abs_diff(model.predict_proba(images[:1]), expected[:1]) <= 1e-5
 
 
-def test_default_predictor_is_exactly_predict_proba(batch):
-    images, _ = batch
+def test_default_cpu_predictor_is_bit_for_bit_the_release_loop(batch):
+    """On a CPU, gmseg predicts image by image: each probability independent of its batch companions."""
+    images, masks = batch
     model = tiny_model()
-    expected = model.predict_proba(images)
-    assert torch.equal(make_predictor(model, "cpu")(images), expected)
+    per_image = torch.cat([model.predict_proba(image) for image in images.split(1)])
+    release = common.ReleaseMappingModel.from_gmseg(model.mapping).eval()
+    expected = common.release_predict(model.first_stage, release, images, masks)
+    predict = make_predictor(model, "cpu")
+    assert torch.equal(predict(images), per_image)
+    assert torch.equal(predict(images), expected)
+    assert torch.equal(predict(images[1:]), expected[1:])
 
 
 def test_channels_last_and_bf16_predictors(batch):
@@ -138,12 +144,11 @@ def gradients(module: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {name: p.grad.detach().clone() for name, p in module.named_parameters() if p.grad is not None}
 
 
-def test_release_training_step_equals_gmseg_step(batch):
-    images, masks = batch
-    model = tiny_model().train()
-    assert model.first_stage.has_variance and model.gms_config.noise_probability > 0  # noise is exercised
+def compare_training_steps(model: GMS, images: torch.Tensor, masks: torch.Tensor, seeds=(0, 1, 2)) -> list[float]:
+    """Release step vs gmseg step from the same weights: equal losses; the gradient differences returned."""
     release = common.ReleaseMappingModel.from_gmseg(model.mapping).train()
-    for seed in (0, 1, 2):  # both branches of the latent-noise draw
+    differences = []
+    for seed in seeds:  # seed 0 draws the latent noise, 1 and 2 do not (p = 0.5)
         model.mapping.zero_grad(set_to_none=True)
         release.zero_grad(set_to_none=True)
         expected = common.release_losses(model, release, images, masks, torch.Generator().manual_seed(seed))
@@ -155,7 +160,27 @@ def test_release_training_step_equals_gmseg_step(batch):
         release_gradients, gmseg_gradients = gradients(release), gradients(model.mapping)
         # The release computes the level3 head too, but no loss uses it: neither side has its gradients.
         assert not any(name.startswith("convds3") for name in release_gradients)
-        assert common.gradient_difference(gmseg_gradients, release_gradients) <= 1e-5
+        differences.append(common.gradient_difference(gmseg_gradients, release_gradients))
+    return differences
+
+
+def test_release_training_step_equals_gmseg_step_on_the_official_fixture(parity):
+    first_stage = load_first_stage(parity / "tiny_vae.ckpt", parity / "tiny_vae.yaml")
+    model = GMS(GMSConfig(image_size=64), first_stage_module=first_stage)  # paper config: noise p = 0.5
+    state = torch.load(parity / "lmm_official.pth", map_location="cpu", weights_only=True)["model"]
+    model.mapping.load_state_dict(state, strict=True)
+    io = load_file(str(parity / "pipeline_io.safetensors"))
+    assert max(compare_training_steps(model.train(), io["image"], io["mask"])) <= 1e-5
+
+
+def test_release_training_step_equals_gmseg_step(batch):
+    images, masks = batch
+    model = tiny_model().train()
+    assert model.first_stage.has_variance and model.gms_config.noise_probability > 0  # noise is exercised
+    # 1e-4, not 1e-5: gmseg encodes image + mask in one call (the release in two); at this tiny size the
+    # convolution kernel chosen for batch 6 rounds differently (~2e-7 in the latents) from batch 3, and
+    # this random model amplifies that. The release's own VAE (test above) stays below 1e-6.
+    assert max(compare_training_steps(model, images, masks)) <= 1e-4
 
 
 def test_gmseg_validation_reuses_latents_and_matches_the_release_prediction(batch):

@@ -158,8 +158,9 @@ def test_two_cpu_processes_with_accelerate_launch(tiny_data, tiny_vae_dir, tmp_p
     config_path.write_text(yaml.safe_dump(tiny_config(tiny_data, tiny_vae_dir, tmp_path / "runs", epochs=1)))
     accelerate = Path(sys.executable).with_name("accelerate")
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    # `--multi_gpu` makes accelerate start torchrun; without GPUs each rank runs on the CPU over gloo.
     command = [
-        str(accelerate), "launch", "--cpu", "--num_processes", "2", "--num_machines", "1",
+        str(accelerate), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
         "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "29517",
         "-m", "gmseg.cli", "train", "--config", str(config_path), "--no-progress",
     ]

@@ -34,6 +34,10 @@ OFFLINE_HINT = (
 )
 
 TAESD_FILE_STEMS = ("taesd_encoder", "taesd_decoder")
+#: On a CPU, encode/decode split a batch so that one full-resolution activation stays below this size
+#: (glibc's largest mmap threshold): larger buffers are mmapped fresh and page-faulted in on every call,
+#: which made a batched training step twice as slow as the same images in small chunks (BENCHMARKS.md).
+CPU_CHUNK_BYTES = 32 * 2**20
 TAESD_SUFFIXES = (".safetensors", ".pth")
 
 
@@ -100,6 +104,10 @@ class FirstStage(nn.Module):
 
     def encode(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Image (B,3,H,W) in [-1,1] -> (scaled posterior mean, posterior log-variance or None)."""
+        chunks = self.cpu_chunks(image, image.shape[-2] * image.shape[-1])
+        if len(chunks) > 1:
+            means, logvars = zip(*(self.encode(chunk) for chunk in chunks))
+            return torch.cat(means), None if logvars[0] is None else torch.cat(logvars)
         if self.is_tiny:
             return self.autoencoder.encode(image).latents * self.scaling_factor, None
         posterior = self.autoencoder.encode(image).latent_dist
@@ -107,7 +115,24 @@ class FirstStage(nn.Module):
 
     def decode(self, latent: torch.Tensor) -> torch.Tensor:
         """Scaled latent -> image in (about) [-1, 1]."""
-        return self.autoencoder.decode(latent / self.scaling_factor).sample
+        chunks = self.cpu_chunks(latent, latent.shape[-2] * latent.shape[-1] * 64)  # the autoencoder's x8
+        if len(chunks) > 1:
+            return torch.cat([self.decode(chunk) for chunk in chunks])
+        # (1 / s) * latent, as the release computes it: bit for bit its decoder input.
+        return self.autoencoder.decode((1.0 / self.scaling_factor) * latent).sample
+
+    def cpu_chunks(self, batch: torch.Tensor, pixels: int) -> list[torch.Tensor]:
+        """On a CPU, the batch in chunks whose full-resolution activations stay under ``CPU_CHUNK_BYTES``.
+
+        Every sample is computed independently (convolutions, per-sample GroupNorm), so chunking changes
+        no arithmetic; on a GPU the batch stays whole.
+        """
+        if batch.device.type != "cpu" or batch.shape[0] <= 1:
+            return [batch]
+        widths = self.autoencoder.config.get("block_out_channels") or (128,)
+        per_sample = int(widths[0]) * pixels * 4  # float32 activations at full resolution
+        size = max(1, CPU_CHUNK_BYTES // per_sample)
+        return list(batch.split(size)) if size < batch.shape[0] else [batch]
 
     def save_pretrained(self, directory: str | Path) -> None:
         """Write the autoencoder as a diffusers folder, so a model folder can carry it for offline use."""

@@ -7,8 +7,11 @@ without pooling"), and every decoder stage has a deep-supervision head.
 
 Parameter names follow the paper's release exactly (``input_blocks``, ``conv1_0.resblock.conv1.0``,
 ``conv1_0.attention.q``, ``convds0.2`` ...), so its ``{"model": state_dict}`` checkpoints load with
-``strict=True``; only the attention maths differs in form (``scaled_dot_product_attention`` instead of
-two einsums), which is the same function and lets PyTorch pick a fused kernel.
+``strict=True``. Attention on a CPU is the release's arithmetic operation for operation (two batched
+matrix products, scale after the product, softmax over keys), so CPU results equal the release's bit for
+bit; on a GPU it is ``scaled_dot_product_attention``, the same function with a fused kernel. (On a CPU the
+fused kernel is no faster at 28x28 latents and its different rounding, amplified by the decoder, moves
+probabilities by ~1e-5; see BENCHMARKS.md.)
 """
 
 from __future__ import annotations
@@ -39,14 +42,20 @@ class SpatialSelfAttention(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, c, h, w = x.shape
         normed = self.norm(x)
+        if x.is_cuda:
 
-        def tokens(t: torch.Tensor) -> torch.Tensor:  # (b, c, h, w) -> (b, 1, h*w, c)
-            return t.reshape(b, 1, c, h * w).transpose(-1, -2)
+            def tokens(t: torch.Tensor) -> torch.Tensor:  # (b, c, h, w) -> (b, 1, h*w, c)
+                return t.reshape(b, 1, c, h * w).transpose(-1, -2)
 
-        attended = F.scaled_dot_product_attention(
-            tokens(self.q(normed)), tokens(self.k(normed)), tokens(self.v(normed))
-        )
-        attended = attended.transpose(-1, -2).reshape(b, c, h, w)
+            attended = F.scaled_dot_product_attention(
+                tokens(self.q(normed)), tokens(self.k(normed)), tokens(self.v(normed))
+            )
+            attended = attended.transpose(-1, -2).reshape(b, c, h, w)
+        else:
+            queries = self.q(normed).reshape(b, c, h * w).permute(0, 2, 1)  # (b, queries, c)
+            scores = torch.bmm(queries, self.k(normed).reshape(b, c, h * w)) * (int(c) ** (-0.5))
+            weights = torch.softmax(scores, dim=2)  # over keys
+            attended = torch.bmm(self.v(normed).reshape(b, c, h * w), weights.permute(0, 2, 1)).reshape(b, c, h, w)
         return x + self.proj_out(attended)
 
 

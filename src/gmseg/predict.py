@@ -115,12 +115,16 @@ def make_predictor(
 ) -> Callable[[torch.Tensor], torch.Tensor]:
     """Put ``model`` on ``device`` for inference and return ``images -> float32 probabilities``.
 
-    With the defaults this is exactly :meth:`GMS.predict_proba`. The options trade exactness for speed
-    and are measured by ``bench/inference.py`` (see BENCHMARKS.md):
+    With the defaults this is :meth:`GMS.predict_proba`; on a CPU it is applied one image at a time,
+    because batching buys no arithmetic there (the same CPU time per image) while its large buffers cost
+    page faults, and because one image at a time makes every probability independent of the batch it came
+    in: bit for bit the release's batch-1 validation loop. On a GPU the batch goes through whole.
 
-    - ``channels_last``: NHWC memory layout for the convolutions; the same arithmetic up to float
-      rounding (|change of probability| below 1e-5 in the benchmark);
-    - ``precision="bf16"``: bfloat16 autocast; changes probabilities by up to about 1e-2;
+    The options trade exactness for speed; ``bench/inference.py`` measures them (BENCHMARKS.md):
+
+    - ``channels_last``: NHWC memory layout for the convolutions: different rounding, which the decoder
+      amplifies to ~1e-4 in probabilities;
+    - ``precision="bf16"``: bfloat16 autocast; probabilities change by up to ~0.3 at single pixels;
     - ``compile``: ``torch.compile`` of the mapping model + decoder (the first batch of each new shape
       pays the compilation).
 
@@ -140,8 +144,7 @@ def make_predictor(
 
     head = torch.compile(model.map_to_probability) if compile else None
 
-    def predict(images: torch.Tensor) -> torch.Tensor:
-        images = images.to(torch_device)
+    def predict_batch(images: torch.Tensor) -> torch.Tensor:
         if channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         with torch.no_grad(), autocast():
@@ -151,6 +154,12 @@ def make_predictor(
                 latent, _ = model.encode(images)
                 probabilities = head(latent)
         return probabilities.float()
+
+    def predict(images: torch.Tensor) -> torch.Tensor:
+        images = images.to(torch_device)
+        if torch_device.type == "cpu":
+            return torch.cat([predict_batch(image) for image in images.split(1)])
+        return predict_batch(images)
 
     return predict
 
