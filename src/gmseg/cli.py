@@ -61,9 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--device", default="auto")
     predict.add_argument("--precision", default="fp32", choices=["fp32", "bf16"],
                          help="fp32 (default, exact) or bf16 autocast (faster on some hardware; "
-                         "probabilities change by up to ~1e-2, see BENCHMARKS.md)")
+                         "probabilities move by up to ~0.3 at single pixels, see BENCHMARKS.md)")
     predict.add_argument("--channels-last", action="store_true",
-                         help="channels-last memory layout (same numbers to ~1e-6; faster on CPUs)")
+                         help="channels-last memory layout (probabilities move by up to ~1e-4; faster on CPUs)")
     predict.add_argument("--compile", action="store_true",
                          help="torch.compile the mapping model and decoder (slow first batch)")
 

@@ -123,7 +123,7 @@ def make_predictor(
     The options trade exactness for speed; ``bench/inference.py`` measures them (BENCHMARKS.md):
 
     - ``channels_last``: NHWC memory layout for the convolutions: different rounding, which the decoder
-      amplifies to ~1e-4 in probabilities;
+      amplifies to 2e-5 (TAESD) to 1e-4 (SD-VAE) in probabilities;
     - ``precision="bf16"``: bfloat16 autocast; probabilities change by up to ~0.3 at single pixels;
     - ``compile``: ``torch.compile`` of the mapping model + decoder (the first batch of each new shape
       pays the compilation).
