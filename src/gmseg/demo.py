@@ -60,7 +60,7 @@ def run_demo(
     vae = vae or TAESD_HUB_ID
     started = time.time()
     load_first_stage(vae, vae_config)  # fail in the first second, with what to pass, if it cannot load
-    n_train, n_test = (24, 8) if quick else (96, 24)
+    n_train, n_test = (24, 8) if quick else (160, 40)
     data_dir = make_synthetic_dataset(out / "data", n_train=n_train, n_test=n_test, size=DEMO_IMAGE_SIZE, seed=0)
     print(f"[1/4] synthetic dataset: {n_train} training and {n_test} test images in {data_dir}")
 
