@@ -364,10 +364,9 @@ def predict_unet(
     the wall time of the whole loop (read, resize, forward, resize back, write) over the images written.
     Unreadable inputs are reported in ``failed`` and the rest are still written.
     """
-    from .data.io import read_image, write_mask_png
-    from .predict import batched, collect_inputs, image_to_tensor
+    from .data.io import write_mask_png
+    from .predict import collect_inputs, probability_at_size, read_batches
     from .predict import pick_device as pick_inference_device
-    from .predict import probability_at_size
 
     model = run_dir if isinstance(run_dir, torch.nn.Module) else load_unet(run_dir)
     config = model.gmseg_config
@@ -379,20 +378,10 @@ def predict_unet(
     model = model.to(torch_device).eval()
     written, failed = 0, {}
     started = time.perf_counter()
-    for chunk in batched(files, max(1, batch_size)):
-        images, names, tensors = [], [], []
-        for path in chunk:
-            try:
-                image = read_image(path)
-            except (DataError, OSError) as error:
-                failed[path.name] = str(error).splitlines()[0]
-                continue
-            images.append(image)
-            names.append(path.stem)
-            tensors.append(image_to_tensor(image, size))
-        if not tensors:
+    for _, names, images, batch in read_batches(files, size, batch_size, failed):
+        if not names:
             continue
-        probabilities = torch.sigmoid(model(torch.stack(tensors).to(torch_device)).float())
+        probabilities = torch.sigmoid(model(batch.to(torch_device)).float())
         for name, image, probability in zip(names, images, probabilities):
             mask = probability_at_size(probability, *image.shape[:2]) > threshold
             write_mask_png(output / f"{name}.png", mask.astype(np.uint8))

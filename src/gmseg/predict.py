@@ -164,6 +164,30 @@ def make_predictor(
     return predict
 
 
+def read_batches(
+    files: Sequence[Path], size: int, batch_size: int, failed: dict[str, str]
+) -> Iterator[tuple[Sequence[Path], list[str], list[np.ndarray], torch.Tensor | None]]:
+    """Yield (files, names, original images, model-size batch) per chunk of ``batch_size`` files.
+
+    Unreadable files are recorded in ``failed`` by name instead of stopping the run; a chunk whose files
+    all failed yields empty names and no batch.
+    """
+    from .data.io import read_image
+
+    for chunk in batched(files, max(1, batch_size)):
+        names, images, tensors = [], [], []
+        for path in chunk:
+            try:
+                image = read_image(path)
+            except (DataError, OSError) as error:
+                failed[path.name] = str(error).splitlines()[0]
+                continue
+            names.append(path.stem)
+            images.append(image)
+            tensors.append(image_to_tensor(image, size))
+        yield chunk, names, images, (torch.stack(tensors) if tensors else None)
+
+
 def predict_files(
     model: GMS,
     inputs: str | os.PathLike | Sequence[str | os.PathLike],
@@ -186,7 +210,7 @@ def predict_files(
     """
     from tqdm.auto import tqdm
 
-    from .data.io import find_file, read_image, read_mask, write_mask_png
+    from .data.io import find_file, read_mask, write_mask_png
 
     files = collect_inputs(inputs)
     output = Path(output_dir)
@@ -198,19 +222,9 @@ def predict_files(
     report = PredictionReport()
     started = time.perf_counter()
     bar = tqdm(total=len(files), desc="predict", unit="img", disable=not progress)
-    for chunk in batched(files, max(1, batch_size)):
-        images, names, tensors = [], [], []
-        for path in chunk:
-            try:
-                image = read_image(path)
-            except (DataError, OSError) as error:
-                report.failed[path.name] = str(error).splitlines()[0]
-                continue
-            images.append(image)
-            names.append(path.stem)
-            tensors.append(image_to_tensor(image, size))
-        if tensors:
-            probabilities = predict(torch.stack(tensors))
+    for chunk, names, images, batch in read_batches(files, size, batch_size, report.failed):
+        if names:
+            probabilities = predict(batch)
             for name, image, probability in zip(names, images, probabilities):
                 prob = probability_at_size(probability, *image.shape[:2])
                 mask = prob > threshold
