@@ -108,6 +108,16 @@ def test_resume_continues_exactly(tiny_data, tiny_vae_dir, tmp_path, monkeypatch
         assert torch.allclose(a[key], b[key], rtol=1e-5, atol=1e-6), key
 
 
+def test_resume_with_more_epochs_follows_the_new_schedule(tiny_data, tiny_vae_dir, tmp_path):
+    options = tiny_config(tiny_data, tiny_vae_dir, tmp_path, epochs=2)
+    run_dir = train(config_from_dict(options), run_dir=tmp_path / "run", progress=False)
+    # The finished run's optimizer ends at lr 0 (end of its cosine); extending it must not train at 0.
+    train(None, resume=run_dir, overrides=["train.epochs=4"], progress=False)
+    rows = read_log(run_dir)
+    assert [int(r["epoch"]) for r in rows] == [1, 2, 3, 4]
+    assert float(rows[2]["lr"]) == pytest.approx(5e-3 * release_lr_factor(2, 0, 4))
+
+
 def test_nan_loss_stops_with_last_good_checkpoint(tiny_data, tiny_vae_dir, tmp_path, monkeypatch):
     from gmseg.model import GMS
 

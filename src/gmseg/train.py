@@ -344,6 +344,10 @@ class Trainer:
         self.scheduler.load_state_dict(saved["scheduler"])
         self.state = RunState(**saved["run_state"])
         restore_rng(saved["rng"])
+        # The optimizer comes back with the lr its last epoch set; a resume that changes the schedule
+        # (e.g. more epochs) must train at the new schedule's lr for this epoch, not the old one's.
+        for group, base_lr, factor in zip(self.optimizer.param_groups, self.scheduler.base_lrs, self.scheduler.lr_lambdas):
+            group["lr"] = base_lr * factor(self.state.epoch)
 
     # ------------------------------------------------------------------ validation
     @torch.no_grad()
