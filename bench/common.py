@@ -75,6 +75,16 @@ RELEASE_LEVELS = ("level2", "level1", "out")
 
 
 # ---------------------------------------------------------------------------------------------- models
+
+#: Options of each compared variant ("release" is the release-style loop, the rest gmseg's own path).
+VARIANTS: dict[str, dict] = {
+    "release": {},
+    "gmseg": {},
+    "gmseg+channels_last": {"channels_last": True},
+    "gmseg+bf16": {"precision": "bf16"},
+    "gmseg+channels_last+bf16": {"channels_last": True, "precision": "bf16"},
+}
+
 def build_first_stage(name: str, seed: int = 0) -> tuple[FirstStage, str]:
     """``sd-vae`` (random SD-VAE architecture), ``taesd`` (real weights when present), ``tiny-kl``."""
     from diffusers import AutoencoderKL, AutoencoderTiny

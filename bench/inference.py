@@ -42,11 +42,7 @@ import common  # noqa: E402
 DEFAULT_IMAGES = {"sd-vae": 4, "taesd": 16, "tiny-kl": 8}
 DEFAULT_ROUNDS = {"sd-vae": 1, "taesd": 3, "tiny-kl": 2}
 VARIANTS = {
-    "release": {},
-    "gmseg": {},
-    "gmseg+channels_last": {"channels_last": True},
-    "gmseg+bf16": {"precision": "bf16"},
-    "gmseg+channels_last+bf16": {"channels_last": True, "precision": "bf16"},
+    **common.VARIANTS,
     "gmseg+compile": {"compile": True},
     "gmseg+compile+channels_last": {"compile": True, "channels_last": True},
 }

@@ -51,13 +51,7 @@ DEFAULTS = {  # per first stage: (batch, size); chosen so the default run fits ~
     "sd-vae": (2, 64),
     "tiny-kl": (2, 32),
 }
-VARIANTS = {
-    "release": {},
-    "gmseg": {},
-    "gmseg+channels_last": {"channels_last": True},
-    "gmseg+bf16": {"precision": "bf16"},
-    "gmseg+channels_last+bf16": {"channels_last": True, "precision": "bf16"},
-}
+VARIANTS = common.VARIANTS
 BUSI_TRAIN, BUSI_VAL = 465, 52
 COMPONENTS = ["encode", "mapping_forward", "decode_forward", "decode_backward", "mapping_backward", "optimizer"]
 

@@ -470,16 +470,10 @@ def run(args: argparse.Namespace) -> Path:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from .cli import run_guarded
+
     args = build_parser().parse_args(argv)
-    try:
-        run(args)
-    except GmsegError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
-    return 0
+    return run_guarded("gmseg.baseline", lambda: run(args))
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from .errors import GmsegError
@@ -167,16 +167,25 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def run_guarded(label: str, call: Callable[[], object]) -> int:
+    """Run a command: gmseg's own errors print as one message (no traceback) and exit 2.
+
+    An integer result is the exit status; anything else (e.g. a run folder) means success.
+    """
     try:
-        return run(args)
+        result = call()
+        return result if isinstance(result, int) else 0
     except GmsegError as error:
-        print(f"gmseg {args.verb}: error: {error}", file=sys.stderr)
+        print(f"{label}: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return run_guarded(f"gmseg {args.verb}", lambda: run(args))
 
 
 if __name__ == "__main__":
