@@ -238,10 +238,7 @@ def gmseg_losses(model: GMS, mapping: torch.nn.Module, image: torch.Tensor, mask
     """gmseg's training loss, with the calls of ``Trainer.full_epoch``: one encoder call for image + mask,
     only the supervised heads, the supervised levels decoded as one batch (``GMS.loss_from_latents``)."""
     levels = model.gms_config.supervised_levels
-    with torch.no_grad():
-        means, logvars = model.first_stage.encode(torch.cat([image, mask_to_image(mask)]))
-    image_mean, mask_latent = means.chunk(2)
-    image_logvar = None if logvars is None else logvars.chunk(2)[0]
+    image_mean, image_logvar, mask_latent = model.encode_pair(image, mask)
     latent = model.noisy_latent(image_mean, image_logvar, generator)
     with autocast_context(image.device, precision):
         outputs = mapping(latent, levels=levels)

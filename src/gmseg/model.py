@@ -103,6 +103,19 @@ class GMS(nn.Module, PyTorchModelHubMixin, library_name="gmseg", tags=["medical-
         with torch.no_grad():
             return self.first_stage.encode(mask_to_image(mask))[0]
 
+    def encode_pair(
+        self, image: torch.Tensor, mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+        """(image latent mean, image log-variance or None, mask latent) from one first-stage call.
+
+        Image and mask go through the encoder as one batch: per-sample arithmetic (convolutions,
+        per-sample GroupNorm), one call instead of two.
+        """
+        with torch.no_grad():
+            means, logvars = self.first_stage.encode(torch.cat([image, mask_to_image(mask)]))
+        image_mean, mask_latent = means.chunk(2)
+        return image_mean, None if logvars is None else logvars.chunk(2)[0], mask_latent
+
     def latent_to_probability(self, latent: torch.Tensor) -> torch.Tensor:
         """Decode a mask latent to a foreground probability: mean over RGB, mapped to [0, 1]."""
         decoded = self.first_stage.decode(latent)
@@ -167,8 +180,7 @@ class GMS(nn.Module, PyTorchModelHubMixin, library_name="gmseg", tags=["medical-
         self, image: torch.Tensor, mask: torch.Tensor, generator: torch.Generator | None = None
     ) -> dict[str, torch.Tensor]:
         """One training step's loss from pixels (image in [-1, 1], mask in {0, 1})."""
-        mean, logvar = self.encode(image)
-        mask_latent = self.encode_mask(mask)
+        mean, logvar, mask_latent = self.encode_pair(image, mask)
         return self.loss_from_latents(self.noisy_latent(mean, logvar, generator), mask_latent, mask)
 
     # ------------------------------------------------------------------ persistence

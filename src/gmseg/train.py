@@ -30,7 +30,7 @@ from .config import Config, load_config
 from .errors import CheckpointError, GmsegError
 from .fileio import atomic_write_text
 from .data.dataset import item_seed
-from .model import GMS, GMSConfig, mask_to_image
+from .model import GMS, GMSConfig
 
 LOG_COLUMNS = ["epoch", "lr", "loss", "loss_rec", "loss_dice", "val_dice", "val_iou", "seconds"]
 STATE_NAME = "training_state.pt"
@@ -409,10 +409,7 @@ class Trainer:
         for step, batch in enumerate(self.train_loader):
             with self.accelerator.accumulate(self.mapping):
                 image, mask = batch["image"] * 2 - 1, batch["mask"]
-                with torch.no_grad():
-                    means, logvars = model.first_stage.encode(torch.cat([image, mask_to_image(mask)]))
-                image_mean, mask_latent = means.chunk(2)
-                image_logvar = None if logvars is None else logvars.chunk(2)[0]
+                image_mean, image_logvar, mask_latent = model.encode_pair(image, mask)
                 latent = model.noisy_latent(image_mean, image_logvar, self.noise_generator(epoch, step))
                 with self.accelerator.autocast():
                     outputs = self.mapping(latent, levels=levels)
@@ -435,13 +432,10 @@ class Trainer:
             loader = DataLoader(self.train_set, batch_size=self.config.train.batch_size, shuffle=False)
             loader = self.accelerator.prepare_data_loader(loader)
             for batch in loader:
-                means, logvars = self.model.first_stage.encode(
-                    torch.cat([batch["image"] * 2 - 1, mask_to_image(batch["mask"])])
-                )
-                image_mean, mask_latent = means.chunk(2)
+                image_mean, image_logvar, mask_latent = self.model.encode_pair(batch["image"] * 2 - 1, batch["mask"])
                 entry = {"image": image_mean, "mask": mask_latent}
-                if logvars is not None:
-                    entry["logvar"] = logvars.chunk(2)[0]
+                if image_logvar is not None:
+                    entry["logvar"] = image_logvar
                 cache.append(entry)
         return cache
 
