@@ -85,11 +85,8 @@ def interrupt_after_first_epoch(monkeypatch):
     monkeypatch.setattr(train_module, "save_checkpoint", save_then_die)
 
 
-def test_resume_continues_exactly(tiny_data, tiny_vae_dir, tmp_path, monkeypatch):
-    options = tiny_config(tiny_data, tiny_vae_dir, tmp_path, epochs=2)
-    options["data"]["augmentations"] = ["hflip", "vflip", "rot90", "color_jitter", "shift_scale_rotate"]
-    straight = train(config_from_dict(options), progress=False)
-
+def assert_resume_matches_uninterrupted(options: dict, tmp_path: Path, monkeypatch) -> list[dict]:
+    straight = train(config_from_dict(options), run_dir=tmp_path / "straight", progress=False)
     with monkeypatch.context() as patch:
         interrupt_after_first_epoch(patch)
         with pytest.raises(KeyboardInterrupt):
@@ -98,14 +95,66 @@ def test_resume_continues_exactly(tiny_data, tiny_vae_dir, tmp_path, monkeypatch
     resumed = train(None, resume=tmp_path / "interrupted", progress=False)
 
     expected, actual = read_log(straight), read_log(resumed)
-    assert len(actual) == 2
-    for key in ("loss", "loss_rec", "loss_dice", "val_dice", "lr"):
-        assert float(actual[1][key]) == pytest.approx(float(expected[1][key]), rel=1e-5, abs=1e-7), key
+    assert len(actual) == len(expected)
+    for row, reference in zip(actual[1:], expected[1:]):
+        for key in ("loss", "loss_rec", "loss_dice", "val_dice", "lr"):
+            assert float(row[key]) == pytest.approx(float(reference[key]), rel=1e-5, abs=1e-7), key
     a = load_file(str(straight / "checkpoints" / "last" / "model.safetensors"))
     b = load_file(str(resumed / "checkpoints" / "last" / "model.safetensors"))
     assert a.keys() == b.keys()
     for key in a:
         assert torch.allclose(a[key], b[key], rtol=1e-5, atol=1e-6), key
+    return actual
+
+
+def test_resume_continues_exactly(tiny_data, tiny_vae_dir, tmp_path, monkeypatch):
+    options = tiny_config(tiny_data, tiny_vae_dir, tmp_path, epochs=2)
+    options["data"]["augmentations"] = ["hflip", "vflip", "rot90", "color_jitter", "shift_scale_rotate"]
+    assert_resume_matches_uninterrupted(options, tmp_path, monkeypatch)
+
+
+def test_smooth_schedule_ramps_then_restarts_for_the_full_loss():
+    from gmseg.train import SMOOTH_START, smooth_lr_factor, smooth_schedule_factor
+
+    assert smooth_lr_factor(0.0, 2, 10) == pytest.approx(SMOOTH_START)
+    assert smooth_lr_factor(1.0, 2, 10) == pytest.approx((1 + SMOOTH_START) / 2)
+    assert smooth_lr_factor(2.0, 2, 10) == pytest.approx(1.0)
+    assert smooth_lr_factor(6.0, 2, 10) == pytest.approx(0.5)
+    assert smooth_lr_factor(10.0, 2, 10) == pytest.approx(0.0, abs=1e-12)
+    # Two phases: 8 latent epochs with their own warm-up and cosine, then a one-epoch warm-up again.
+    assert smooth_schedule_factor(4.0, 2, 10, latent_epochs=8) == pytest.approx(smooth_lr_factor(4.0, 2, 8))
+    assert smooth_schedule_factor(8.0, 2, 10, latent_epochs=8) == pytest.approx(SMOOTH_START)
+    assert smooth_schedule_factor(9.0, 2, 10, latent_epochs=8) == pytest.approx(1.0)
+
+
+def test_smooth_two_phase_run_resumes_exactly(tiny_data, tiny_vae_dir, tmp_path, monkeypatch):
+    from gmseg.train import smooth_schedule_factor
+
+    options = tiny_config(tiny_data, tiny_vae_dir, tmp_path, epochs=3)
+    options["data"]["augmentations"] = ["hflip", "color_jitter", "shift_scale_rotate"]
+    options["train"].update(lr_schedule="smooth", warmup_epochs=1, latent_epochs=2, latent_views=2)
+    rows = assert_resume_matches_uninterrupted(options, tmp_path, monkeypatch)
+    # Each epoch logs the lr of its first step: the schedule evaluated at the epoch's start.
+    assert [float(r["lr"]) for r in rows] == pytest.approx([5e-3 * smooth_schedule_factor(e, 1, 3, 2) for e in range(3)])
+    assert float(rows[2]["loss_dice"]) > 0 and float(rows[1]["loss_dice"]) == 0
+
+
+def test_first_latent_view_is_the_unaugmented_image(tiny_data, tiny_vae_dir, tmp_path):
+    from gmseg.train import Trainer, make_dataset
+
+    options = tiny_config(tiny_data, tiny_vae_dir, tmp_path, latent_epochs=1, latent_views=2)
+    options["data"]["augmentations"] = ["hflip", "vflip", "rot90", "shift_scale_rotate"]
+    trainer = Trainer(config_from_dict(options), run_dir=tmp_path / "run", progress=False)
+    trainer.setup()
+    cache = trainer.build_latent_cache()
+    clean = make_dataset(trainer.config, trainer.split["train"], augment=False)
+    first = clean[0]
+    image_latent, _, mask_latent = trainer.model.encode_pair(first["image"][None] * 2 - 1, first["mask"][None])
+    assert torch.allclose(cache[0]["image"][0], image_latent[0], atol=1e-5)
+    assert torch.allclose(cache[0]["mask"][0], mask_latent[0], atol=1e-5)
+    augmented = torch.cat([entry["image"] for entry in cache])[len(trainer.train_set):]
+    clean_all = torch.cat([entry["image"] for entry in cache])[: len(trainer.train_set)]
+    assert not torch.allclose(augmented, clean_all, atol=1e-3)  # the second view is augmented
 
 
 def test_resume_with_more_epochs_follows_the_new_schedule(tiny_data, tiny_vae_dir, tmp_path):

@@ -66,7 +66,13 @@ class TrainConfig:
     # Schedule option: the first N epochs train the latent loss alone on cached, encoded augmented views
     # (no decoder in the loop), the rest add the Dice term. 0 reproduces the paper.
     latent_epochs: int = 0
-    latent_views: int = 4  # augmented views encoded per training image for the latent epochs
+    # Views encoded per training image for the latent epochs: the image itself, then views augmented in
+    # image space (the latent epochs add random flips/rot90 of the latents on top).
+    latent_views: int = 4
+    # "release": the paper's per-epoch warm-up + cosine (epoch 0 at lr 0). "smooth": the same shape
+    # evaluated every step, warm-up from lr/25; recommended for short schedules, where the release's
+    # jump from 0 to the full lr after one epoch wastes an epoch and can stall the mapping at the mean.
+    lr_schedule: str = "release"
     output_dir: str = "runs"
     device: str = "auto"  # "auto", "cpu", "cuda"; accelerate decides under `accelerate launch`
     compile: bool = False
@@ -164,6 +170,7 @@ def check_ranges(config: Config) -> None:
     need(t.save_every >= 0, "train.save_every must be >= 0")
     need(0 <= t.latent_epochs <= t.epochs, f"train.latent_epochs must be in [0, epochs], got {t.latent_epochs}")
     need(t.latent_views >= 1, "train.latent_views must be >= 1")
+    need(t.lr_schedule in ("release", "smooth"), f"train.lr_schedule must be release or smooth, got {t.lr_schedule!r}")
     need(t.device in ("auto", "cpu", "cuda"), f"train.device must be auto, cpu or cuda, got {t.device!r}")
     if problems:
         raise ConfigError("Invalid configuration:\n" + "\n".join(f"  - {p}" for p in problems))

@@ -64,6 +64,27 @@ def schedule_factor(epoch: int, warmup_epochs: int, max_epochs: int, latent_epoc
     return release_lr_factor(epoch - latent_epochs, 0, max_epochs - latent_epochs)
 
 
+SMOOTH_START = 1 / 25  # OneCycleLR's default initial lr fraction
+
+
+def smooth_lr_factor(progress: float, warmup_epochs: float, max_epochs: float) -> float:
+    """Per-step schedule at ``progress`` epochs: linear warm-up from ``SMOOTH_START``, then a half cosine to 0."""
+    if progress < warmup_epochs:
+        return SMOOTH_START + (1.0 - SMOOTH_START) * progress / warmup_epochs
+    span = max(1e-9, max_epochs - warmup_epochs)
+    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, (progress - warmup_epochs) / span)))
+
+
+def smooth_schedule_factor(progress: float, warmup_epochs: int, max_epochs: int, latent_epochs: int = 0) -> float:
+    """The smooth schedule; a two-phase run restarts it for the full-loss phase with a one-epoch warm-up
+    (the mapping is already trained; the Dice term only needs the lr back)."""
+    if 0 < latent_epochs < max_epochs:
+        if progress < latent_epochs:
+            return smooth_lr_factor(progress, warmup_epochs, latent_epochs)
+        return smooth_lr_factor(progress - latent_epochs, min(1, warmup_epochs), max_epochs - latent_epochs)
+    return smooth_lr_factor(progress, warmup_epochs, max_epochs)
+
+
 # ---------------------------------------------------------------------------------------------- data
 def make_dataset(config: Config, names: list[str], augment: bool) -> Any:
     from .data.dataset import SegmentationDataset
@@ -394,6 +415,16 @@ class Trainer:
                 f"{kept}. Lower train.lr or try train.mixed_precision=no."
             )
 
+    def apply_step_lr(self, epoch: int, step: int, steps: int) -> None:
+        """With ``lr_schedule: smooth`` set the lr for this step (a function of the position only, so a
+        resumed run follows it exactly); the release schedule is stepped per epoch instead."""
+        t = self.config.train
+        if t.lr_schedule != "smooth":
+            return
+        factor = smooth_schedule_factor(epoch + step / max(1, steps), t.warmup_epochs, t.epochs, t.latent_epochs)
+        for group, base_lr in zip(self.optimizer.param_groups, self.scheduler.base_lrs):
+            group["lr"] = base_lr * factor
+
     def optimisation_step(self, losses: dict[str, torch.Tensor], epoch: int, step: int) -> None:
         self.check_finite(losses["loss"], epoch, step)
         self.accelerator.backward(losses["loss"])
@@ -407,6 +438,7 @@ class Trainer:
         model, totals, count = self.model, {"loss": 0.0, "loss_rec": 0.0, "loss_dice": 0.0}, 0
         levels = model.gms_config.supervised_levels
         for step, batch in enumerate(self.train_loader):
+            self.apply_step_lr(epoch, step, len(self.train_loader))
             with self.accelerator.accumulate(self.mapping):
                 image, mask = batch["image"] * 2 - 1, batch["mask"]
                 image_mean, image_logvar, mask_latent = model.encode_pair(image, mask)
@@ -424,12 +456,16 @@ class Trainer:
 
     @torch.no_grad()
     def build_latent_cache(self) -> list[dict[str, torch.Tensor]]:
-        """Encode ``latent_views`` augmented views of every local training image once."""
+        """Encode ``latent_views`` views of every local training image once: view 0 is the image itself,
+        the others are augmented in image space. Latent flips/rot90 in ``latent_epoch`` come on top, so
+        even a single view is augmented, and no image is only ever seen distorted."""
         cache = []
+        clean = make_dataset(self.config, self.split["train"], augment=False)
         for view in range(self.config.train.latent_views):
             # Views use epochs -1, -2, ... so they never coincide with a full epoch's augmentation.
             self.train_set.epoch = -(view + 1)
-            loader = DataLoader(self.train_set, batch_size=self.config.train.batch_size, shuffle=False)
+            dataset = clean if view == 0 else self.train_set
+            loader = DataLoader(dataset, batch_size=self.config.train.batch_size, shuffle=False)
             loader = self.accelerator.prepare_data_loader(loader)
             for batch in loader:
                 image_mean, image_logvar, mask_latent = self.model.encode_pair(batch["image"] * 2 - 1, batch["mask"])
@@ -452,8 +488,10 @@ class Trainer:
         chosen = torch.randint(views, (per_view,), generator=generator) * per_view + torch.arange(per_view)
         order = chosen[torch.randperm(per_view, generator=generator)]
         batch_size = self.config.train.batch_size
+        steps = math.ceil(per_view / batch_size)
         total, count = 0.0, 0
         for step, start in enumerate(range(0, per_view, batch_size)):
+            self.apply_step_lr(epoch, step, steps)
             index = order[start : start + batch_size]
             k, flip = int(torch.randint(4, (), generator=generator)), bool(torch.randint(2, (), generator=generator))
 
@@ -501,6 +539,7 @@ class Trainer:
         )
         for epoch in epochs:
             started = time.time()
+            self.apply_step_lr(epoch, 0, 1)
             lr = self.optimizer.param_groups[0]["lr"]
             latent_only = epoch < config.train.latent_epochs
             steps = None if latent_only else len(self.train_loader)
