@@ -31,20 +31,18 @@ def row(name: str, summary: dict, params: int, minutes: float, seconds_per_image
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--gms-run", type=Path, required=True)
-    parser.add_argument("--gms-minutes", type=float, required=True)
-    parser.add_argument("--gms-test-seconds", type=float, default=None)
+    parser.add_argument("--out", type=Path, required=True, help="bench/busi_quality.sh's output folder")
     args = parser.parse_args()
+    gms_run = load(args.out / "gms_run.json")  # written by the script's GMS part
 
     from gmseg.mapping import count_parameters
     from gmseg.model import load_model
 
-    gms = load_model(args.gms_run / "checkpoints" / "best")
+    gms = load_model(Path(gms_run["run"]) / "checkpoints" / "best")
     unet_info = load(args.out / "unet" / "run_info.json")
     rows = [
         row("GMS-TAESD", load(args.out / "gms" / "summary.json"), count_parameters(gms.mapping),
-            args.gms_minutes, load(args.out / "gms" / "timing.json")["seconds_per_image"]),
+            gms_run["training_minutes"], load(args.out / "gms" / "timing.json")["seconds_per_image"]),
         row("MONAI U-Net", load(args.out / "unet" / "test" / "summary.json"), unet_info["trainable_parameters"],
             unet_info["training_seconds"] / 60, unet_info["test_seconds_per_image"]),
     ]
@@ -52,7 +50,7 @@ def main() -> None:
         "date": time.strftime("%Y-%m-%d"),
         "machine": f"{platform.processor() or platform.machine()}, {__import__('os').cpu_count()} cores",
         "command": "bash bench/busi_quality.sh",
-        "gms_run": str(args.gms_run),
+        "gms_run": gms_run["run"],
         "rows": rows,
         "paper_gms_sd2": PAPER,
     }

@@ -47,6 +47,15 @@ def trained(tiny_data, tmp_path_factory) -> Path:
     return train_unet(config, run_dir=out / "unet", channels=CHANNELS, progress=False)
 
 
+def test_smooth_schedule_is_shared_with_gms(tiny_data, tmp_path):
+    from gmseg.train import smooth_lr_factor
+
+    config = config_from_dict(tiny_config(tiny_data, tmp_path, epochs=3, warmup_epochs=1, lr_schedule="smooth"))
+    run_dir = train_unet(config, run_dir=tmp_path / "unet", channels=CHANNELS, progress=False)
+    rows = read_log(run_dir)
+    assert [float(r["lr"]) for r in rows] == pytest.approx([5e-3 * smooth_lr_factor(e, 1, 3) for e in range(3)])
+
+
 def test_run_folder_log_and_summary(trained):
     for name in ("best.safetensors", "unet_config.json", "config.yaml", "split.json", "train_log.csv", "run_info.json"):
         assert (trained / name).is_file(), name

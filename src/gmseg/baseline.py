@@ -8,7 +8,8 @@ The comparison is meant to be fair, so the baseline shares everything with GMS t
 * the same split (:func:`gmseg.train.resolve_split`: validation carved from train, or test under
   ``protocol: paper``), the same augmented dataset (:func:`gmseg.train.make_dataset`, per-item seeds) and
   the same input normalisation (``2x - 1``);
-* the same learning-rate schedule (:func:`gmseg.train.release_lr_factor`), always computed over the
+* the same learning-rate schedule (``train.lr_schedule``: :func:`gmseg.train.release_lr_factor` per epoch or
+  :func:`gmseg.train.smooth_lr_factor` per step), always computed over the
   *planned* ``train.epochs``, even when a wall-clock budget (``max_minutes``) stops the run earlier;
 * the same model selection (best mean validation Dice, threshold 0.5, an empty mask predicted empty
   scores 1) and the same ``train_log.csv`` columns;
@@ -51,7 +52,15 @@ from torch.utils.data import DataLoader
 from .config import Config, load_config
 from .fileio import atomic_save_file, atomic_write_text
 from .errors import CheckpointError, ConfigError, DataError, GmsegError
-from .train import EpochLog, TrainingDivergedError, make_dataset, new_run_dir, release_lr_factor, resolve_split
+from .train import (
+    EpochLog,
+    TrainingDivergedError,
+    make_dataset,
+    new_run_dir,
+    release_lr_factor,
+    resolve_split,
+    smooth_lr_factor,
+)
 
 WEIGHTS_NAME = "best.safetensors"
 CONFIG_NAME = "unet_config.json"
@@ -294,8 +303,14 @@ def train_unet(
     best = -1.0
     started = time.monotonic()
     epochs = tqdm(range(t.epochs), desc="epochs (U-Net)", disable=not progress)
+    def apply_step_lr(progress: float) -> None:
+        if t.lr_schedule == "smooth":  # per step; the release schedule is stepped per epoch below
+            for group in optimizer.param_groups:
+                group["lr"] = t.lr * smooth_lr_factor(progress, t.warmup_epochs, t.epochs)
+
     for epoch in epochs:
         epoch_started = time.monotonic()
+        apply_step_lr(epoch)
         lr = optimizer.param_groups[0]["lr"]
         train_set.epoch = epoch
         loader = DataLoader(
@@ -309,6 +324,7 @@ def train_unet(
         totals, count = {"loss": 0.0, "loss_rec": 0.0, "loss_dice": 0.0}, 0
         optimizer.zero_grad(set_to_none=True)
         for step, batch in enumerate(loader):
+            apply_step_lr(epoch + step / len(loader))
             image, mask = batch["image"].to(device) * 2 - 1, batch["mask"].to(device)
             with torch.autocast(device.type, dtype=amp_dtype) if amp_dtype is not None else nullcontext():
                 logits = model(image)
