@@ -8,8 +8,8 @@ The comparison is meant to be fair, so the baseline shares everything with GMS t
 * the same split (:func:`gmseg.train.resolve_split`: validation carved from train, or test under
   ``protocol: paper``), the same augmented dataset (:func:`gmseg.train.make_dataset`, per-item seeds) and
   the same input normalisation (``2x - 1``);
-* the same learning-rate schedule (``train.lr_schedule``: :func:`gmseg.train.release_lr_factor` per epoch or
-  :func:`gmseg.train.smooth_lr_factor` per step), always computed over the
+* the same learning-rate schedule (:func:`gmseg.train.lr_factor`: ``train.lr_schedule``, release or smooth,
+  single phase), always computed over the
   *planned* ``train.epochs``, even when a wall-clock budget (``max_minutes``) stops the run earlier;
 * the same model selection (best mean validation Dice, threshold 0.5, an empty mask predicted empty
   scores 1) and the same ``train_log.csv`` columns;
@@ -57,9 +57,8 @@ from .train import (
     TrainingDivergedError,
     make_dataset,
     new_run_dir,
-    release_lr_factor,
+    lr_factor,
     resolve_split,
-    smooth_lr_factor,
 )
 
 WEIGHTS_NAME = "best.safetensors"
@@ -266,7 +265,6 @@ def train_unet(
     model = build_unet(architecture).to(device)
     trainable = count_trainable(model)
     optimizer = torch.optim.AdamW(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda e: release_lr_factor(e, t.warmup_epochs, t.epochs))
     dice_loss = DiceLoss(sigmoid=True)
     amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(t.mixed_precision)
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype is torch.float16)
@@ -304,9 +302,8 @@ def train_unet(
     started = time.monotonic()
     epochs = tqdm(range(t.epochs), desc="epochs (U-Net)", disable=not progress)
     def apply_step_lr(progress: float) -> None:
-        if t.lr_schedule == "smooth":  # per step; the release schedule is stepped per epoch below
-            for group in optimizer.param_groups:
-                group["lr"] = t.lr * smooth_lr_factor(progress, t.warmup_epochs, t.epochs)
+        for group in optimizer.param_groups:
+            group["lr"] = t.lr * lr_factor(t.lr_schedule, progress, t.warmup_epochs, t.epochs)
 
     for epoch in epochs:
         epoch_started = time.monotonic()
@@ -342,7 +339,6 @@ def train_unet(
             for key in totals:
                 totals[key] += losses[key].item()
             count += 1
-        scheduler.step()
         metrics = {k: v / max(1, count) for k, v in totals.items()}
         val_dice, val_iou = validate(model, val_loader, device) if val_names else (float("nan"), float("nan"))
         improved = val_dice > best if val_names else True  # no validation: keep the last epoch

@@ -85,6 +85,14 @@ def smooth_schedule_factor(progress: float, warmup_epochs: int, max_epochs: int,
     return smooth_lr_factor(progress, warmup_epochs, max_epochs)
 
 
+def lr_factor(schedule: str, progress: float, warmup_epochs: int, max_epochs: int, latent_epochs: int = 0) -> float:
+    """The lr multiplier at ``progress`` epochs (fractional within an epoch) under ``train.lr_schedule``:
+    the release's changes once per epoch, the smooth one every step."""
+    if schedule == "smooth":
+        return smooth_schedule_factor(progress, warmup_epochs, max_epochs, latent_epochs)
+    return schedule_factor(math.floor(progress), warmup_epochs, max_epochs, latent_epochs)
+
+
 # ---------------------------------------------------------------------------------------------- data
 def make_dataset(config: Config, names: list[str], augment: bool) -> Any:
     from .data.dataset import SegmentationDataset
@@ -323,10 +331,8 @@ class Trainer:
         self.optimizer = torch.optim.AdamW(
             self.model.mapping.parameters(), lr=config.train.lr, weight_decay=config.train.weight_decay
         )
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer,
-            lambda e: schedule_factor(e, config.train.warmup_epochs, config.train.epochs, config.train.latent_epochs),
-        )
+        # Kept for its state in training_state.pt; the lr itself is set every step by apply_step_lr.
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda e: self.lr_factor(e))
         self.state = RunState()
         if self.resume:
             self.restore()
@@ -365,10 +371,8 @@ class Trainer:
         self.scheduler.load_state_dict(saved["scheduler"])
         self.state = RunState(**saved["run_state"])
         restore_rng(saved["rng"])
-        # The optimizer comes back with the lr its last epoch set; a resume that changes the schedule
-        # (e.g. more epochs) must train at the new schedule's lr for this epoch, not the old one's.
-        for group, base_lr, factor in zip(self.optimizer.param_groups, self.scheduler.base_lrs, self.scheduler.lr_lambdas):
-            group["lr"] = base_lr * factor(self.state.epoch)
+        # The optimizer comes back with the lr its last epoch set; apply_step_lr replaces it at the first
+        # step, so a resume that changes the schedule (e.g. more epochs) trains at the new schedule's lr.
 
     # ------------------------------------------------------------------ validation
     @torch.no_grad()
@@ -415,13 +419,14 @@ class Trainer:
                 f"{kept}. Lower train.lr or try train.mixed_precision=no."
             )
 
-    def apply_step_lr(self, epoch: int, step: int, steps: int) -> None:
-        """With ``lr_schedule: smooth`` set the lr for this step (a function of the position only, so a
-        resumed run follows it exactly); the release schedule is stepped per epoch instead."""
+    def lr_factor(self, progress: float) -> float:
         t = self.config.train
-        if t.lr_schedule != "smooth":
-            return
-        factor = smooth_schedule_factor(epoch + step / max(1, steps), t.warmup_epochs, t.epochs, t.latent_epochs)
+        return lr_factor(t.lr_schedule, progress, t.warmup_epochs, t.epochs, t.latent_epochs)
+
+    def apply_step_lr(self, epoch: int, step: int, steps: int) -> None:
+        """Set the lr for step ``step`` of ``steps`` in ``epoch``: a function of the position only, so a
+        resumed run (even one with a changed schedule) follows it exactly."""
+        factor = self.lr_factor(epoch + step / max(1, steps))
         for group, base_lr in zip(self.optimizer.param_groups, self.scheduler.base_lrs):
             group["lr"] = base_lr * factor
 
