@@ -2,7 +2,7 @@
 # Real segmentation quality on BUSI: GMS with the TAESD first stage, and MONAI's U-Net trained on the same
 # split, augmentation and wall-clock budget; both scored on the 130 test images of the paper's split.
 #
-#   bash bench/busi_quality.sh                  # the full schedule (configs/busi-taesd-cpu.yaml), ~135 min per model
+#   bash bench/busi_quality.sh                  # the full schedule (configs/busi-taesd-cpu.yaml), ~130 min per model
 #   SCALE=quick bash bench/busi_quality.sh      # 30 latent + 6 full epochs, ~35 min per model
 #   PARTS=gms bash bench/busi_quality.sh        # only one side (gms or unet); the table uses what is in $OUT
 #
