@@ -12,7 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
-from gmseg.baseline import count_trainable, load_unet, main, predict_unet, train_unet
+from gmseg.baseline import build_parser, count_trainable, load_unet, main, predict_unet, train_unet
 from gmseg.config import config_from_dict
 from gmseg.errors import CheckpointError, ConfigError, GmsegError
 from gmseg.synthetic import make_synthetic_dataset
@@ -112,6 +112,22 @@ def test_predict_writes_masks_at_original_size(trained, tmp_path):
     for name, (h, w) in (("wide", (40, 56)), ("square", (32, 32))):
         mask = np.asarray(Image.open(tmp_path / "out" / f"{name}.png"))
         assert mask.shape == (h, w) and set(np.unique(mask)) <= {0, 255}
+
+
+def test_predict_with_tta_thresholds_the_mirror_averaged_probability(trained, tiny_data, tmp_path):
+    image_file = sorted((tiny_data / "images").iterdir())[0]
+    model = load_unet(trained).eval()
+    image = torch.from_numpy(np.asarray(Image.open(image_file).convert("RGB"), np.float32)).permute(2, 0, 1)
+    image = (image / 255.0 * 2.0 - 1.0)[None]  # already the training size: no resampling
+    with torch.no_grad():
+        views = [torch.sigmoid(model(image.flip(axes))).flip(axes) for axes in ((), (-1,), (-2,), (-2, -1))]
+    expected = (torch.stack(views).mean(0)[0, 0] > 0.5).numpy()
+    for tta in (False, True):
+        predict_unet(trained, [image_file], tmp_path / str(tta), tta=tta)
+    with_tta = np.asarray(Image.open(tmp_path / "True" / f"{image_file.stem}.png")) > 0
+    assert np.array_equal(with_tta, expected)
+    assert 0 < expected.sum() < expected.size, "a mask with both classes, or the comparison proves little"
+    assert build_parser().parse_args(["--config", "c", "--tta"]).tta
 
 
 def test_budget_stops_after_the_first_epoch(tiny_data, tmp_path):

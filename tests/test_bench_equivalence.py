@@ -19,7 +19,7 @@ import common  # noqa: E402
 from gmseg.errors import GmsegError  # noqa: E402
 from gmseg.first_stage import load_first_stage  # noqa: E402
 from gmseg.model import GMS, GMSConfig  # noqa: E402
-from gmseg.predict import make_predictor, predict_files  # noqa: E402
+from gmseg.predict import make_predictor, mirror_averaged, predict_files  # noqa: E402
 
 
 def tiny_model() -> GMS:
@@ -108,6 +108,37 @@ def test_channels_last_and_bf16_predictors(batch):
         make_predictor(tiny_model(), "cpu", precision="fp8")
 
 
+def test_mirror_averaging_flips_each_prediction_back_before_averaging():
+    # A position-dependent "model": its output is the input plus a ramp fixed to the canvas, so each
+    # flipped-back prediction carries a flipped ramp and the average carries their mean.
+    images = torch.randn(2, 1, 4, 6)
+    ramp = torch.arange(24, dtype=torch.float32).reshape(4, 6) ** 2
+    calls = []
+
+    def predict(x: torch.Tensor) -> torch.Tensor:
+        calls.append(x.clone())
+        return x + ramp
+
+    averaged = mirror_averaged(predict)(images)
+    mean_ramp = (ramp + ramp.flip(-1) + ramp.flip(-2) + ramp.flip(-2, -1)) / 4
+    torch.testing.assert_close(averaged, images + mean_ramp)
+    assert len(calls) == 4 and torch.equal(calls[3], images.flip(-2, -1))
+    # A model that commutes with mirroring gains nothing from it: the plain prediction comes back.
+    torch.testing.assert_close(mirror_averaged(torch.sigmoid)(images), torch.sigmoid(images))
+
+
+def test_tta_predictor_averages_the_models_mirrored_predictions(batch):
+    images, _ = batch
+    model = tiny_model()
+    with torch.no_grad():
+        views = [model.predict_proba(images.flip(axes)).flip(axes) for axes in ((), (-1,), (-2,), (-2, -1))]
+    expected = torch.stack(views).mean(0)
+    plain = make_predictor(tiny_model(), "cpu")(images)
+    tta = make_predictor(tiny_model(), "cpu", tta=True)(images)
+    assert common.max_abs_diff(tta, expected) <= 1e-5
+    assert common.max_abs_diff(tta, plain) > 1e-4  # a random model is not mirror-symmetric: TTA changes it
+
+
 def test_predict_files_options(tmp_path, batch):
     from gmseg.data.io import write_image_png
 
@@ -119,24 +150,26 @@ def test_predict_files_options(tmp_path, batch):
         write_image_png(inputs / f"case{index}.png", rgb)
     probabilities = {}
     for name, options in {"default": {}, "channels_last": {"channels_last": True},
-                          "bf16": {"precision": "bf16"}}.items():
+                          "bf16": {"precision": "bf16"}, "tta": {"tta": True}}.items():
         report = predict_files(tiny_model(), inputs, tmp_path / name, save_prob=True, batch_size=2, device="cpu",
                                progress=False, **options)
         assert report.ok and sorted(report.written) == ["case0", "case1", "case2"]
         probabilities[name] = np.stack([np.load(tmp_path / name / f"case{i}.prob.npy") for i in range(3)])
     assert np.abs(probabilities["channels_last"] - probabilities["default"]).max() <= 1e-5
     assert np.abs(probabilities["bf16"] - probabilities["default"]).max() <= 0.25
+    assert np.abs(probabilities["tta"] - probabilities["default"]).max() > 1e-4  # the averaged views were written
 
 
 def test_cli_exposes_the_inference_options():
     from gmseg.cli import build_parser
 
     args = build_parser().parse_args(
-        ["predict", "--model", "m", "--input", "x", "--output", "o", "--precision", "bf16", "--channels-last", "--compile"]
+        ["predict", "--model", "m", "--input", "x", "--output", "o", "--precision", "bf16", "--channels-last", "--compile",
+         "--tta"]
     )
-    assert (args.precision, args.channels_last, args.compile) == ("bf16", True, True)
+    assert (args.precision, args.channels_last, args.compile, args.tta) == ("bf16", True, True, True)
     defaults = build_parser().parse_args(["predict", "--model", "m", "--input", "x", "--output", "o"])
-    assert (defaults.precision, defaults.channels_last, defaults.compile) == ("fp32", False, False)
+    assert (defaults.precision, defaults.channels_last, defaults.compile, defaults.tta) == ("fp32", False, False, False)
 
 
 # ---------------------------------------------------------------------------------------------- training

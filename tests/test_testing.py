@@ -52,10 +52,11 @@ def test_gmseg_test_with_a_split_file_and_the_paper_protocol(taesd_model_dir, tm
     split.write_text(json.dumps({"train": names[:3], "test": names[3:]}))
     out = tmp_path / "paper"
     code = main(["test", "--model", str(taesd_model_dir), "--data", str(data), "--split", str(split),
-                 "--size", "224", "--empty", "paper", "--out", str(out)])
+                 "--size", "224", "--empty", "paper", "--tta", "--out", str(out)])
     assert code == 0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["counts"]["n_images"] == 2 and summary["settings"]["empty"] == "paper"
+    assert json.loads((out / "timing.json").read_text())["tta"] is True
 
 
 def test_evaluate_cli_names_missing_predictions(tmp_path, capsys):

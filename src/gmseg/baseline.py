@@ -369,15 +369,19 @@ def predict_unet(
     output_dir: str | os.PathLike,
     batch_size: int = 8,
     device: str = "auto",
+    tta: bool = False,
 ) -> dict[str, Any]:
     """Write ``NAME.png`` (0/255, each image's original size) for every input image, as ``gmseg predict``.
+
+    ``tta`` averages over mirror images as ``gmseg predict --tta`` does, so both models can be compared
+    either way.
 
     Returns ``{"written": n, "seconds_per_image": s, "failed": {name: reason}}``; ``seconds_per_image`` is
     the wall time of the whole loop (read, resize, forward, resize back, write) over the images written.
     Unreadable inputs are reported in ``failed`` and the rest are still written.
     """
     from .data.io import write_mask_png
-    from .predict import collect_inputs, probability_at_size, read_batches
+    from .predict import collect_inputs, mirror_averaged, probability_at_size, read_batches
     from .predict import pick_device as pick_inference_device
 
     model = run_dir if isinstance(run_dir, torch.nn.Module) else load_unet(run_dir)
@@ -388,12 +392,17 @@ def predict_unet(
     output.mkdir(parents=True, exist_ok=True)
     torch_device = pick_inference_device(device)
     model = model.to(torch_device).eval()
+
+    def probabilities_of(images: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(model(images).float())
+
+    predict = mirror_averaged(probabilities_of) if tta else probabilities_of
     written, failed = 0, {}
     started = time.perf_counter()
     for _, names, images, batch in read_batches(files, size, batch_size, failed):
         if not names:
             continue
-        probabilities = torch.sigmoid(model(batch.to(torch_device)).float())
+        probabilities = predict(batch.to(torch_device))
         for name, image, probability in zip(names, images, probabilities):
             mask = probability_at_size(probability, *image.shape[:2]) > threshold
             write_mask_png(output / f"{name}.png", mask.astype(np.uint8))
@@ -405,7 +414,12 @@ def predict_unet(
 
 
 def predict_and_evaluate_test(
-    run_dir: Path, config: Config, batch_size: int = 8, size: int | str = "native", empty: str = "standard"
+    run_dir: Path,
+    config: Config,
+    batch_size: int = 8,
+    size: int | str = "native",
+    empty: str = "standard",
+    tta: bool = False,
 ) -> Any:
     """Predict the run's test names into ``run_dir/predictions``; score into ``run_dir/test``."""
     from .data.io import find_file
@@ -421,7 +435,7 @@ def predict_and_evaluate_test(
     missing = [name for name, path in zip(names, files) if path is None]
     if missing:
         raise DataError(f"{len(missing)} test image(s) missing in {images_dir}", [f"{images_dir / n}.*" for n in missing])
-    report = predict_unet(run_dir, files, run_dir / "predictions", batch_size=batch_size)
+    report = predict_unet(run_dir, files, run_dir / "predictions", batch_size=batch_size, tta=tta)
     if report["failed"]:
         raise DataError("some test images could not be predicted", [f"{k}: {v}" for k, v in report["failed"].items()])
     result = run_evaluate(run_dir / "predictions", config.data.root, out_dir=run_dir / "test", split=split_file,
@@ -436,6 +450,8 @@ def predict_and_evaluate_test(
 
 # ---------------------------------------------------------------------------------------------- CLI
 def build_parser() -> argparse.ArgumentParser:
+    from .cli import add_tta_arg
+
     parser = argparse.ArgumentParser(
         prog="python -m gmseg.baseline",
         description="Train MONAI's U-Net on the data, augmentation, schedule and time budget of a GMS config.",
@@ -453,6 +469,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--eval-size", default="native", help="'native' or e.g. 224 (the paper's protocol)")
     parser.add_argument("--empty", default="standard", help="empty-mask convention for scoring (see gmseg evaluate)")
     parser.add_argument("--batch-size", type=int, default=8, help="inference batch size")
+    add_tta_arg(parser)
     parser.add_argument("--no-progress", action="store_true")
     return parser
 
@@ -476,7 +493,7 @@ def run(args: argparse.Namespace) -> Path:
         from .evaluate import format_summary, parse_size
 
         result = predict_and_evaluate_test(run_dir, config, batch_size=args.batch_size,
-                                           size=parse_size(args.eval_size), empty=args.empty)
+                                           size=parse_size(args.eval_size), empty=args.empty, tta=args.tta)
         print(format_summary(result.summary))
     return run_dir
 

@@ -66,6 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
                          help="channels-last memory layout (probabilities move by up to ~1e-4; faster on CPUs)")
     predict.add_argument("--compile", action="store_true",
                          help="torch.compile the mapping model and decoder (slow first batch)")
+    add_tta_arg(predict)
 
     evaluate = verbs.add_parser("evaluate", help="score predicted masks against ground truth")
     add_evaluation_args(evaluate)
@@ -80,6 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     test.add_argument("--out", required=True)
     test.add_argument("--batch-size", type=int, default=8)
     test.add_argument("--device", default="auto")
+    add_tta_arg(test)
 
     plot = verbs.add_parser("plot", help="draw training curves of a run")
     plot.add_argument("run_dir")
@@ -92,6 +94,11 @@ def build_parser() -> argparse.ArgumentParser:
     official.add_argument("--out", required=True)
     official.add_argument("--include-first-stage", action="store_true", help="store the first stage in the folder")
     return parser
+
+
+def add_tta_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--tta", action="store_true",
+                        help="average over the image and its 3 mirror images (4x the inference time)")
 
 
 def add_evaluation_args(parser: argparse.ArgumentParser) -> None:
@@ -135,7 +142,8 @@ def run(args: argparse.Namespace) -> int:
 
         report = predict_files(load_model(args.model), args.input, args.output, save_prob=args.save_prob,
                                overlay=args.overlay, gt_dir=args.gt, batch_size=args.batch_size, device=args.device,
-                               precision=args.precision, channels_last=args.channels_last, compile=args.compile)
+                               precision=args.precision, channels_last=args.channels_last, compile=args.compile,
+                               tta=args.tta)
         print(report.summary())
         return 0 if report.ok else 1
     elif verb == "evaluate":
@@ -149,7 +157,7 @@ def run(args: argparse.Namespace) -> int:
         from .testing import run_test
 
         result = run_test(args.model, args.data, args.out, split=args.split, stage=args.stage, size=args.size,
-                          empty=args.empty, batch_size=args.batch_size, device=args.device)
+                          empty=args.empty, batch_size=args.batch_size, device=args.device, tta=args.tta)
         print(format_summary(result.summary))
         print(f"Per-image metrics, summary and report.png in {args.out}")
     elif verb == "plot":

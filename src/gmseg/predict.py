@@ -104,6 +104,26 @@ def save_npy_atomic(path: Path, array: np.ndarray) -> None:
 #: ``precision`` values of :func:`make_predictor` / ``gmseg predict --precision``.
 PRECISIONS = ("fp32", "bf16")
 
+#: The mirror images averaged by test-time augmentation: none, left-right, up-down, both (nnU-Net's default
+#: in 2D). Training augments with these flips, so the model has seen every one of them.
+MIRROR_AXES: tuple[tuple[int, ...], ...] = ((), (-1,), (-2,), (-2, -1))
+
+
+def mirror_averaged(predict: Callable[[torch.Tensor], torch.Tensor]) -> Callable[[torch.Tensor], torch.Tensor]:
+    """Test-time augmentation: ``predict`` averaged over the image and its mirror images, each flipped back.
+
+    Costs one prediction per mirror image (4x); on BUSI it smooths the mask's border where single views
+    disagree (BENCHMARKS.md). Works for any ``images -> probabilities`` function (GMS or the U-Net baseline).
+    """
+
+    def predict_mirrored(images: torch.Tensor) -> torch.Tensor:
+        total = predict(images)
+        for axes in MIRROR_AXES[1:]:
+            total = total + predict(images.flip(axes)).flip(axes)
+        return total / len(MIRROR_AXES)
+
+    return predict_mirrored
+
 
 def make_predictor(
     model: GMS,
@@ -112,6 +132,7 @@ def make_predictor(
     precision: str = "fp32",
     channels_last: bool = False,
     compile: bool = False,
+    tta: bool = False,
 ) -> Callable[[torch.Tensor], torch.Tensor]:
     """Put ``model`` on ``device`` for inference and return ``images -> float32 probabilities``.
 
@@ -127,6 +148,8 @@ def make_predictor(
     - ``precision="bf16"``: bfloat16 autocast; probabilities change by up to ~0.3 at single pixels;
     - ``compile``: ``torch.compile`` of the mapping model + decoder (the first batch of each new shape
       pays the compilation).
+
+    ``tta`` averages over mirror images (:func:`mirror_averaged`): 4x the time, not the same numbers.
 
     The model is moved (and, with ``channels_last``, converted) in place.
     """
@@ -161,7 +184,7 @@ def make_predictor(
             return torch.cat([predict_batch(image) for image in images.split(1)])
         return predict_batch(images)
 
-    return predict
+    return mirror_averaged(predict) if tta else predict
 
 
 def read_batches(
@@ -202,11 +225,13 @@ def predict_files(
     precision: str = "fp32",
     channels_last: bool = False,
     compile: bool = False,
+    tta: bool = False,
 ) -> PredictionReport:
     """Predict every input image and write its mask (and optionally probabilities / overlay).
 
     ``precision``, ``channels_last`` and ``compile`` are the inference accelerations of
-    :func:`make_predictor`; the defaults give exactly :meth:`GMS.predict_proba`'s numbers.
+    :func:`make_predictor`, ``tta`` its mirror averaging; the defaults give exactly
+    :meth:`GMS.predict_proba`'s numbers.
     """
     from tqdm.auto import tqdm
 
@@ -216,7 +241,9 @@ def predict_files(
     output = Path(output_dir)
     output.mkdir(parents=True, exist_ok=True)
     torch_device = pick_device(device)
-    predict = make_predictor(model, torch_device, precision=precision, channels_last=channels_last, compile=compile)
+    predict = make_predictor(
+        model, torch_device, precision=precision, channels_last=channels_last, compile=compile, tta=tta
+    )
     size = model.gms_config.image_size
     threshold = model.gms_config.threshold
     report = PredictionReport()

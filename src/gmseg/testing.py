@@ -47,8 +47,12 @@ def run_test(
     batch_size: int = 8,
     device: str = "auto",
     progress: bool = True,
+    tta: bool = False,
 ) -> EvaluationResult:
-    """Predict into ``out/predictions``, write ``metrics.csv``, ``summary.json`` and ``report.png``."""
+    """Predict into ``out/predictions``, write ``metrics.csv``, ``summary.json`` and ``report.png``.
+
+    ``tta`` averages each prediction over mirror images (see :func:`gmseg.predict.mirror_averaged`).
+    """
     from .data.io import find_file
 
     data_dir, out_dir = Path(data_dir), Path(out_dir)
@@ -66,12 +70,15 @@ def run_test(
             raise DataError(f"{len(missing)} test image(s) missing in {images_dir}", [f"{images_dir / n}.*" for n in missing])
         inputs = [find_file(images_dir, n) for n in names]
     predictions = out_dir / "predictions"
-    report = predict_files(model, inputs, predictions, batch_size=batch_size, device=device, progress=progress)
+    report = predict_files(
+        model, inputs, predictions, batch_size=batch_size, device=device, progress=progress, tta=tta
+    )
     if not report.ok:
         raise GmsegError(report.summary())
     out_dir.mkdir(parents=True, exist_ok=True)
     timing = {"images": len(report.written), "predict_seconds": round(report.seconds, 3),
-              "seconds_per_image": round(report.seconds / max(1, len(report.written)), 4), "device": device}
+              "seconds_per_image": round(report.seconds / max(1, len(report.written)), 4), "device": device,
+              "tta": tta}
     (out_dir / "timing.json").write_text(json.dumps(timing, indent=2))
     names = names or report.written
     split_file = None

@@ -1,0 +1,78 @@
+"""The first stage's own ceiling: how well decode(encode(true mask)) reproduces the true masks.
+
+GMS predicts a mask *latent* and decodes it, so even a perfect latent prediction scores only what the
+autoencoder's reconstruction of the mask scores. This measures that reconstruction on a dataset's split,
+through the same code as training and inference (the release's mask encoding, 224x224 nearest resize,
+decoding, threshold 0.5, resize back to native size, ``gmseg evaluate`` metrics):
+
+    python bench/first_stage_ceiling.py --vae ../shared/weights/taesd --data ../shared/data/busi \
+        --split ../shared/data/busi/busi_train_test_names.pkl --out bench/results/busi/taesd-mask-ceiling
+
+A ceiling well above a model's score says the first stage can represent the masks and the limit lies in
+mapping image latents to mask latents; a ceiling near the score says the first stage is the limit.
+Writes OUT/predictions, OUT/metrics.csv and OUT/summary.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--vae", required=True, help="first stage, as for gmseg train (model.vae)")
+    parser.add_argument("--vae-config", default=None, help="LDM yaml when --vae is a checkpoint")
+    parser.add_argument("--data", type=Path, required=True, help="dataset folder with images/ and masks/")
+    parser.add_argument("--split", help="split file; default: every mask")
+    parser.add_argument("--stage", default="test")
+    parser.add_argument("--size", type=int, default=224, help="the model's input size (default 224)")
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args()
+
+    from gmseg.data.io import find_file, read_mask, write_mask_png
+    from gmseg.data.splits import load_split
+    from gmseg.data.transforms import build_transform
+    from gmseg.evaluate import format_summary, run_evaluate
+    from gmseg.first_stage import load_first_stage
+    from gmseg.model import GMS, GMSConfig
+    from gmseg.predict import probability_at_size
+
+    masks_dir = args.data / "masks"
+    names = list(load_split(args.split)[args.stage]) if args.split else sorted(p.stem for p in masks_dir.iterdir())
+    # Only the first stage and the mask <-> latent conventions are used; the mapping model stays untouched.
+    model = GMS(GMSConfig(image_size=args.size), first_stage_module=load_first_stage(args.vae, args.vae_config))
+    model.eval()
+    resize = build_transform(args.size)
+    predictions = args.out / "predictions"
+    predictions.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    for name in names:
+        mask_file = find_file(masks_dir, name)
+        if mask_file is None:
+            raise SystemExit(f"No mask for {name!r} in {masks_dir}")
+        mask = read_mask(mask_file).astype(np.uint8)
+        resized = resize(image=np.zeros((*mask.shape, 3), np.float32), mask=mask)["mask"]
+        with torch.no_grad():
+            probability = model.latent_to_probability(model.encode_mask(resized[None].float()))[0]
+        reconstructed = probability_at_size(probability, *mask.shape) > model.gms_config.threshold
+        write_mask_png(predictions / f"{name}.png", reconstructed.astype(np.uint8))
+    seconds = time.perf_counter() - started
+
+    split_file = None
+    if args.split:
+        from gmseg.data.splits import save_split
+
+        split_file = args.out / "names.json"
+        save_split({args.stage: names}, split_file)
+    result = run_evaluate(predictions, args.data, out_dir=args.out, split=split_file, stage=args.stage)
+    print(f"decode(encode(mask)) with {args.vae}: {len(names)} masks of {args.data} ({args.stage}) in {seconds:.1f} s")
+    print(format_summary(result.summary))
+
+
+if __name__ == "__main__":
+    main()
