@@ -170,3 +170,31 @@ def test_cli_trains_predicts_and_scores_the_test_split(tiny_data, tmp_path, caps
 def test_cli_reports_errors_without_traceback(tmp_path, capsys):
     assert main(["--config", str(tmp_path / "missing.yaml"), "--out", str(tmp_path / "x")]) == 2
     assert "error:" in capsys.readouterr().err
+
+
+def test_ema_weights_are_validated_and_saved(tiny_data, tmp_path, monkeypatch):
+    import gmseg.baseline as baseline
+
+    made, saves = [], []
+    original_make_ema, original_save = baseline.make_ema, baseline.save_weights
+
+    def recording_make_ema(parameters, decay):
+        made.append(original_make_ema(parameters, decay))
+        return made[-1]
+
+    def checking_save(model, path, metadata):
+        (ema,) = made
+        current = [p.detach().clone() for p in model.parameters()]
+        # While saving, the model holds the average; the training weights wait in the EMA's store.
+        saves.append((all(torch.equal(a, b) for a, b in zip(current, ema.shadow_params)),
+                      any(not torch.equal(a, b) for a, b in zip(current, ema.temp_stored_params))))
+        original_save(model, path, metadata)
+
+    monkeypatch.setattr(baseline, "make_ema", recording_make_ema)
+    monkeypatch.setattr(baseline, "save_weights", checking_save)
+    config = config_from_dict(tiny_config(tiny_data, tmp_path, epochs=3, batch_size=2, ema_decay=0.9))
+    run_dir = train_unet(config, run_dir=tmp_path / "ema", channels=CHANNELS, progress=False)
+    assert made[0].optimization_step == 9  # 6 training names, batch 2: 3 steps x 3 epochs
+    assert saves and all(holds_average and differs for holds_average, differs in saves)
+    for parameter in load_unet(run_dir).parameters():  # and the saved file is a full model again
+        assert parameter.isfinite().all()

@@ -76,8 +76,8 @@ def test_loss_falls_and_run_folder_is_complete(tiny_data, tiny_vae_dir, tmp_path
 def interrupt_after_first_epoch(monkeypatch):
     original = train_module.save_checkpoint
 
-    def save_then_die(model, optimizer, scheduler, state, checkpoints, names):
-        folder = original(model, optimizer, scheduler, state, checkpoints, names)
+    def save_then_die(model, optimizer, scheduler, state, checkpoints, names, **kwargs):
+        folder = original(model, optimizer, scheduler, state, checkpoints, names, **kwargs)
         if state.epoch == 1:
             raise KeyboardInterrupt("simulated kill")
         return folder
@@ -214,7 +214,9 @@ def test_two_cpu_processes_with_accelerate_launch(tiny_data, tiny_vae_dir, tmp_p
     config_path = tmp_path / "config.yaml"
     import yaml
 
-    config_path.write_text(yaml.safe_dump(tiny_config(tiny_data, tiny_vae_dir, tmp_path / "runs", epochs=1)))
+    # With the weight average on, so that its per-rank steps and main-rank saving run under DDP too.
+    options = tiny_config(tiny_data, tiny_vae_dir, tmp_path / "runs", epochs=1, ema_decay=0.9)
+    config_path.write_text(yaml.safe_dump(options))
     accelerate = Path(sys.executable).with_name("accelerate")
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     # `--multi_gpu` makes accelerate start torchrun; without GPUs each rank runs on the CPU over gloo.
@@ -228,6 +230,8 @@ def test_two_cpu_processes_with_accelerate_launch(tiny_data, tiny_vae_dir, tmp_p
     runs = list((tmp_path / "runs").iterdir())
     assert len(runs) == 1, runs  # both processes agreed on one run folder
     assert (runs[0] / "checkpoints" / "best" / "model.safetensors").is_file()
+    state = torch.load(runs[0] / "checkpoints" / "last" / "training_state.pt", weights_only=True)
+    assert state["ema"]["optimization_step"] >= 1 and "training_weights" in state
     assert len(read_log(runs[0])) == 1
     info = json.loads((runs[0] / "run_info.json").read_text())
     assert info[-1]["num_processes"] == 2
@@ -252,3 +256,51 @@ def test_real_taesd_trains_on_real_busi_images(taesd_dir, tmp_path):
     assert 0.0 <= float(rows[-1]["val_dice"]) <= 1.0
     model = load_model(run_dir / "checkpoints" / "best")
     assert model.first_stage.source.kind == "taesd"
+
+
+# ---------------------------------------------------------------------------------------------- weight average
+def test_averaged_weights_are_in_place_only_inside_the_block():
+    from gmseg.train import averaged_weights, make_ema
+
+    assert make_ema(torch.nn.Linear(2, 2).parameters(), 0.0) is None
+    layer = torch.nn.Linear(2, 2)
+    ema = make_ema(layer.parameters(), 0.5)
+    start = layer.weight.detach().clone()
+    for _ in range(3):
+        with torch.no_grad():
+            layer.weight.add_(1.0)
+        ema.step(layer.parameters())
+    trained = layer.weight.detach().clone()
+    with averaged_weights(ema, layer.parameters()):
+        averaged = layer.weight.detach().clone()
+    assert torch.equal(layer.weight, trained)  # the training weights are back
+    assert torch.equal(averaged, ema.shadow_params[0])
+    assert (start < averaged).all() and (averaged < trained).all()  # between where it began and where it is
+    with averaged_weights(None, layer.parameters()):
+        assert torch.equal(layer.weight, trained)
+
+
+def test_ema_is_validated_saved_and_resumed_exactly(tiny_data, tiny_vae_dir, tmp_path, monkeypatch):
+    from gmseg.model import GMS
+    from gmseg.train import STATE_NAME
+
+    options = tiny_config(tiny_data, tiny_vae_dir, tmp_path, epochs=2, ema_decay=0.9)
+    # Resuming must bring back both the average and the training weights it averages, or the resumed
+    # run's averaged model (what is validated and saved) drifts from the uninterrupted one.
+    assert_resume_matches_uninterrupted(options, tmp_path, monkeypatch)
+    last = tmp_path / "straight" / "checkpoints" / "last"
+    state = torch.load(last / STATE_NAME, map_location="cpu", weights_only=True)
+    saved = list(load_model(last).mapping.parameters())  # the order EMAModel keeps its shadow in
+    assert len(saved) == len(state["ema"]["shadow_params"])
+    for parameter, shadow in zip(saved, state["ema"]["shadow_params"]):
+        assert torch.equal(parameter.detach(), shadow)  # the model folder holds the average...
+    training = GMS(load_model(last).gms_config, first_stage_module=load_model(last).first_stage).mapping
+    training.load_state_dict(state["training_weights"])
+    assert any(not torch.equal(a, b) for a, b in zip(saved, training.parameters()))  # ...not the training weights
+
+
+def test_ema_decay_must_be_below_one(tiny_data, tiny_vae_dir, tmp_path):
+    from gmseg.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="ema_decay"):
+        config_from_dict(tiny_config(tiny_data, tiny_vae_dir, tmp_path, ema_decay=1.0))

@@ -55,9 +55,11 @@ from .errors import CheckpointError, ConfigError, DataError, GmsegError
 from .train import (
     EpochLog,
     TrainingDivergedError,
-    make_dataset,
-    new_run_dir,
+    averaged_weights,
     lr_factor,
+    make_dataset,
+    make_ema,
+    new_run_dir,
     resolve_split,
 )
 
@@ -265,6 +267,7 @@ def train_unet(
     model = build_unet(architecture).to(device)
     trainable = count_trainable(model)
     optimizer = torch.optim.AdamW(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
+    ema = make_ema(model.parameters(), t.ema_decay)  # as GMS: validated and saved when on
     dice_loss = DiceLoss(sigmoid=True)
     amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(t.mixed_precision)
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype is torch.float16)
@@ -336,16 +339,19 @@ def train_unet(
                 scaler.step(optimizer)
                 scaler.update()
                 optimizer.zero_grad(set_to_none=True)
+                if ema is not None:
+                    ema.step(model.parameters())
             for key in totals:
                 totals[key] += losses[key].item()
             count += 1
         metrics = {k: v / max(1, count) for k, v in totals.items()}
-        val_dice, val_iou = validate(model, val_loader, device) if val_names else (float("nan"), float("nan"))
-        improved = val_dice > best if val_names else True  # no validation: keep the last epoch
-        if improved:
-            best = val_dice if val_names else -1.0
-            save_weights(model, run_dir / WEIGHTS_NAME, {"epoch": str(epoch + 1), "val_dice": repr(val_dice)})
-            info["best_epoch"], info["best_val_dice"] = epoch + 1, (val_dice if val_names else None)
+        with averaged_weights(ema, model.parameters()):
+            val_dice, val_iou = validate(model, val_loader, device) if val_names else (float("nan"), float("nan"))
+            improved = val_dice > best if val_names else True  # no validation: keep the last epoch
+            if improved:
+                best = val_dice if val_names else -1.0
+                save_weights(model, run_dir / WEIGHTS_NAME, {"epoch": str(epoch + 1), "val_dice": repr(val_dice)})
+                info["best_epoch"], info["best_val_dice"] = epoch + 1, (val_dice if val_names else None)
         log.append({"epoch": epoch + 1, "lr": lr, **metrics, "val_dice": val_dice, "val_iou": val_iou,
                     "seconds": round(time.monotonic() - epoch_started, 3)})
         elapsed = time.monotonic() - started

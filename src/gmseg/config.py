@@ -77,6 +77,9 @@ class TrainConfig:
     device: str = "auto"  # "auto", "cpu", "cuda"; accelerate decides under `accelerate launch`
     compile: bool = False
     channels_last: bool = False
+    # Exponential moving average of the trained weights (diffusers' EMAModel), e.g. 0.995; 0 turns it off
+    # (the paper). When on, validation, model selection and the saved model folders use the average.
+    ema_decay: float = 0.0
 
 
 @dataclass
@@ -171,6 +174,7 @@ def check_ranges(config: Config) -> None:
     need(0 <= t.latent_epochs <= t.epochs, f"train.latent_epochs must be in [0, epochs], got {t.latent_epochs}")
     need(t.latent_views >= 1, "train.latent_views must be >= 1")
     need(t.lr_schedule in ("release", "smooth"), f"train.lr_schedule must be release or smooth, got {t.lr_schedule!r}")
+    need(0.0 <= t.ema_decay < 1.0, f"train.ema_decay must be in [0, 1) (0: off), got {t.ema_decay}")
     need(t.device in ("auto", "cpu", "cuda"), f"train.device must be auto, cpu or cuda, got {t.device!r}")
     if problems:
         raise ConfigError("Invalid configuration:\n" + "\n".join(f"  - {p}" for p in problems))
