@@ -112,8 +112,9 @@ MIRROR_AXES: tuple[tuple[int, ...], ...] = ((), (-1,), (-2,), (-2, -1))
 def mirror_averaged(predict: Callable[[torch.Tensor], torch.Tensor]) -> Callable[[torch.Tensor], torch.Tensor]:
     """Test-time augmentation: ``predict`` averaged over the image and its mirror images, each flipped back.
 
-    Costs one prediction per mirror image (4x); on BUSI it smooths the mask's border where single views
-    disagree (BENCHMARKS.md). Works for any ``images -> probabilities`` function (GMS or the U-Net baseline).
+    Costs one prediction per mirror image (4x). Whether it pays depends on the data: decide on validation
+    images (on BUSI ultrasound, whose images have an up and a down, it lowered Dice; BENCHMARKS.md). Works
+    for any ``images -> probabilities`` function (GMS or the U-Net baseline).
     """
 
     def predict_mirrored(images: torch.Tensor) -> torch.Tensor:
