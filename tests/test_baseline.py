@@ -15,6 +15,7 @@ from PIL import Image
 from gmseg.baseline import build_parser, count_trainable, load_unet, main, predict_unet, train_unet
 from gmseg.config import config_from_dict
 from gmseg.errors import CheckpointError, ConfigError, GmsegError
+from gmseg.predict import image_to_tensor
 from gmseg.synthetic import make_synthetic_dataset
 from gmseg.train import LOG_COLUMNS, release_lr_factor
 
@@ -117,8 +118,7 @@ def test_predict_writes_masks_at_original_size(trained, tmp_path):
 def test_predict_with_tta_thresholds_the_mirror_averaged_probability(trained, tiny_data, tmp_path):
     image_file = sorted((tiny_data / "images").iterdir())[0]
     model = load_unet(trained).eval()
-    image = torch.from_numpy(np.asarray(Image.open(image_file).convert("RGB"), np.float32)).permute(2, 0, 1)
-    image = (image / 255.0 * 2.0 - 1.0)[None]  # already the training size: no resampling
+    image = image_to_tensor(np.asarray(Image.open(image_file).convert("RGB")), 32)[None]  # as predict reads it
     with torch.no_grad():
         views = [torch.sigmoid(model(image.flip(axes))).flip(axes) for axes in ((), (-1,), (-2,), (-2, -1))]
     expected = (torch.stack(views).mean(0)[0, 0] > 0.5).numpy()

@@ -290,11 +290,12 @@ def test_ema_is_validated_saved_and_resumed_exactly(tiny_data, tiny_vae_dir, tmp
     assert_resume_matches_uninterrupted(options, tmp_path, monkeypatch)
     last = tmp_path / "straight" / "checkpoints" / "last"
     state = torch.load(last / STATE_NAME, map_location="cpu", weights_only=True)
-    saved = list(load_model(last).mapping.parameters())  # the order EMAModel keeps its shadow in
+    model = load_model(last)
+    saved = list(model.mapping.parameters())  # the order EMAModel keeps its shadow in
     assert len(saved) == len(state["ema"]["shadow_params"])
     for parameter, shadow in zip(saved, state["ema"]["shadow_params"]):
         assert torch.equal(parameter.detach(), shadow)  # the model folder holds the average...
-    training = GMS(load_model(last).gms_config, first_stage_module=load_model(last).first_stage).mapping
+    training = GMS(model.gms_config, first_stage_module=model.first_stage).mapping
     training.load_state_dict(state["training_weights"])
     assert any(not torch.equal(a, b) for a, b in zip(saved, training.parameters()))  # ...not the training weights
 

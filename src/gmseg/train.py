@@ -416,10 +416,11 @@ class Trainer:
             raise CheckpointError(f"{self.checkpoints}/last does not exist: nothing to resume in {self.run_dir}.")
         from .model import WEIGHTS_NAME, load_mapping_weights
 
-        load_mapping_weights(self.model.mapping, last / WEIGHTS_NAME)
         saved = load_training_state(last)
         if "training_weights" in saved:  # the model folder holds the EMA; training goes on from these
             self.model.mapping.load_state_dict(saved["training_weights"])
+        else:
+            load_mapping_weights(self.model.mapping, last / WEIGHTS_NAME)
         self.ema = make_ema(self.model.mapping.parameters(), self.config.train.ema_decay)
         if self.ema is not None and "ema" in saved:  # else the average starts now, from the training weights
             self.ema.load_state_dict(saved["ema"])
@@ -654,6 +655,7 @@ class Trainer:
                     writer.add_scalar(f"train/{key}", value, epoch + 1)
             epochs.set_postfix(loss=f"{metrics['loss']:.4f}", val_dice=f"{val_dice:.4f}")
         self.accelerator.wait_for_everyone()
+
 
 def train(
     config: Config | str | os.PathLike,
