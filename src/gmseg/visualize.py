@@ -173,8 +173,13 @@ def report_grid(cases: list[dict], path: str | os.PathLike, title: str = "") -> 
     return _save_figure(fig, Path(path))
 
 
-def _read_log(csv_path: Path) -> dict[str, np.ndarray]:
-    """Columns of train_log.csv as float arrays; empty or non-numeric cells become nan."""
+def read_training_log(csv_path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """Columns of train_log.csv as float arrays; empty or non-numeric cells become nan.
+
+    Tolerant on purpose: logs from older versions or interrupted runs lack columns or cells, and a
+    plot or comparison should still use what is there.
+    """
+    csv_path = Path(csv_path)
     if not csv_path.is_file():
         raise GmsegError(f"training log not found: {csv_path}")
     with open(csv_path, newline="", encoding="utf-8") as fh:
@@ -202,7 +207,7 @@ def plot_training_curves(
     """
     src = Path(run_dir_or_csv)
     csv_path = src / "train_log.csv" if src.is_dir() else src
-    log = _read_log(csv_path)
+    log = read_training_log(csv_path)
     n = len(next(iter(log.values())))
     epoch = log.get("epoch")
     if epoch is None or np.isnan(epoch).all():

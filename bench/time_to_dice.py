@@ -1,0 +1,115 @@
+"""Which schedule reaches a validation Dice first: best-so-far validation Dice against training minutes.
+
+The question behind ``train.latent_epochs`` is not which schedule ends higher but which gets to a given
+Dice *sooner*: the latent-only phase (cached latents, no decoder in the loop) buys cheap epochs, the full
+loss buys the Dice term. Every run's ``train_log.csv`` records each epoch's wall-clock seconds (the first
+epoch includes the encoding of cached latents) and its validation Dice, so two runs on the same machine
+can be raced without re-running anything:
+
+    python bench/time_to_dice.py "latent first=RUN_A" "full loss from the start=RUN_B" \
+        --json bench/results/busi/time_to_dice.json
+
+``RUN`` is a run folder or its ``train_log.csv``. At every moment a run's answer is its best validation
+epoch so far (the checkpoint it would hand over if stopped then), so the curves compared are best-so-far.
+Prints two Markdown tables: minutes to first reach each Dice threshold, and best Dice after each time mark.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+
+from gmseg.errors import GmsegError
+from gmseg.visualize import read_training_log
+
+
+def race_curve(run: str | Path) -> tuple[np.ndarray, np.ndarray]:
+    """Training minutes at the end of each epoch, and the best validation Dice up to that epoch (nan before any)."""
+    path = Path(run)
+    log = read_training_log(path / "train_log.csv" if path.is_dir() else path)
+    for column in ("seconds", "val_dice"):
+        if column not in log or np.isnan(log[column]).all():
+            raise GmsegError(f"{path}: train_log.csv has no '{column}' values; it needs a run trained with validation")
+    minutes = np.cumsum(np.nan_to_num(log["seconds"])) / 60.0
+    best = np.fmax.accumulate(np.where(np.isnan(log["val_dice"]), -np.inf, log["val_dice"]))
+    return minutes, np.where(np.isinf(best), np.nan, best)
+
+
+def minutes_to_reach(minutes: np.ndarray, best: np.ndarray, threshold: float) -> float | None:
+    """When the run first had a validation Dice >= threshold; None if it never did."""
+    reached = np.nan_to_num(best, nan=-1.0) >= threshold
+    return float(minutes[np.argmax(reached)]) if reached.any() else None
+
+
+def best_after(minutes: np.ndarray, best: np.ndarray, mark: float) -> float:
+    """Best validation Dice among the epochs finished within ``mark`` minutes (nan if none had)."""
+    finished = np.flatnonzero(minutes <= mark + 1e-9)
+    return float(best[finished[-1]]) if finished.size else math.nan
+
+
+def _cell(value: float | None, fmt: str, unit: str = "") -> str:
+    return "–" if value is None or math.isnan(value) else format(value, fmt) + unit
+
+
+def _table(first: str, labels: list[str], rows: list[list[str]]) -> list[str]:
+    header = ["| " + " | ".join([first, *labels]) + " |", "|" + "---|" * (len(labels) + 1)]
+    return header + ["| " + " | ".join(row) + " |" for row in rows]
+
+
+def race(runs: dict[str, str], thresholds: list[float], every: float) -> dict:
+    """Both tables' figures for the labelled runs, as one JSON-ready dict."""
+    curves = {label: race_curve(path) for label, path in runs.items()}
+    longest = max(float(minutes[-1]) for minutes, _ in curves.values())
+    marks = [every * k for k in range(1, int(longest // every) + 1)] if every > 0 else []
+    return {
+        "runs": {label: {"path": str(runs[label]), "minutes": round(float(m[-1]), 2),
+                         "best_val_dice": float(np.nanmax(b)), "epochs": len(m)} for label, (m, b) in curves.items()},
+        "minutes_to_reach": {f"{t:g}": {label: minutes_to_reach(m, b, t) for label, (m, b) in curves.items()}
+                             for t in thresholds},
+        "best_after_minutes": {f"{t:g}": {label: best_after(m, b, t) for label, (m, b) in curves.items()}
+                               for t in marks},
+    }
+
+
+def format_tables(result: dict) -> str:
+    """The two Markdown tables of :func:`race`, then one line per run (epochs, minutes, best)."""
+    labels = list(result["runs"])
+    reach = [[f">= {t}", *(_cell(row[lab], ".1f", " min") for lab in labels)]
+             for t, row in result["minutes_to_reach"].items()]
+    after = [[f"{t} min", *(_cell(row[lab], ".3f") for lab in labels)]
+             for t, row in result["best_after_minutes"].items()]
+    ends = [f"{lab}: {r['epochs']} epochs, {r['minutes']} min, best {r['best_val_dice']:.3f}"
+            for lab, r in result["runs"].items()]
+    return "\n".join(_table("validation Dice reached", labels, reach) + [""]
+                     + _table("best validation Dice after", labels, after) + [""] + ends)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("runs", nargs="+", metavar="LABEL=RUN", help="a label and a run folder or train_log.csv")
+    parser.add_argument("--thresholds", type=float, nargs="+", default=[0.55, 0.6, 0.65, 0.7, 0.72, 0.74])
+    parser.add_argument("--every", type=float, default=15.0, help="time marks for the second table, in minutes")
+    parser.add_argument("--json", type=Path, help="also write the figures here")
+    args = parser.parse_args()
+    runs = {}
+    for item in args.runs:
+        label, sep, path = item.rpartition("=")
+        if not sep or not label:
+            parser.error(f"expected LABEL=RUN, got {item!r}")
+        runs[label] = path
+    try:
+        result = race(runs, args.thresholds, args.every)
+    except GmsegError as err:
+        raise SystemExit(f"error: {err}") from None
+    print(format_tables(result))
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(result, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

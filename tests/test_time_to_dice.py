@@ -1,0 +1,76 @@
+"""bench/time_to_dice.py: racing two runs' training logs by wall-clock minutes."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "bench"
+sys.path.insert(0, str(BENCH))
+
+import time_to_dice  # noqa: E402
+
+from gmseg.errors import GmsegError  # noqa: E402
+from gmseg.train import LOG_COLUMNS  # noqa: E402
+
+
+def write_log(path: Path, seconds: list[float], val_dice: list[float | str]) -> Path:
+    """A train_log.csv with the trainer's own columns; only seconds and val_dice matter here."""
+    path.mkdir(parents=True, exist_ok=True)
+    with open(path / "train_log.csv", "w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=LOG_COLUMNS)
+        writer.writeheader()
+        for epoch, (sec, dice) in enumerate(zip(seconds, val_dice), start=1):
+            writer.writerow({"epoch": epoch, "lr": 1e-3, "loss": 1.0, "loss_rec": 1.0, "loss_dice": 0.0,
+                             "val_dice": dice, "val_iou": "", "seconds": sec})
+    return path
+
+
+def test_curve_is_cumulative_minutes_and_best_so_far(tmp_path):
+    # A cheap first phase (30 s epochs after a 3-minute encode), then slow epochs; validation swings.
+    run = write_log(tmp_path / "a", [180, 30, 30, 120, 120], ["", 0.5, 0.4, 0.7, 0.6])
+    minutes, best = time_to_dice.race_curve(run)
+    assert minutes.tolist() == pytest.approx([3.0, 3.5, 4.0, 6.0, 8.0])
+    assert math.isnan(best[0])  # no validation yet: no answer, not 0
+    assert best[1:].tolist() == pytest.approx([0.5, 0.5, 0.7, 0.7])  # a worse epoch does not undo the best
+    assert time_to_dice.minutes_to_reach(minutes, best, 0.5) == pytest.approx(3.5)
+    assert time_to_dice.minutes_to_reach(minutes, best, 0.65) == pytest.approx(6.0)
+    assert time_to_dice.minutes_to_reach(minutes, best, 0.8) is None
+    assert math.isnan(time_to_dice.best_after(minutes, best, 2.0))  # no epoch finished yet
+    assert time_to_dice.best_after(minutes, best, 5.9) == pytest.approx(0.5)
+    assert time_to_dice.best_after(minutes, best, 6.0) == pytest.approx(0.7)  # finished exactly at the mark
+
+
+def test_command_prints_both_tables_and_writes_json(tmp_path):
+    fast = write_log(tmp_path / "fast", [60] * 6, [0.5, 0.6, 0.65, 0.66, 0.67, 0.68])
+    slow = write_log(tmp_path / "slow", [150] * 3, [0.55, 0.7, 0.72])
+    out = tmp_path / "race.json"
+    done = subprocess.run([sys.executable, str(BENCH / "time_to_dice.py"), f"latent first={fast}",
+                           f"full loss={slow / 'train_log.csv'}", "--thresholds", "0.6", "0.7", "--every", "3",
+                           "--json", str(out)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "| >= 0.6 | 2.0 min | 5.0 min |" in done.stdout
+    assert "| >= 0.7 | – | 5.0 min |" in done.stdout
+    assert "| 3 min | 0.650 | 0.550 |" in done.stdout
+    result = json.loads(out.read_text())
+    assert result["runs"]["full loss"]["best_val_dice"] == pytest.approx(0.72)
+    assert result["minutes_to_reach"]["0.7"] == {"latent first": None, "full loss": 5.0}
+    assert list(result["best_after_minutes"]) == ["3", "6"]
+
+
+def test_a_log_without_validation_is_refused_by_name(tmp_path):
+    run = write_log(tmp_path / "noval", [60, 60], ["", ""])
+    with pytest.raises(GmsegError, match="val_dice"):
+        time_to_dice.race_curve(run)
+    done = subprocess.run([sys.executable, str(BENCH / "time_to_dice.py"), f"x={run}"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode != 0 and str(run) in done.stderr
+    bad = subprocess.run([sys.executable, str(BENCH / "time_to_dice.py"), str(run)],
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "LABEL=RUN" in bad.stderr
