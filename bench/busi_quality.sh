@@ -2,7 +2,7 @@
 # Real segmentation quality on BUSI: GMS with the TAESD first stage, and MONAI's U-Net trained on the same
 # split, augmentation and wall-clock budget; both scored on the 130 test images of the paper's split.
 #
-#   bash bench/busi_quality.sh                  # the full schedule (configs/busi-taesd-cpu.yaml), ~130 min per model
+#   bash bench/busi_quality.sh                  # the full schedule (configs/busi-taesd-cpu.yaml), ~105 min per model
 #   SCALE=quick bash bench/busi_quality.sh      # GMS 30 latent + 6 full epochs (~35 min), U-Net 120 epochs
 #   PARTS=gms bash bench/busi_quality.sh        # only one side (gms or unet); the table uses what is in $OUT
 #
@@ -39,8 +39,8 @@ fi
 
 if [[ " $PARTS " == *" unet "* ]]; then
   # The GMS training time is the U-Net's budget: its epochs (~15 s each on an idle 2-core machine) are planned
-  # to fill most of it (450 x 15 s = 113 of 129 min; 120 x 15 s = 30 of ~35 at SCALE=quick), and
-  # --max-minutes stops it early on a slower machine.
+  # to fill it (450 x 15 s = 113 min against GMS's 105; 120 x 15 s = 30 of ~35 at SCALE=quick), and
+  # --max-minutes stops it when the budget is spent.
   gms_minutes=$(python -c "import json; print(json.load(open('$OUT/gms_run.json'))['training_minutes'])")
   python -m gmseg.baseline --config "$CONFIG" "${COMMON[@]}" "${UNET[@]}" --max-minutes "$gms_minutes" \
     --out "$OUT/unet" --predict-test --no-progress | tee "$OUT/unet.txt"
