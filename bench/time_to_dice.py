@@ -24,13 +24,13 @@ from pathlib import Path
 import numpy as np
 
 from gmseg.errors import GmsegError
-from gmseg.visualize import read_training_log
+from gmseg.visualize import read_training_log, training_log_path
 
 
 def race_curve(run: str | Path) -> tuple[np.ndarray, np.ndarray]:
     """Training minutes at the end of each epoch, and the best validation Dice up to that epoch (nan before any)."""
     path = Path(run)
-    log = read_training_log(path / "train_log.csv" if path.is_dir() else path)
+    log = read_training_log(training_log_path(path))
     for column in ("seconds", "val_dice"):
         if column not in log or np.isnan(log[column]).all():
             raise GmsegError(f"{path}: train_log.csv has no '{column}' values; it needs a run trained with validation")

@@ -173,6 +173,15 @@ def report_grid(cases: list[dict], path: str | os.PathLike, title: str = "") -> 
     return _save_figure(fig, Path(path))
 
 
+def training_log_path(run_dir_or_csv: str | os.PathLike) -> Path:
+    """The ``train_log.csv`` of a run folder, or the given path itself when it is not a folder.
+
+    Readers accept either, so a log copied out of its run folder (as the benchmark results are) still works.
+    """
+    src = Path(run_dir_or_csv)
+    return src / "train_log.csv" if src.is_dir() else src
+
+
 def read_training_log(csv_path: str | os.PathLike) -> dict[str, np.ndarray]:
     """Columns of train_log.csv as float arrays; empty or non-numeric cells become nan.
 
@@ -205,8 +214,7 @@ def plot_training_curves(
     Accepts a run folder or the CSV itself; missing columns are skipped so logs from older or partial
     runs still plot. Default output: ``curves.png`` next to the CSV.
     """
-    src = Path(run_dir_or_csv)
-    csv_path = src / "train_log.csv" if src.is_dir() else src
+    csv_path = training_log_path(run_dir_or_csv)
     log = read_training_log(csv_path)
     n = len(next(iter(log.values())))
     epoch = log.get("epoch")
