@@ -157,6 +157,46 @@ def test_first_latent_view_is_the_unaugmented_image(tiny_data, tiny_vae_dir, tmp
     assert not torch.allclose(augmented, clean_all, atol=1e-3)  # the second view is augmented
 
 
+def test_cached_full_loss_trains_on_cached_views_without_the_encoder(tiny_data, tiny_vae_dir, tmp_path, monkeypatch):
+    from gmseg.first_stage import FirstStage
+
+    calls = {"encode": 0}
+    original = FirstStage.encode
+
+    def counting(self, image):
+        calls["encode"] += 1
+        return original(self, image)
+
+    monkeypatch.setattr(FirstStage, "encode", counting)
+    options = tiny_config(tiny_data, tiny_vae_dir, tmp_path, epochs=3, latent_epochs=1, latent_views=2, cached_full_loss=True)
+    run_dir = train(config_from_dict(options), run_dir=tmp_path / "run", progress=False)
+    rows = read_log(run_dir)
+    # 9 training names at batch 4: 3 encoder calls per view; 3 validation names: 1 call. Nothing per epoch.
+    assert calls["encode"] == 2 * 3 + 1
+    assert float(rows[0]["loss_dice"]) == 0
+    assert all(float(r["loss_dice"]) > 0 and torch.isfinite(torch.tensor(float(r["loss"]))) for r in rows[1:])
+
+
+def test_cached_batches_turn_latents_and_masks_together(tiny_data, tiny_vae_dir, tmp_path):
+    from gmseg.train import Trainer
+
+    options = tiny_config(tiny_data, tiny_vae_dir, tmp_path, latent_epochs=1, latent_views=2, cached_full_loss=True)
+    trainer = Trainer(config_from_dict(options), run_dir=tmp_path / "run", progress=False)
+    trainer.setup()
+    assert "pixels" in trainer.build_latent_cache()[0]
+    # A cache whose 'mask latent' is the mask pooled to the latent grid: any batch must still be.
+    generator = torch.Generator().manual_seed(0)
+    pixels = (torch.rand(8, 1, 32, 32, generator=generator) > 0.5).to(torch.uint8)
+    pooled = torch.nn.functional.avg_pool2d(pixels.float(), 8)
+    trainer.latent_cache = [{"image": torch.randn(8, 4, 4, 4), "mask": pooled, "pixels": pixels}]
+    turned = 0
+    for epoch in range(6):
+        for _, _, batch in trainer.cached_batches(epoch):
+            assert torch.equal(torch.nn.functional.avg_pool2d(batch["pixels"].float(), 8), batch["mask"])
+            turned += sum(not any(torch.equal(row, original) for original in pixels) for row in batch["pixels"])
+    assert turned > 0  # some masks really were flipped or rotated, not just reordered
+
+
 def test_resume_with_more_epochs_follows_the_new_schedule(tiny_data, tiny_vae_dir, tmp_path):
     options = tiny_config(tiny_data, tiny_vae_dir, tmp_path, epochs=2)
     run_dir = train(config_from_dict(options), run_dir=tmp_path / "run", progress=False)

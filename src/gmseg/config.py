@@ -69,6 +69,10 @@ class TrainConfig:
     # Views encoded per training image for the latent epochs: the image itself, then views augmented in
     # image space (the latent epochs add random flips/rot90 of the latents on top).
     latent_views: int = 4
+    # Schedule option: the full-loss epochs also draw from those cached views (with their masks) instead of
+    # encoding fresh augmentations: no encoder in the loop, about half an epoch's cost on TAESD, at the price
+    # of fewer distinct augmentations. Off reproduces the paper.
+    cached_full_loss: bool = False
     # "release": the paper's per-epoch warm-up + cosine (epoch 0 at lr 0). "smooth": the same shape
     # evaluated every step, warm-up from lr/25; recommended for short schedules, where the release's
     # jump from 0 to the full lr after one epoch wastes an epoch and can stall the mapping at the mean.

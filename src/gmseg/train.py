@@ -523,8 +523,9 @@ class Trainer:
     @torch.no_grad()
     def build_latent_cache(self) -> list[dict[str, torch.Tensor]]:
         """Encode ``latent_views`` views of every local training image once: view 0 is the image itself,
-        the others are augmented in image space. Latent flips/rot90 in ``latent_epoch`` come on top, so
-        even a single view is augmented, and no image is only ever seen distorted."""
+        the others are augmented in image space. Random flips/rot90 of the latents come on top when the
+        cache is used, so even a single view is augmented, and no image is only ever seen distorted.
+        With ``train.cached_full_loss`` the views' masks are kept too (as bytes), for the Dice term."""
         cache = []
         clean = make_dataset(self.config, self.split["train"], augment=False)
         for view in range(self.config.train.latent_views):
@@ -538,11 +539,15 @@ class Trainer:
                 entry = {"image": image_mean, "mask": mask_latent}
                 if image_logvar is not None:
                     entry["logvar"] = image_logvar
+                if self.config.train.cached_full_loss:
+                    entry["pixels"] = (batch["mask"] > 0.5).to(torch.uint8)
                 cache.append(entry)
         return cache
 
-    def latent_epoch(self, epoch: int, bar: Any) -> dict[str, float]:
-        """Latent loss only, on cached views with random dihedral transforms: no decoder in the loop."""
+    def cached_batches(self, epoch: int) -> Iterator[tuple[int, int, dict[str, torch.Tensor]]]:
+        """(step, steps, batch) over the cached views: one view per image per epoch, shuffled, each batch
+        under one random flip/rot90. Latents and masks turn together: a latent cell covers a fixed
+        8x8 pixel block, so the same dihedral transform keeps them aligned."""
         if self.latent_cache is None:
             self.latent_cache = self.build_latent_cache()
         keys = self.latent_cache[0].keys()
@@ -550,29 +555,30 @@ class Trainer:
         views = self.config.train.latent_views
         per_view = pool["image"].shape[0] // views
         generator = torch.Generator().manual_seed(item_seed(self.config.train.seed, epoch, self.accelerator.process_index, 11))
-        # One view per image per epoch, then shuffle.
         chosen = torch.randint(views, (per_view,), generator=generator) * per_view + torch.arange(per_view)
         order = chosen[torch.randperm(per_view, generator=generator)]
         batch_size = self.config.train.batch_size
         steps = math.ceil(per_view / batch_size)
-        total, count = 0.0, 0
         for step, start in enumerate(range(0, per_view, batch_size)):
-            self.apply_step_lr(epoch, step, steps)
             index = order[start : start + batch_size]
             k, flip = int(torch.randint(4, (), generator=generator)), bool(torch.randint(2, (), generator=generator))
+            batch = {}
+            for key, values in pool.items():
+                turned = torch.rot90(values[index], k, dims=(-2, -1))
+                batch[key] = torch.flip(turned, dims=(-1,)) if flip else turned
+            yield step, steps, batch
 
-            def dihedral(t: torch.Tensor) -> torch.Tensor:
-                t = torch.rot90(t, k, dims=(-2, -1))
-                return torch.flip(t, dims=(-1,)) if flip else t
-
-            image, mask_latent = dihedral(pool["image"][index]), dihedral(pool["mask"][index])
-            logvar = dihedral(pool["logvar"][index]) if "logvar" in pool else None
-            latent = self.model.noisy_latent(image, logvar, self.noise_generator(epoch, step))
+    def latent_epoch(self, epoch: int, bar: Any) -> dict[str, float]:
+        """Latent loss only, on cached views with random dihedral transforms: no decoder in the loop."""
+        total, count = 0.0, 0
+        for step, steps, batch in self.cached_batches(epoch):
+            self.apply_step_lr(epoch, step, steps)
+            latent = self.model.noisy_latent(batch["image"], batch.get("logvar"), self.noise_generator(epoch, step))
             with self.accelerator.accumulate(self.mapping):
                 with self.accelerator.autocast():
                     outputs = self.mapping(latent, levels=self.model.gms_config.supervised_levels)
                     loss = self.model.gms_config.rec_weight * sum(
-                        torch.nn.functional.mse_loss(outputs[name].float(), mask_latent) for name in outputs
+                        torch.nn.functional.mse_loss(outputs[name].float(), batch["mask"]) for name in outputs
                     )
                 self.optimisation_step({"loss": loss}, epoch, step)
             total += loss.item()
@@ -582,7 +588,33 @@ class Trainer:
         mean = total / max(1, count)
         return {"loss": mean, "loss_rec": mean, "loss_dice": 0.0}
 
+    def cached_full_epoch(self, epoch: int, bar: Any) -> dict[str, float]:
+        """The full loss (latent MSE + Dice) on the cached views: the decoder is in the loop, the encoder
+        is not, which on TAESD roughly halves an epoch; the price is fewer distinct augmentations."""
+        totals, count = {"loss": 0.0, "loss_rec": 0.0, "loss_dice": 0.0}, 0
+        for step, steps, batch in self.cached_batches(epoch):
+            self.apply_step_lr(epoch, step, steps)
+            latent = self.model.noisy_latent(batch["image"], batch.get("logvar"), self.noise_generator(epoch, step))
+            with self.accelerator.accumulate(self.mapping):
+                with self.accelerator.autocast():
+                    outputs = self.mapping(latent, levels=self.model.gms_config.supervised_levels)
+                    losses = self.model.loss_from_latents(latent, batch["mask"], batch["pixels"].float(), outputs=outputs)
+                self.optimisation_step(losses, epoch, step)
+            for key in totals:
+                totals[key] += losses[key].item()
+            count += 1
+            self.state.global_step += 1
+            bar.update(1)
+        return {k: v / max(1, count) for k, v in totals.items()}
+
     # ------------------------------------------------------------------ main loop
+    def epoch_kind(self, epoch: int) -> Any:
+        """Which step an epoch runs: the latent loss on cached views, the full loss on cached views, or
+        the paper's full loss on freshly encoded augmentations."""
+        if epoch < self.config.train.latent_epochs:
+            return self.latent_epoch
+        return self.cached_full_epoch if self.config.train.cached_full_loss else self.full_epoch
+
     def fit(self) -> Path:
         from tqdm.auto import tqdm
 
@@ -607,10 +639,10 @@ class Trainer:
             started = time.time()
             self.apply_step_lr(epoch, 0, 1)
             lr = self.optimizer.param_groups[0]["lr"]
-            latent_only = epoch < config.train.latent_epochs
-            steps = None if latent_only else len(self.train_loader)
+            run_epoch = self.epoch_kind(epoch)
+            steps = len(self.train_loader) if run_epoch == self.full_epoch else None
             with tqdm(total=steps, desc=f"epoch {epoch + 1}", leave=False, disable=not (self.progress and self.is_main)) as bar:
-                metrics = self.latent_epoch(epoch, bar) if latent_only else self.full_epoch(epoch, bar)
+                metrics = run_epoch(epoch, bar)
             self.scheduler.step()
             extra_state = ema_checkpoint_state(self.ema, self.model.mapping) if self.is_main else {}
             with averaged_weights(self.ema, self.model.mapping.parameters()):
