@@ -73,6 +73,10 @@ class TrainConfig:
     # encoding fresh augmentations: no encoder in the loop, about half an epoch's cost on TAESD, at the price
     # of fewer distinct augmentations. Off reproduces the paper.
     cached_full_loss: bool = False
+    # Random flips/rot90 of the cached latents (and masks). TAESD's image latents are not equivariant to them
+    # (encode(rot(x)) differs from rot(encode(x)) by about the latent's own norm), so turning latents shows the
+    # mapping model inputs no real image encodes to; off leaves the views' image-space augmentation alone.
+    latent_dihedral: bool = True
     # "release": the paper's per-epoch warm-up + cosine (epoch 0 at lr 0). "smooth": the same shape
     # evaluated every step, warm-up from lr/25; recommended for short schedules, where the release's
     # jump from 0 to the full lr after one epoch wastes an epoch and can stall the mapping at the mean.

@@ -562,6 +562,8 @@ class Trainer:
         for step, start in enumerate(range(0, per_view, batch_size)):
             index = order[start : start + batch_size]
             k, flip = int(torch.randint(4, (), generator=generator)), bool(torch.randint(2, (), generator=generator))
+            if not self.config.train.latent_dihedral:
+                k, flip = 0, False
             batch = {}
             for key, values in pool.items():
                 turned = torch.rot90(values[index], k, dims=(-2, -1))
