@@ -195,6 +195,13 @@ def test_cached_batches_turn_latents_and_masks_together(tiny_data, tiny_vae_dir,
             assert torch.equal(torch.nn.functional.avg_pool2d(batch["pixels"].float(), 8), batch["mask"])
             turned += sum(not any(torch.equal(row, original) for original in pixels) for row in batch["pixels"])
     assert turned > 0  # some masks really were flipped or rotated, not just reordered
+    # train.latent_dihedral off: the cached views come back as encoded, only shuffled.
+    trainer.config.train.latent_dihedral = False
+    latents = trainer.latent_cache[0]["image"]
+    for epoch in range(6):
+        for _, _, batch in trainer.cached_batches(epoch):
+            assert all(any(torch.equal(row, original) for original in pixels) for row in batch["pixels"])
+            assert all(any(torch.equal(row, original) for original in latents) for row in batch["image"])
 
 
 def test_resume_with_more_epochs_follows_the_new_schedule(tiny_data, tiny_vae_dir, tmp_path):
