@@ -67,10 +67,10 @@ class TrainConfig:
     # (no decoder in the loop), the rest add the Dice term. 0 reproduces the paper.
     latent_epochs: int = 0
     # Views encoded per training image for the latent epochs: the image itself, then views augmented in
-    # image space (the latent epochs add random flips/rot90 of the latents on top).
+    # image space (with train.latent_dihedral, random flips/rot90 of the latents come on top).
     latent_views: int = 4
     # Schedule option: the full-loss epochs also draw from those cached views (with their masks) instead of
-    # encoding fresh augmentations: no encoder in the loop, about half an epoch's cost on TAESD, at the price
+    # encoding fresh augmentations: no encoder in the loop, a third off an epoch on TAESD, at the price
     # of fewer distinct augmentations. Off reproduces the paper.
     cached_full_loss: bool = False
     # Random flips/rot90 of the cached latents (and masks). TAESD's image latents are not equivariant to them

@@ -524,7 +524,7 @@ class Trainer:
     def build_latent_cache(self) -> list[dict[str, torch.Tensor]]:
         """Encode ``latent_views`` views of every local training image once: view 0 is the image itself,
         the others are augmented in image space. Random flips/rot90 of the latents come on top when the
-        cache is used, so even a single view is augmented, and no image is only ever seen distorted.
+        cache is used (``train.latent_dihedral``), and no image is only ever seen distorted.
         With ``train.cached_full_loss`` the views' masks are kept too (as bytes), for the Dice term."""
         cache = []
         clean = make_dataset(self.config, self.split["train"], augment=False)
@@ -546,8 +546,8 @@ class Trainer:
 
     def cached_batches(self, epoch: int) -> Iterator[tuple[int, int, dict[str, torch.Tensor]]]:
         """(step, steps, batch) over the cached views: one view per image per epoch, shuffled, each batch
-        under one random flip/rot90. Latents and masks turn together: a latent cell covers a fixed
-        8x8 pixel block, so the same dihedral transform keeps them aligned."""
+        under one random flip/rot90 unless ``train.latent_dihedral`` is off. Latents and masks turn
+        together: a latent cell covers a fixed 8x8 pixel block, so the same turn keeps them aligned."""
         if self.latent_cache is None:
             self.latent_cache = self.build_latent_cache()
         keys = self.latent_cache[0].keys()
@@ -571,36 +571,30 @@ class Trainer:
             yield step, steps, batch
 
     def latent_epoch(self, epoch: int, bar: Any) -> dict[str, float]:
-        """Latent loss only, on cached views with random dihedral transforms: no decoder in the loop."""
-        total, count = 0.0, 0
-        for step, steps, batch in self.cached_batches(epoch):
-            self.apply_step_lr(epoch, step, steps)
-            latent = self.model.noisy_latent(batch["image"], batch.get("logvar"), self.noise_generator(epoch, step))
-            with self.accelerator.accumulate(self.mapping):
-                with self.accelerator.autocast():
-                    outputs = self.mapping(latent, levels=self.model.gms_config.supervised_levels)
-                    loss = self.model.gms_config.rec_weight * sum(
-                        torch.nn.functional.mse_loss(outputs[name].float(), batch["mask"]) for name in outputs
-                    )
-                self.optimisation_step({"loss": loss}, epoch, step)
-            total += loss.item()
-            count += 1
-            self.state.global_step += 1
-            bar.update(1)
-        mean = total / max(1, count)
-        return {"loss": mean, "loss_rec": mean, "loss_dice": 0.0}
+        """Latent loss only, on the cached views: no decoder in the loop."""
+        return self.cached_epoch(epoch, bar, with_dice=False)
 
     def cached_full_epoch(self, epoch: int, bar: Any) -> dict[str, float]:
         """The full loss (latent MSE + Dice) on the cached views: the decoder is in the loop, the encoder
-        is not, which on TAESD roughly halves an epoch; the price is fewer distinct augmentations."""
+        is not, which on TAESD cuts an epoch by a third; the price is fewer distinct augmentations."""
+        return self.cached_epoch(epoch, bar, with_dice=True)
+
+    def cached_epoch(self, epoch: int, bar: Any, with_dice: bool) -> dict[str, float]:
         totals, count = {"loss": 0.0, "loss_rec": 0.0, "loss_dice": 0.0}, 0
+        levels = self.model.gms_config.supervised_levels
         for step, steps, batch in self.cached_batches(epoch):
             self.apply_step_lr(epoch, step, steps)
             latent = self.model.noisy_latent(batch["image"], batch.get("logvar"), self.noise_generator(epoch, step))
             with self.accelerator.accumulate(self.mapping):
                 with self.accelerator.autocast():
-                    outputs = self.mapping(latent, levels=self.model.gms_config.supervised_levels)
-                    losses = self.model.loss_from_latents(latent, batch["mask"], batch["pixels"].float(), outputs=outputs)
+                    outputs = self.mapping(latent, levels=levels)
+                    if with_dice:
+                        losses = self.model.loss_from_latents(latent, batch["mask"], batch["pixels"].float(), outputs=outputs)
+                    else:
+                        loss = self.model.gms_config.rec_weight * sum(
+                            torch.nn.functional.mse_loss(outputs[name].float(), batch["mask"]) for name in outputs
+                        )
+                        losses = {"loss": loss, "loss_rec": loss, "loss_dice": loss.new_zeros(())}
                 self.optimisation_step(losses, epoch, step)
             for key in totals:
                 totals[key] += losses[key].item()
