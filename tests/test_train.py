@@ -150,10 +150,10 @@ def test_first_latent_view_is_the_unaugmented_image(tiny_data, tiny_vae_dir, tmp
     clean = make_dataset(trainer.config, trainer.split["train"], augment=False)
     first = clean[0]
     image_latent, _, mask_latent = trainer.model.encode_pair(first["image"][None] * 2 - 1, first["mask"][None])
-    assert torch.allclose(cache[0]["image"][0], image_latent[0], atol=1e-5)
-    assert torch.allclose(cache[0]["mask"][0], mask_latent[0], atol=1e-5)
-    augmented = torch.cat([entry["image"] for entry in cache])[len(trainer.train_set):]
-    clean_all = torch.cat([entry["image"] for entry in cache])[: len(trainer.train_set)]
+    assert torch.allclose(cache["image"][0], image_latent[0], atol=1e-5)
+    assert torch.allclose(cache["mask"][0], mask_latent[0], atol=1e-5)
+    augmented = cache["image"][len(trainer.train_set):]
+    clean_all = cache["image"][: len(trainer.train_set)]
     assert not torch.allclose(augmented, clean_all, atol=1e-3)  # the second view is augmented
 
 
@@ -183,12 +183,12 @@ def test_cached_batches_turn_latents_and_masks_together(tiny_data, tiny_vae_dir,
     options = tiny_config(tiny_data, tiny_vae_dir, tmp_path, latent_epochs=1, latent_views=2, cached_full_loss=True)
     trainer = Trainer(config_from_dict(options), run_dir=tmp_path / "run", progress=False)
     trainer.setup()
-    assert "pixels" in trainer.build_latent_cache()[0]
+    assert "pixels" in trainer.build_latent_cache()
     # A cache whose 'mask latent' is the mask pooled to the latent grid: any batch must still be.
     generator = torch.Generator().manual_seed(0)
     pixels = (torch.rand(8, 1, 32, 32, generator=generator) > 0.5).to(torch.uint8)
     pooled = torch.nn.functional.avg_pool2d(pixels.float(), 8)
-    trainer.latent_cache = [{"image": torch.randn(8, 4, 4, 4), "mask": pooled, "pixels": pixels}]
+    trainer.latent_cache = {"image": torch.randn(8, 4, 4, 4), "mask": pooled, "pixels": pixels}
     turned = 0
     for epoch in range(6):
         for _, _, batch in trainer.cached_batches(epoch):
@@ -197,7 +197,7 @@ def test_cached_batches_turn_latents_and_masks_together(tiny_data, tiny_vae_dir,
     assert turned > 0  # some masks really were flipped or rotated, not just reordered
     # train.latent_dihedral off: the cached views come back as encoded, only shuffled.
     trainer.config.train.latent_dihedral = False
-    latents = trainer.latent_cache[0]["image"]
+    latents = trainer.latent_cache["image"]
     for epoch in range(6):
         for _, _, batch in trainer.cached_batches(epoch):
             assert all(any(torch.equal(row, original) for original in pixels) for row in batch["pixels"])

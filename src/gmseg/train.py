@@ -408,7 +408,7 @@ class Trainer:
         if config.train.compile:
             self.mapping = torch.compile(self.mapping)
         self.val_cache = self.encode_validation() if val_names else []
-        self.latent_cache: list[dict[str, torch.Tensor]] | None = None
+        self.latent_cache: dict[str, torch.Tensor] | None = None
 
     def restore(self) -> None:
         last = checkpoint_target(self.checkpoints, "last")
@@ -521,11 +521,12 @@ class Trainer:
         return {k: v / max(1, count) for k, v in totals.items()}
 
     @torch.no_grad()
-    def build_latent_cache(self) -> list[dict[str, torch.Tensor]]:
+    def build_latent_cache(self) -> dict[str, torch.Tensor]:
         """Encode ``latent_views`` views of every local training image once: view 0 is the image itself,
         the others are augmented in image space. Random flips/rot90 of the latents come on top when the
         cache is used (``train.latent_dihedral``), and no image is only ever seen distorted.
-        With ``train.cached_full_loss`` the views' masks are kept too (as bytes), for the Dice term."""
+        With ``train.cached_full_loss`` the views' masks are kept too (as bytes), for the Dice term.
+        Returned as one tensor per key, views one after another, so epochs index it without copying."""
         cache = []
         clean = make_dataset(self.config, self.split["train"], augment=False)
         for view in range(self.config.train.latent_views):
@@ -542,7 +543,7 @@ class Trainer:
                 if self.config.train.cached_full_loss:
                     entry["pixels"] = (batch["mask"] > 0.5).to(torch.uint8)
                 cache.append(entry)
-        return cache
+        return {key: torch.cat([entry[key] for entry in cache]) for key in cache[0]}
 
     def cached_batches(self, epoch: int) -> Iterator[tuple[int, int, dict[str, torch.Tensor]]]:
         """(step, steps, batch) over the cached views: one view per image per epoch, shuffled, each batch
@@ -550,8 +551,7 @@ class Trainer:
         together: a latent cell covers a fixed 8x8 pixel block, so the same turn keeps them aligned."""
         if self.latent_cache is None:
             self.latent_cache = self.build_latent_cache()
-        keys = self.latent_cache[0].keys()
-        pool = {k: torch.cat([entry[k] for entry in self.latent_cache]) for k in keys}
+        pool = self.latent_cache
         views = self.config.train.latent_views
         per_view = pool["image"].shape[0] // views
         generator = torch.Generator().manual_seed(item_seed(self.config.train.seed, epoch, self.accelerator.process_index, 11))
