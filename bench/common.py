@@ -289,6 +289,17 @@ def synthetic_batch(count: int, size: int, seed: int = 0) -> tuple[torch.Tensor,
     return images, masks
 
 
+def add_first_stage_data_arguments(parser: Any, stage: str) -> None:
+    """The options of the scripts that run a first stage over a dataset's split: which autoencoder, which
+    images, at what size (bench/first_stage_ceiling.py, bench/latent_equivariance.py)."""
+    parser.add_argument("--vae", required=True, help="first stage, as for gmseg train (model.vae)")
+    parser.add_argument("--vae-config", default=None, help="LDM yaml when --vae is a checkpoint")
+    parser.add_argument("--data", type=Path, required=True, help="dataset folder with images/ and masks/")
+    parser.add_argument("--split", help="split file; default: every case of --data")
+    parser.add_argument("--stage", default=stage, help=f"which split list to use (default: {stage})")
+    parser.add_argument("--size", type=int, default=224, help="the model's input size (default 224)")
+
+
 # ---------------------------------------------------------------------------------------------- measuring
 def synchronize(device: torch.device | str) -> None:
     if torch.device(device).type == "cuda":

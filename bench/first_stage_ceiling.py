@@ -22,15 +22,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+import common
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--vae", required=True, help="first stage, as for gmseg train (model.vae)")
-    parser.add_argument("--vae-config", default=None, help="LDM yaml when --vae is a checkpoint")
-    parser.add_argument("--data", type=Path, required=True, help="dataset folder with images/ and masks/")
-    parser.add_argument("--split", help="split file; default: every mask")
-    parser.add_argument("--stage", default="test")
-    parser.add_argument("--size", type=int, default=224, help="the model's input size (default 224)")
+    common.add_first_stage_data_arguments(parser, stage="test")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
 

@@ -20,6 +20,8 @@ from pathlib import Path
 
 import torch
 
+import common
+
 
 def turns() -> list[tuple[str, int, bool]]:
     """The 7 non-identity elements of the square's symmetry group: rot90 k times, then maybe a flip."""
@@ -43,13 +45,8 @@ def relative_errors(encode, batch: torch.Tensor) -> dict[str, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--vae", required=True, help="first stage, as for gmseg train (model.vae)")
-    parser.add_argument("--vae-config", default=None, help="LDM yaml when --vae is a checkpoint")
-    parser.add_argument("--data", type=Path, required=True, help="dataset folder with images/ and masks/")
-    parser.add_argument("--split", help="split file; default: every name")
-    parser.add_argument("--stage", default="train")
+    common.add_first_stage_data_arguments(parser, stage="train")
     parser.add_argument("--count", type=int, default=16, help="how many images (the first names of the stage)")
-    parser.add_argument("--size", type=int, default=224)
     parser.add_argument("--out", type=Path, help="write the figures as JSON here")
     args = parser.parse_args()
 
