@@ -1,4 +1,4 @@
-"""Collects the BUSI quality run (bench/busi_quality.sh) into busi_quality.json and a Markdown table."""
+"""Collects the BUSI quality run (bench/busi_quality.sh) into busi_quality.json and table.md (printed too)."""
 
 from __future__ import annotations
 
@@ -55,13 +55,14 @@ def main() -> None:
         "paper_gms_sd2": PAPER,
     }
     (args.out / "busi_quality.json").write_text(json.dumps(result, indent=2))
-    print("| model | Dice | IoU | HD95 (px) | trainable params | training min | inference s/img |")
-    print("|---|---|---|---|---|---|---|")
-    for r in rows:
-        print(f"| {r['model']} | {r['dice']:.2f} | {r['iou']:.2f} | {r['hd95']:.1f} | {r['trainable_parameters']:,} | "
-              f"{r['training_minutes']:.1f} | {r['inference_seconds_per_image']:.3f} |")
-    print(f"| GMS, SD-2 VAE (paper) | {PAPER['dice']} | {PAPER['iou']} | – | 1,565,000 | – | – |")
-
+    lines = ["| model | Dice | IoU | HD95 (px) | trainable params | training min | inference s/img |",
+             "|---|---|---|---|---|---|---|"]
+    lines += [f"| {r['model']} | {r['dice']:.2f} | {r['iou']:.2f} | {r['hd95']:.1f} | {r['trainable_parameters']:,} | "
+              f"{r['training_minutes']:.1f} | {r['inference_seconds_per_image']:.3f} |" for r in rows]
+    lines.append(f"| GMS, SD-2 VAE (paper) | {PAPER['dice']} | {PAPER['iou']} | – | 1,565,000 | – | – |")
+    # Written next to the JSON so the Markdown never lags the figures it is made from.
+    (args.out / "table.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
 
 if __name__ == "__main__":
     main()
