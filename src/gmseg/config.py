@@ -76,8 +76,8 @@ class TrainConfig:
     # Random flips/rot90 of the cached latents (and masks). TAESD's image latents are not equivariant to them
     # (encode(rot(x)) differs from rot(encode(x)) by about the latent's own norm), so turning latents shows the
     # mapping model inputs no real image encodes to; off leaves the views' image-space augmentation alone.
-    # On by default: on BUSI's full 60 + 28 schedule the turns still win (validation 0.747 on 2 views vs 0.735
-    # off on 4), although off wins on short schedules (BENCHMARKS.md, "Quality on BUSI").
+    # On by default until a full BUSI schedule shows off is better: off wins every latent-only comparison,
+    # but the one full run with it off (on 4 views) ended below the config (BENCHMARKS.md, "Quality on BUSI").
     latent_dihedral: bool = True
     # "release": the paper's per-epoch warm-up + cosine (epoch 0 at lr 0). "smooth": the same shape
     # evaluated every step, warm-up from lr/25; recommended for short schedules, where the release's
