@@ -26,7 +26,7 @@ def release_model(parity) -> GMS:
     return model.eval()
 
 
-def test_pipeline_reproduces_the_release(release_model, parity):
+def test_pipeline_reproduces_the_release(release_model, parity, monkeypatch):
     io = load_file(str(parity / "pipeline_io.safetensors"))
     probability = release_model.predict_proba(io["image"])
     assert relative_error(probability, io["pred_prob"]) < 1e-4
@@ -37,6 +37,13 @@ def test_pipeline_reproduces_the_release(release_model, parity):
         losses = release_model.loss_from_latents(mean, release_model.encode_mask(io["mask"]), io["mask"])
     assert relative_error(losses["loss_rec"], io["loss_rec"].squeeze()) < 1e-4
     assert relative_error(losses["loss_dice"], io["loss_dice"].squeeze()) < 1e-4
+    # Without a mask (the latent-only epochs) the same latent term, and no decode at all.
+    mask_latent = release_model.encode_mask(io["mask"])
+    monkeypatch.setattr(release_model, "latent_to_probability", None)  # calling it would raise
+    with torch.no_grad():
+        latent_only = release_model.loss_from_latents(mean, mask_latent, None)
+    assert relative_error(latent_only["loss_rec"], io["loss_rec"].squeeze()) < 1e-4
+    assert latent_only["loss_dice"].item() == 0 and latent_only["loss"].item() == latent_only["loss_rec"].item()
 
 
 def test_levels_decoded_in_one_batch_equal_separate_decodes(release_model, parity):

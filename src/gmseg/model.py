@@ -155,13 +155,14 @@ class GMS(nn.Module, PyTorchModelHubMixin, library_name="gmseg", tags=["medical-
         self,
         image_latent: torch.Tensor,
         mask_latent: torch.Tensor,
-        mask: torch.Tensor,
+        mask: torch.Tensor | None,
         outputs: dict[str, torch.Tensor] | None = None,
     ) -> dict[str, torch.Tensor]:
         """Latent MSE + Dice of the decoded masks, summed over the supervised levels.
 
         All levels go through the decoder as one batch: the decoder dominates the cost and batching
-        is the same arithmetic per sample (its GroupNorms are per sample).
+        is the same arithmetic per sample (its GroupNorms are per sample). ``mask=None`` leaves the Dice
+        term out (zero): the latent-only epochs train without the decoder in the loop.
         """
         levels = self.gms_config.supervised_levels
         if outputs is None:
@@ -169,7 +170,7 @@ class GMS(nn.Module, PyTorchModelHubMixin, library_name="gmseg", tags=["medical-
         loss_rec = sum(F.mse_loss(outputs[name], mask_latent) for name in levels)
         loss_dice = image_latent.new_zeros(())
         dice_levels = self.dice_levels
-        if self.gms_config.dice_weight > 0 and dice_levels:
+        if mask is not None and self.gms_config.dice_weight > 0 and dice_levels:
             probabilities = self.latent_to_probability(torch.cat([outputs[name] for name in dice_levels]))
             loss_dice = sum(self.dice_loss(p, mask) for p in probabilities.chunk(len(dice_levels)))
         loss_rec = self.gms_config.rec_weight * loss_rec

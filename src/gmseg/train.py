@@ -588,13 +588,8 @@ class Trainer:
             with self.accelerator.accumulate(self.mapping):
                 with self.accelerator.autocast():
                     outputs = self.mapping(latent, levels=levels)
-                    if with_dice:
-                        losses = self.model.loss_from_latents(latent, batch["mask"], batch["pixels"].float(), outputs=outputs)
-                    else:
-                        loss = self.model.gms_config.rec_weight * sum(
-                            torch.nn.functional.mse_loss(outputs[name].float(), batch["mask"]) for name in outputs
-                        )
-                        losses = {"loss": loss, "loss_rec": loss, "loss_dice": loss.new_zeros(())}
+                    pixels = batch["pixels"].float() if with_dice else None
+                    losses = self.model.loss_from_latents(latent, batch["mask"], pixels, outputs=outputs)
                 self.optimisation_step(losses, epoch, step)
             for key in totals:
                 totals[key] += losses[key].item()
