@@ -41,6 +41,7 @@ def test_unknown_key_lists_the_valid_ones():
         ({"train": {"warmup_epochs": 10, "epochs": 5}}, "warmup_epochs"),
         ({"loss": {"rec_weight": 0, "dice_weight": 0}}, "at least one loss weight"),
         ({"train": {"shuffle": True}}, "train.shuffle"),
+        ({"train": {"full_loss_lr_scale": 0}}, "train.full_loss_lr_scale must be in"),
     ],
 )
 def test_bad_values_are_rejected(data, message):

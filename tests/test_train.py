@@ -55,6 +55,9 @@ def test_two_phase_schedule_restarts_the_cosine_for_the_full_loss():
     phase_one = [schedule_factor(e, 2, 10, latent_epochs=8) for e in range(10)]
     assert phase_one[:8] == [release_lr_factor(e, 2, 8) for e in range(8)]
     assert phase_one[8] == 1.0 and phase_one[9] == pytest.approx(0.5)
+    # A lower peak for the restart scales the full-loss phase only.
+    scaled = [schedule_factor(e, 2, 10, latent_epochs=8, full_loss_scale=0.25) for e in range(10)]
+    assert scaled[:8] == phase_one[:8] and scaled[8:] == pytest.approx([0.25, 0.125])
 
 
 def test_loss_falls_and_run_folder_is_complete(tiny_data, tiny_vae_dir, tmp_path):
@@ -125,6 +128,10 @@ def test_smooth_schedule_ramps_then_restarts_for_the_full_loss():
     assert smooth_schedule_factor(4.0, 2, 10, latent_epochs=8) == pytest.approx(smooth_lr_factor(4.0, 2, 8))
     assert smooth_schedule_factor(8.0, 2, 10, latent_epochs=8) == pytest.approx(SMOOTH_START)
     assert smooth_schedule_factor(9.0, 2, 10, latent_epochs=8) == pytest.approx(1.0)
+    assert smooth_schedule_factor(9.0, 2, 10, latent_epochs=8, full_loss_scale=0.25) == pytest.approx(0.25)
+    assert smooth_schedule_factor(4.0, 2, 10, latent_epochs=8, full_loss_scale=0.25) == pytest.approx(
+        smooth_lr_factor(4.0, 2, 8)
+    )
 
 
 def test_smooth_two_phase_run_resumes_exactly(tiny_data, tiny_vae_dir, tmp_path, monkeypatch):
@@ -132,10 +139,15 @@ def test_smooth_two_phase_run_resumes_exactly(tiny_data, tiny_vae_dir, tmp_path,
 
     options = tiny_config(tiny_data, tiny_vae_dir, tmp_path, epochs=3)
     options["data"]["augmentations"] = ["hflip", "color_jitter", "shift_scale_rotate"]
-    options["train"].update(lr_schedule="smooth", warmup_epochs=1, latent_epochs=2, latent_views=2)
+    options["train"].update(
+        lr_schedule="smooth", warmup_epochs=1, latent_epochs=2, latent_views=2, full_loss_lr_scale=0.5
+    )
     rows = assert_resume_matches_uninterrupted(options, tmp_path, monkeypatch)
-    # Each epoch logs the lr of its first step: the schedule evaluated at the epoch's start.
-    assert [float(r["lr"]) for r in rows] == pytest.approx([5e-3 * smooth_schedule_factor(e, 1, 3, 2) for e in range(3)])
+    # Each epoch logs the lr of its first step: the schedule evaluated at the epoch's start; the full-loss
+    # epoch restarts at half the peak.
+    expected = [5e-3 * smooth_schedule_factor(e, 1, 3, 2, full_loss_scale=0.5) for e in range(3)]
+    assert [float(r["lr"]) for r in rows] == pytest.approx(expected)
+    assert float(rows[2]["lr"]) == pytest.approx(0.5 * 5e-3 * smooth_schedule_factor(2, 1, 3, 2))
     assert float(rows[2]["loss_dice"]) > 0 and float(rows[1]["loss_dice"]) == 0
 
 

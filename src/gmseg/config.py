@@ -73,11 +73,15 @@ class TrainConfig:
     # encoding fresh augmentations: no encoder in the loop, a third off an epoch on TAESD, at the price
     # of fewer distinct augmentations. Off reproduces the paper.
     cached_full_loss: bool = False
+    # Peak lr of the full-loss phase after latent epochs, as a fraction of train.lr. The restart at the full
+    # lr costs part of what the latent phase learned (BUSI validation Dice 0.70 -> 0.54 in the first
+    # full-loss epoch of one 60 + 28 run), which a lower peak may keep; 1.0 is the schedule of every run.
+    full_loss_lr_scale: float = 1.0
     # Random flips/rot90 of the cached latents (and masks). TAESD's image latents are not equivariant to them
     # (encode(rot(x)) differs from rot(encode(x)) by about the latent's own norm), so turning latents shows the
     # mapping model inputs no real image encodes to; off leaves the views' image-space augmentation alone.
-    # On by default until a full BUSI schedule shows off is better: off wins every latent-only comparison,
-    # but the one full run with it off (on 4 views) ended below the config (BENCHMARKS.md, "Quality on BUSI").
+    # On by default: off wins every latent-only comparison on BUSI, but both full runs with it off (2 and 4
+    # views) ended below the config once the full-loss epochs had run (BENCHMARKS.md, "Quality on BUSI").
     latent_dihedral: bool = True
     # "release": the paper's per-epoch warm-up + cosine (epoch 0 at lr 0). "smooth": the same shape
     # evaluated every step, warm-up from lr/25; recommended for short schedules, where the release's
@@ -183,6 +187,7 @@ def check_ranges(config: Config) -> None:
     need(t.save_every >= 0, "train.save_every must be >= 0")
     need(0 <= t.latent_epochs <= t.epochs, f"train.latent_epochs must be in [0, epochs], got {t.latent_epochs}")
     need(t.latent_views >= 1, "train.latent_views must be >= 1")
+    need(0.0 < t.full_loss_lr_scale <= 1.0, f"train.full_loss_lr_scale must be in (0, 1], got {t.full_loss_lr_scale}")
     need(t.lr_schedule in ("release", "smooth"), f"train.lr_schedule must be release or smooth, got {t.lr_schedule!r}")
     need(0.0 <= t.ema_decay < 1.0, f"train.ema_decay must be in [0, 1) (0: off), got {t.ema_decay}")
     need(t.device in ("auto", "cpu", "cuda"), f"train.device must be auto, cpu or cuda, got {t.device!r}")

@@ -57,14 +57,17 @@ def release_lr_factor(epoch: int, warmup_epochs: int, max_epochs: int) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * (epoch - warmup_epochs) / max(1, max_epochs - warmup_epochs)))
 
 
-def schedule_factor(epoch: int, warmup_epochs: int, max_epochs: int, latent_epochs: int = 0) -> float:
+def schedule_factor(
+    epoch: int, warmup_epochs: int, max_epochs: int, latent_epochs: int = 0, full_loss_scale: float = 1.0
+) -> float:
     """The release's schedule; a two-phase run (latent epochs, then the full loss) restarts the cosine
-    for the second phase, which would otherwise train the Dice term at an lr of almost zero."""
+    for the second phase, which would otherwise train the Dice term at an lr of almost zero. The restart
+    peaks at ``full_loss_scale`` times the base lr, so it need not undo what the latent phase learned."""
     if latent_epochs <= 0 or latent_epochs >= max_epochs:
         return release_lr_factor(epoch, warmup_epochs, max_epochs)
     if epoch < latent_epochs:
         return release_lr_factor(epoch, warmup_epochs, latent_epochs)
-    return release_lr_factor(epoch - latent_epochs, 0, max_epochs - latent_epochs)
+    return full_loss_scale * release_lr_factor(epoch - latent_epochs, 0, max_epochs - latent_epochs)
 
 
 SMOOTH_START = 1 / 25  # OneCycleLR's default initial lr fraction
@@ -78,22 +81,32 @@ def smooth_lr_factor(progress: float, warmup_epochs: float, max_epochs: float) -
     return 0.5 * (1.0 + math.cos(math.pi * min(1.0, (progress - warmup_epochs) / span)))
 
 
-def smooth_schedule_factor(progress: float, warmup_epochs: int, max_epochs: int, latent_epochs: int = 0) -> float:
+def smooth_schedule_factor(
+    progress: float, warmup_epochs: int, max_epochs: int, latent_epochs: int = 0, full_loss_scale: float = 1.0
+) -> float:
     """The smooth schedule; a two-phase run restarts it for the full-loss phase with a one-epoch warm-up
-    (the mapping is already trained; the Dice term only needs the lr back)."""
+    (the mapping is already trained; the Dice term only needs the lr back), peaking at ``full_loss_scale``."""
     if 0 < latent_epochs < max_epochs:
         if progress < latent_epochs:
             return smooth_lr_factor(progress, warmup_epochs, latent_epochs)
-        return smooth_lr_factor(progress - latent_epochs, min(1, warmup_epochs), max_epochs - latent_epochs)
+        restart = smooth_lr_factor(progress - latent_epochs, min(1, warmup_epochs), max_epochs - latent_epochs)
+        return full_loss_scale * restart
     return smooth_lr_factor(progress, warmup_epochs, max_epochs)
 
 
-def lr_factor(schedule: str, progress: float, warmup_epochs: int, max_epochs: int, latent_epochs: int = 0) -> float:
+def lr_factor(
+    schedule: str,
+    progress: float,
+    warmup_epochs: int,
+    max_epochs: int,
+    latent_epochs: int = 0,
+    full_loss_scale: float = 1.0,
+) -> float:
     """The lr multiplier at ``progress`` epochs (fractional within an epoch) under ``train.lr_schedule``:
     the release's changes once per epoch, the smooth one every step."""
     if schedule == "smooth":
-        return smooth_schedule_factor(progress, warmup_epochs, max_epochs, latent_epochs)
-    return schedule_factor(math.floor(progress), warmup_epochs, max_epochs, latent_epochs)
+        return smooth_schedule_factor(progress, warmup_epochs, max_epochs, latent_epochs, full_loss_scale)
+    return schedule_factor(math.floor(progress), warmup_epochs, max_epochs, latent_epochs, full_loss_scale)
 
 
 # ---------------------------------------------------------------------------------------------- data
@@ -480,7 +493,7 @@ class Trainer:
 
     def lr_factor(self, progress: float) -> float:
         t = self.config.train
-        return lr_factor(t.lr_schedule, progress, t.warmup_epochs, t.epochs, t.latent_epochs)
+        return lr_factor(t.lr_schedule, progress, t.warmup_epochs, t.epochs, t.latent_epochs, t.full_loss_lr_scale)
 
     def apply_step_lr(self, epoch: int, step: int, steps: int) -> None:
         """Set the lr for step ``step`` of ``steps`` in ``epoch``: a function of the position only, so a
