@@ -64,5 +64,6 @@ def main() -> None:
     (args.out / "table.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
+
 if __name__ == "__main__":
     main()
