@@ -75,13 +75,16 @@ class TrainConfig:
     cached_full_loss: bool = False
     # Peak lr of the full-loss phase after latent epochs, as a fraction of train.lr. The restart at the full
     # lr costs part of what the latent phase learned (BUSI validation Dice 0.70 -> 0.54 in the first
-    # full-loss epoch of one 60 + 28 run), which a lower peak may keep; 1.0 is the schedule of every run.
+    # full-loss epoch of one 60 + 28 run; at 0.25 there is no drop), so configs/busi-taesd-cpu.yaml uses 0.25.
+    # 1.0 (the default) restarts the configured schedule unchanged. No effect without latent epochs.
     full_loss_lr_scale: float = 1.0
     # Random flips/rot90 of the cached latents (and masks). TAESD's image latents are not equivariant to them
     # (encode(rot(x)) differs from rot(encode(x)) by about the latent's own norm), so turning latents shows the
     # mapping model inputs no real image encodes to; off leaves the views' image-space augmentation alone.
-    # On by default: off wins every latent-only comparison on BUSI, but both full runs with it off (2 and 4
-    # views) ended below the config once the full-loss epochs had run (BENCHMARKS.md, "Quality on BUSI").
+    # Off wins every latent-only comparison on BUSI, but the lead survives the full-loss phase only when
+    # that phase restarts at a lower lr (train.full_loss_lr_scale), as configs/busi-taesd-cpu.yaml does;
+    # at the full restart lr both runs with it off ended below turned latents (BENCHMARKS.md, "Quality on
+    # BUSI"). The default stays on, which did better with the default restart lr.
     latent_dihedral: bool = True
     # "release": the paper's per-epoch warm-up + cosine (epoch 0 at lr 0). "smooth": the same shape
     # evaluated every step, warm-up from lr/25; recommended for short schedules, where the release's
