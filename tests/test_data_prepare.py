@@ -274,3 +274,60 @@ def test_prepare_folders_on_shared_kvasir_sample(tmp_path: Path) -> None:
     for name in sorted(p.stem for p in (kvasir / "masks").iterdir()):
         np.testing.assert_array_equal(read_mask(out / "masks" / f"{name}.png"),
                                       read_mask(kvasir / "masks" / f"{name}.png"))
+
+
+def test_bus_real_download_layout_with_1bit_masks_and_an_identical_image(tmp_path: Path) -> None:
+    """UDIAT's download: mode '1' masks beside 8-bit ones, and two names sharing one image file."""
+    raw = tmp_path / "bus-udiat"
+    _image(raw / "original" / "000001.png", seed=1)
+    _image(raw / "original" / "000032.png", seed=2)
+    _image(raw / "original" / "000040.png", seed=2)  # the same bytes as 000032
+    _mask(raw / "GT" / "000001.png")
+    for name, box in (("000032", (4, 12, 4, 12)), ("000040", (4, 12, 4, 10))):
+        m = np.zeros((S, S), bool)
+        m[box[0]:box[1], box[2]:box[3]] = True
+        Image.fromarray(m).convert("1").save(raw / "GT" / f"{name}.png")
+    with Image.open(raw / "GT" / "000032.png") as check:
+        assert check.mode == "1"
+    split = tmp_path / "bus_train_test_names.pkl"
+    split.write_bytes(pickle.dumps({"train": {"name_list": ["000032", "000040"]},
+                                    "test": {"name_list": ["000001"]}}))
+    out = tmp_path / "bus"
+    report = prepare_dataset("bus", raw, out, split=split)
+    _check_output(out, report, ["000001", "000032", "000040"])
+    assert read_mask(out / "masks" / "000032.png").sum() == 64  # the 1-bit mask read as lesion, not empty
+    assert len(report.duplicates) == 1
+    line = report.duplicates[0]
+    assert "000032, 000040" in line and "IoU 0.75" in line and "['train']" in line and "LEAK" not in line
+    assert "identical images" in report.summary()
+
+
+def test_identical_images_across_train_and_test_are_flagged_as_a_leak(tmp_path: Path) -> None:
+    images, masks = tmp_path / "images", tmp_path / "masks"
+    for name, seed in (("a", 1), ("b", 1), ("c", 2)):
+        _image(images / f"{name}.png", seed=seed)
+        _mask(masks / f"{name}.png")
+    split = tmp_path / "split.json"
+    split.write_text(json.dumps({"train": ["a", "c"], "test": ["b"]}))
+    report = prepare_folders(images, masks, tmp_path / "out", split=split)
+    assert len(report.duplicates) == 1 and "identical masks" in report.duplicates[0]
+    assert "LEAK" in report.duplicates[0]
+
+
+def test_prepare_folders_thresholds_jpeg_masks_with_a_seeded_split(tmp_path: Path) -> None:
+    """Kvasir-SEG ships JPEG masks: compression noise around the lesion must not become lesion."""
+    images, masks = tmp_path / "images", tmp_path / "masks"
+    for i in range(6):
+        _image(images / f"p{i}.jpg", seed=i)
+        m = np.zeros((S, S), np.uint8)
+        m[8:24, 8:24] = 255
+        noisy = m.copy()
+        noisy[2, 2] = 40  # a compression artefact far from the lesion
+        masks.mkdir(exist_ok=True)
+        Image.fromarray(noisy).save(masks / f"p{i}.jpg", quality=60)
+    first = prepare_folders(images, masks, tmp_path / "one", test_fraction=0.34, seed=7)
+    second = prepare_folders(images, masks, tmp_path / "two", test_fraction=0.34, seed=7)
+    assert load_split(tmp_path / "one" / "split.json") == load_split(tmp_path / "two" / "split.json")
+    assert first.split_counts == {"train": 4, "test": 2}
+    mask = read_mask(tmp_path / "one" / "masks" / "p0.png")
+    assert mask[2, 2] == 0 and abs(int(mask.sum()) - 256) <= 16

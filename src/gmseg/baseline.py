@@ -162,6 +162,40 @@ def read_unet_config(run_dir: str | os.PathLike) -> dict[str, Any]:
     return config
 
 
+class UNetModel(torch.nn.Module):
+    """The baseline behind the same inference contract as :class:`gmseg.model.GMS` (``predict_proba``,
+    ``image_size``, ``threshold``), so ``gmseg predict``, ``test`` and ``generalize`` take either folder."""
+
+    def __init__(self, net: torch.nn.Module, config: dict[str, Any]):
+        super().__init__()
+        self.net = net
+        self.unet_config = config
+
+    @property
+    def image_size(self) -> int:
+        return int(self.unet_config["image_size"])
+
+    @property
+    def threshold(self) -> float:
+        return float(self.unet_config.get("threshold", THRESHOLD))
+
+    @torch.no_grad()
+    def predict_proba(self, image: torch.Tensor) -> torch.Tensor:
+        """Foreground probability (B, 1, H, W) for images in [-1, 1]."""
+        return torch.sigmoid(self.net(image).float())
+
+
+def is_unet_folder(path: str | os.PathLike) -> bool:
+    """A baseline run folder (``unet_config.json`` beside its weights), as opposed to a GMS model folder."""
+    return (Path(path) / CONFIG_NAME).is_file()
+
+
+def load_unet_model(run_dir: str | os.PathLike) -> UNetModel:
+    """The best U-Net of a run folder wrapped as a :class:`UNetModel`."""
+    net = load_unet(run_dir)
+    return UNetModel(net, net.gmseg_config)
+
+
 def load_unet(run_dir: str | os.PathLike) -> torch.nn.Module:
     """The best U-Net of a run folder (``best.safetensors`` + ``unet_config.json``), on CPU, in eval mode.
 

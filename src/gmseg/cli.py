@@ -48,6 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                        help="override a config value, e.g. --set train.epochs=20 (repeatable)")
     train.add_argument("--resume", help="continue a run folder from its checkpoints/last")
+    train.add_argument("--run-dir", help="run folder to create (default: train.output_dir/NAME-TIMESTAMP)")
     train.add_argument("--no-progress", action="store_true")
 
     predict = verbs.add_parser("predict", help="segment images (no ground truth needed)")
@@ -82,6 +83,22 @@ def build_parser() -> argparse.ArgumentParser:
     test.add_argument("--batch-size", type=int, default=8)
     test.add_argument("--device", default="auto")
     add_tta_arg(test)
+
+    generalize = verbs.add_parser(
+        "generalize", help="test one model on several datasets (in-domain and cross-domain): one table")
+    generalize.add_argument("--model", required=True, help="model folder: GMS or a U-Net baseline run folder")
+    generalize.add_argument("--data", required=True, action="append", metavar="NAME=FOLDER",
+                            help="a prepared dataset folder, optionally named (repeatable), e.g. --data bus=data/bus")
+    generalize.add_argument("--in-domain", metavar="NAME",
+                            help="the dataset the model was trained on: only its test split is scored")
+    generalize.add_argument("--stages", nargs="+", default=["test", "all"],
+                            help="split stages to test in each dataset; 'all' = every image (default: test all)")
+    generalize.add_argument("--out", required=True, help="folder for OUT/<dataset>/<stage>/ and the table")
+    generalize.add_argument("--size", default="native", help="'native' (default) or a square size, e.g. 224")
+    generalize.add_argument("--empty", default="standard", choices=["standard", "paper"])
+    generalize.add_argument("--batch-size", type=int, default=8)
+    generalize.add_argument("--device", default="auto")
+    add_tta_arg(generalize)
 
     plot = verbs.add_parser("plot", help="draw training curves of a run")
     plot.add_argument("run_dir")
@@ -134,7 +151,10 @@ def run(args: argparse.Namespace) -> int:
 
         if not args.config and not args.resume:
             raise GmsegError("'gmseg train' needs --config FILE (or --resume RUN_DIR).")
-        run_dir = train(args.config, overrides=args.overrides, resume=args.resume, progress=not args.no_progress)
+        if args.resume and args.run_dir:
+            raise GmsegError("--run-dir names a new run folder; with --resume the run folder is RESUME itself.")
+        run_dir = train(args.config, overrides=args.overrides, resume=args.resume, run_dir=args.run_dir,
+                        progress=not args.no_progress)
         print(f"Run folder: {run_dir}\nBest model: {run_dir / 'checkpoints' / 'best'}")
     elif verb == "predict":
         from .model import load_model
@@ -160,6 +180,16 @@ def run(args: argparse.Namespace) -> int:
                           empty=args.empty, batch_size=args.batch_size, device=args.device, tta=args.tta)
         print(format_summary(result.summary))
         print(f"Per-image metrics, summary and report.png in {args.out}")
+    elif verb == "generalize":
+        from .evaluate import parse_size
+        from .generalize import parse_dataset_arg, run_generalize
+
+        datasets = [parse_dataset_arg(text) for text in args.data]
+        result = run_generalize(args.model, datasets, args.out, stages=args.stages, size=parse_size(args.size),
+                                empty=args.empty, batch_size=args.batch_size, device=args.device, tta=args.tta,
+                                in_domain=args.in_domain)
+        print(result.to_markdown(args.model), end="")
+        print(f"Table in {Path(args.out) / 'generalization.md'}; per-dataset reports under {args.out}/")
     elif verb == "plot":
         from .visualize import plot_training_curves
 

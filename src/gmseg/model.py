@@ -88,6 +88,15 @@ class GMS(nn.Module, PyTorchModelHubMixin, library_name="gmseg", tags=["medical-
         self.dice_loss = DiceLoss()
 
     @property
+    def image_size(self) -> int:
+        """The square size images are resized to before the first stage (the inference contract)."""
+        return int(self.gms_config.image_size)
+
+    @property
+    def threshold(self) -> float:
+        return float(self.gms_config.threshold)
+
+    @property
     def dice_levels(self) -> list[str]:
         levels = self.gms_config.dice_levels
         return list(self.gms_config.supervised_levels if levels is None else levels)
@@ -268,9 +277,15 @@ def mask_to_image(mask: torch.Tensor) -> torch.Tensor:
     return (2.0 * mask - 1.0).expand(-1, 3, -1, -1)
 
 
-def load_model(path: str | os.PathLike, first_stage: FirstStage | None = None, **kwargs: Any) -> GMS:
-    """``GMS.from_pretrained`` with an error naming the path when it is not a model folder."""
+def load_model(path: str | os.PathLike, first_stage: FirstStage | None = None, **kwargs: Any) -> Any:
+    """A model folder as a model: a U-Net baseline run folder, else ``GMS.from_pretrained`` (with an error
+    naming the path when it is neither)."""
     path_text = str(path)
+    if os.path.isdir(path_text):
+        from .baseline import is_unet_folder, load_unet_model
+
+        if is_unet_folder(path_text):
+            return load_unet_model(path_text)
     if (os.path.isdir(path_text) and not os.path.isfile(os.path.join(path_text, "config.json"))) or (
         not os.path.isdir(path_text) and (os.path.exists(path_text) or path_text.startswith((".", "/", "~")))
     ):

@@ -166,7 +166,8 @@ def make_predictor(
             return torch.autocast(device_type=torch_device.type, dtype=torch.bfloat16)
         return nullcontext()
 
-    head = torch.compile(model.map_to_probability) if compile else None
+    gms = hasattr(model, "map_to_probability")
+    head = (torch.compile(model.map_to_probability) if gms else torch.compile(model.predict_proba)) if compile else None
 
     def predict_batch(images: torch.Tensor) -> torch.Tensor:
         if channels_last:
@@ -174,9 +175,11 @@ def make_predictor(
         with torch.no_grad(), autocast():
             if head is None:
                 probabilities = model.predict_proba(images)
-            else:
+            elif gms:
                 latent, _ = model.encode(images)
                 probabilities = head(latent)
+            else:
+                probabilities = head(images)
         return probabilities.float()
 
     def predict(images: torch.Tensor) -> torch.Tensor:
@@ -245,8 +248,8 @@ def predict_files(
     predict = make_predictor(
         model, torch_device, precision=precision, channels_last=channels_last, compile=compile, tta=tta
     )
-    size = model.gms_config.image_size
-    threshold = model.gms_config.threshold
+    size = model.image_size
+    threshold = model.threshold
     report = PredictionReport()
     started = time.perf_counter()
     bar = tqdm(total=len(files), desc="predict", unit="img", disable=not progress)

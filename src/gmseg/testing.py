@@ -9,34 +9,46 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from .errors import GmsegError
 from .evaluate import EvaluationResult, run_evaluate
-from .model import GMS, load_model
+from .model import load_model
 from .predict import predict_files
 
 
+ALL_STAGE = "all"
+
+
 def stage_names(data_dir: Path, split: str | os.PathLike | None, stage: str) -> list[str] | None:
-    """Names to test: the split's stage, else ``<data>/split.json``'s stage, else every image."""
+    """Names to test: the stage of ``split`` (else ``<data>/split.json``); None means every image.
+
+    ``stage='all'`` is every image. A folder without any split file is scored whole only for the default
+    stage 'test' (a plain folder of a user's images); any other stage must exist, so a typo never
+    scores training images.
+    """
     from .data.splits import load_split
 
+    if stage == ALL_STAGE:
+        return None
     split_path = Path(split) if split else data_dir / "split.json"
     if not split_path.is_file():
         if split:
             raise GmsegError(f"Split file {split_path} does not exist.")
+        if stage != "test":
+            raise GmsegError(f"{data_dir} has no split.json, so it has no stage {stage!r}; use --stage all "
+                             "(every image) or pass --split FILE.")
         return None
     stages = load_split(split_path)
     if stage not in stages:
-        if split:
-            raise GmsegError(f"{split_path} has no stage {stage!r}; it has {sorted(stages)}.")
-        return None
+        raise GmsegError(f"{split_path} has no stage {stage!r}; it has {sorted(stages) + [ALL_STAGE]}.")
     return list(stages[stage])
 
 
 def run_test(
-    model: GMS | str | os.PathLike,
+    model: Any,
     data_dir: str | os.PathLike,
     out_dir: str | os.PathLike,
     *,
@@ -56,7 +68,7 @@ def run_test(
     from .data.io import find_file
 
     data_dir, out_dir = Path(data_dir), Path(out_dir)
-    if not isinstance(model, GMS):
+    if isinstance(model, (str, os.PathLike)):
         model = load_model(model)
     names = stage_names(data_dir, split, stage)
     images_dir = data_dir / "images"

@@ -709,4 +709,7 @@ def train(
         config = load_config(saved, overrides)
     elif not isinstance(config, Config):
         config = load_config(config, overrides)
+    if resume is None and run_dir is not None and Path(run_dir).exists() and any(Path(run_dir).iterdir()):
+        raise GmsegError(f"run folder {run_dir} already exists and is not empty: continue it with --resume "
+                         f"{run_dir}, or choose another folder.")
     return Trainer(config, run_dir=None if run_dir is None else Path(run_dir), resume=resume, progress=progress).fit()

@@ -45,6 +45,7 @@ class PrepareReport:
     n_pairs: int
     split_counts: dict[str, int]
     unmatched: list[str] = field(default_factory=list)
+    duplicates: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
         """A few human-readable lines: counts, split sizes and (the first) unmatched entries."""
@@ -55,6 +56,9 @@ class PrepareReport:
             lines += [f"  - {u}" for u in self.unmatched[:20]]
             if len(self.unmatched) > 20:
                 lines.append(f"  ... and {len(self.unmatched) - 20} more")
+        if self.duplicates:
+            lines.append(f"{len(self.duplicates)} group(s) of identical images (all kept, check them):")
+            lines += [f"  - {d}" for d in self.duplicates]
         return "\n".join(lines)
 
 
@@ -310,6 +314,9 @@ def _convert(
                                 f"{size[0]}x{size[1]} (width x height)")
     if problems:
         raise DataError(f"{dataset}: {len(problems)} problem(s) in {source}; nothing was written", problems)
+    duplicate_groups = _identical_images(pairs)
+    duplicate_names = {n for group in duplicate_groups for n in group}
+    duplicate_masks: dict[str, np.ndarray] = {}
 
     for pair in pairs:
         try:
@@ -322,6 +329,8 @@ def _convert(
             continue
         write_image_png(out / "images" / f"{pair.name}.png", image)
         write_mask_png(out / "masks" / f"{pair.name}.png", mask)
+        if pair.name in duplicate_names:
+            duplicate_masks[pair.name] = mask
     if problems:
         raise DataError(f"{dataset}: {len(problems)} file(s) could not be decoded; split.json not written",
                         problems)
@@ -335,7 +344,39 @@ def _convert(
         for k, v in loaded_split.items():
             unmatched += [f"{n} (in split '{k}' of {split}, no image/mask found)" for n in v if n not in have]
     save_split(final, out / "split.json")
-    return PrepareReport(dataset, out, len(pairs), {k: len(v) for k, v in final.items()}, unmatched)
+    duplicates = _describe_duplicates(duplicate_groups, duplicate_masks, final)
+    return PrepareReport(dataset, out, len(pairs), {k: len(v) for k, v in final.items()}, unmatched, duplicates)
+
+
+def _identical_images(pairs: list[_Pair]) -> list[list[str]]:
+    """Names whose image files hold the same bytes (e.g. BUS 000032 and 000040), by content hash."""
+    import hashlib
+
+    groups: dict[str, list[str]] = {}
+    for pair in pairs:
+        groups.setdefault(hashlib.sha256(pair.image.read_bytes()).hexdigest(), []).append(pair.name)
+    return [sorted(names) for names in groups.values() if len(names) > 1]
+
+
+def _describe_duplicates(
+    groups: list[list[str]], masks: dict[str, np.ndarray], split: dict[str, list[str]]
+) -> list[str]:
+    """One line per group: whether the masks agree (IoU) and which split lists hold the names."""
+    lines = []
+    for names in groups:
+        first = masks[names[0]] > 0
+        ious = []
+        for other in names[1:]:
+            second = masks[other] > 0
+            union = np.logical_or(first, second).sum()
+            ious.append(1.0 if union == 0 else float(np.logical_and(first, second).sum() / union))
+        agreement = "identical masks" if all(i == 1.0 for i in ious) else (
+            "masks differ, IoU " + ", ".join(f"{i:.2f}" for i in ious))
+        stages = sorted({k for k, v in split.items() for n in names if n in v})
+        where = f"in split list(s) {stages}" if stages else "in no split list"
+        leak = " -- LEAK: the same image in train and test" if {"train", "test"} <= set(stages) else ""
+        lines.append(f"{', '.join(names)}: the same image file ({agreement}); {where}{leak}")
+    return lines
 
 
 def _existing_dir(path: str | os.PathLike[str], what: str) -> Path:

@@ -1,0 +1,97 @@
+"""Gather the cross-domain study (bench/cross_domain.sh) into one table: models x train -> test columns.
+
+Reads ``OUT/{gms,unet}-{busi,bus}/generalization/generalization.json`` and the run folders' training time;
+writes ``OUT/table.json`` and ``OUT/table.md`` and prints the markdown. Parts not yet run are left blank.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+from pathlib import Path
+
+MODELS = {"gms": "GMS-TAESD", "unet": "U-Net"}
+# (train dataset, tested dataset, stage, column title)
+COLUMNS = [
+    ("busi", "busi", "test", "BUSI→BUSI (130)"),
+    ("busi", "bus", "test", "BUSI→BUS (31)"),
+    ("busi", "bus", "all", "BUSI→BUS (163)"),
+    ("bus", "bus", "test", "BUS→BUS (31)"),
+    ("bus", "busi", "test", "BUS→BUSI (130)"),
+    ("bus", "busi", "all", "BUS→BUSI (647)"),
+]
+PAPER = {"BUSI→BUSI (130)": 81.43, "BUSI→BUS (31)": 80.31, "BUS→BUS (31)": 88.42, "BUS→BUSI (130)": 61.60}
+
+
+def training_minutes(part: Path) -> float | None:
+    """Sum of the logged epoch times (GMS train_log.csv), or the U-Net's run_info training_seconds."""
+    info = part / "run" / "run_info.json"
+    if info.is_file() and "training_seconds" in (data := json.loads(info.read_text())):
+        return round(data["training_seconds"] / 60, 1)
+    log = part / "run" / "train_log.csv"
+    if log.is_file():
+        with log.open() as handle:
+            return round(sum(float(row["seconds"]) for row in csv.DictReader(handle)) / 60, 1)
+    return None
+
+
+def gather(out: Path) -> dict:
+    table: dict = {}
+    for key, label in MODELS.items():
+        for train in ("busi", "bus"):
+            path = out / f"{key}-{train}" / "generalization" / "generalization.json"
+            if not path.is_file():
+                continue
+            rows = json.loads(path.read_text())["rows"]
+            entry = table.setdefault(label, {"minutes": {}, "cells": {}})
+            entry["minutes"][train] = training_minutes(out / f"{key}-{train}")
+            for col_train, tested, stage, title in COLUMNS:
+                if col_train != train:
+                    continue
+                for row in rows:
+                    if row["dataset"] == tested and row["stage"] == stage:
+                        entry["cells"][title] = {k: row[k] for k in ("n_images", "dice", "iou", "hd95")}
+    return table
+
+
+def fmt(value: float, scale: float = 100.0, digits: int = 2) -> str:
+    return "n/a" if value is None or not math.isfinite(value) else f"{scale * value:.{digits}f}"
+
+
+def markdown(table: dict) -> str:
+    titles = [c[3] for c in COLUMNS]
+    lines = ["| model | " + " | ".join(titles) + " | training min (BUSI / BUS) |",
+             "|---|" + "---|" * (len(titles) + 1)]
+    for label, entry in table.items():
+        cells = []
+        for title in titles:
+            cell = entry["cells"].get(title)
+            if cell is None:
+                cells.append("")
+                continue
+            d, i, h = cell["dice"], cell["iou"], cell["hd95"]
+            cells.append(f"{fmt(d['mean'])} ± {fmt(d['se'])} / {fmt(i['mean'])} / {fmt(h['mean'], 1.0, 1)}")
+        minutes = " / ".join(str(entry["minutes"].get(t, "")) for t in ("busi", "bus"))
+        lines.append(f"| {label} | " + " | ".join(cells) + f" | {minutes} |")
+    lines.append("| GMS, SD-2 VAE (paper) | " + " | ".join(
+        f"{PAPER[t]:.2f}" if t in PAPER else "" for t in titles) + " | |")
+    lines += ["", "Cells: Dice ± standard error / IoU (both %) / HD95 (px), at each image's native size."]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--out", required=True, help="the study's folder (bench/cross_domain.sh's OUT)")
+    args = parser.parse_args()
+    out = Path(args.out)
+    table = gather(out)
+    (out / "table.json").write_text(json.dumps(table, indent=2) + "\n")
+    text = markdown(table)
+    (out / "table.md").write_text(text)
+    print(text, end="")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,128 @@
+"""``gmseg generalize``: one model, several datasets, one table (the paper's cross-domain protocol).
+
+A model trained on one dataset is tested, unchanged, on the test split of its own dataset and on the
+images of others (their test split and all of them), so "does my model generalize?" is one command:
+
+    gmseg generalize --model RUN/checkpoints/best --data busi=data/busi --data bus=data/bus --out OUT
+
+Each dataset and stage gets ``OUT/<dataset>/<stage>/`` (predictions, metrics.csv, summary.json,
+report.png); ``OUT/generalization.json`` and ``OUT/generalization.md`` hold the table, with the standard
+error of each mean beside it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+from .fileio import atomic_write_text
+from .testing import ALL_STAGE, run_test
+
+__all__ = ["GeneralizationResult", "parse_dataset_arg", "run_generalize"]
+
+TABLE_METRICS = ("dice", "iou", "hd95")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+@dataclass
+class GeneralizationResult:
+    """One row per (dataset, stage): the mean and its standard error for each metric."""
+
+    rows: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_markdown(self, model: str) -> str:
+        lines = [f"Model: `{model}`", "",
+                 "| dataset | domain | stage | images | Dice | IoU | HD95 (px) |", "|---|---|---|---:|---|---|---|"]
+        for row in self.rows:
+            cells = [f"{100 * row['dice']['mean']:.2f} ± {100 * row['dice']['se']:.2f}",
+                     f"{100 * row['iou']['mean']:.2f} ± {100 * row['iou']['se']:.2f}",
+                     f"{row['hd95']['mean']:.1f} ± {row['hd95']['se']:.1f}"]
+            lines.append(f"| {row['dataset']} | {row.get('domain') or '-'} | {row['stage']} | {row['n_images']} | "
+                         + " | ".join(cells) + " |")
+        lines += ["", "Mean ± standard error of the mean over images (Dice and IoU in %)."]
+        return "\n".join(lines) + "\n"
+
+
+def parse_dataset_arg(text: str) -> tuple[str, Path]:
+    """``NAME=FOLDER`` or just ``FOLDER`` (named after the folder)."""
+    name, sep, folder = text.partition("=")
+    if not sep:
+        name, folder = Path(text).name, text
+    if not _NAME.match(name) or not folder:
+        raise ConfigError(f"--data takes NAME=FOLDER (e.g. bus=data/bus) or FOLDER; got {text!r}")
+    return name, Path(folder)
+
+
+def standard_error(stats: dict[str, float | int]) -> float:
+    n = int(stats["n"])
+    return float(stats["std"]) / math.sqrt(n) if n >= 2 else math.nan
+
+
+def _row(dataset: str, stage: str, summary: dict) -> dict[str, Any]:
+    row: dict[str, Any] = {"dataset": dataset, "stage": stage, "n_images": summary["counts"]["n_images"]}
+    for key in TABLE_METRICS:
+        stats = summary["metrics"][key]
+        row[key] = {"mean": stats["mean"], "se": standard_error(stats), "n": stats["n"]}
+    return row
+
+
+def _stages_for(folder: Path, stages: list[str]) -> list[str]:
+    """Without a split file a dataset is one stage, 'all'; with one, the requested stages."""
+    if not (folder / "split.json").is_file():
+        return [ALL_STAGE]
+    return stages
+
+
+def run_generalize(
+    model: Any,
+    datasets: list[tuple[str, str | os.PathLike]],
+    out_dir: str | os.PathLike,
+    *,
+    stages: list[str] | None = None,
+    size: int | str = "native",
+    empty: str = "standard",
+    batch_size: int = 8,
+    device: str = "auto",
+    tta: bool = False,
+    progress: bool = True,
+    in_domain: str | None = None,
+) -> GeneralizationResult:
+    """Test ``model`` on each dataset's ``stages`` (default: test and all) and write the table.
+
+    ``in_domain`` names the dataset the model was trained on: only its test split is scored there (its
+    other images trained or selected the model). The model is loaded once; a dataset folder is the layout
+    of ``gmseg prepare``.
+    """
+    from .model import load_model
+
+    if not datasets:
+        raise ConfigError("gmseg generalize needs at least one --data NAME=FOLDER")
+    names = [name for name, _ in datasets]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"dataset names must differ, got {names}; name them with --data NAME=FOLDER")
+    if in_domain is not None and in_domain not in names:
+        raise ConfigError(f"--in-domain {in_domain!r} is not one of the datasets {names}")
+    stages = list(stages or ["test", ALL_STAGE])
+    out = Path(out_dir)
+    label = str(model)
+    if isinstance(model, (str, os.PathLike)):
+        model = load_model(model)
+    result = GeneralizationResult()
+    for name, folder in datasets:
+        folder = Path(folder)
+        domain = "in" if name == in_domain else ("cross" if in_domain else "")
+        for stage in ["test"] if domain == "in" else _stages_for(folder, stages):
+            tested = run_test(model, folder, out / name / stage, stage=stage, size=size, empty=empty,
+                              batch_size=batch_size, device=device, progress=progress, tta=tta)
+            result.rows.append({**_row(name, stage, tested.summary), "domain": domain})
+    payload = {"model": label, "in_domain": in_domain, "settings": {"size": size, "empty": empty, "tta": tta},
+               "rows": result.rows}
+    atomic_write_text(out / "generalization.json", json.dumps(payload, indent=2, default=str) + "\n")
+    atomic_write_text(out / "generalization.md", result.to_markdown(label))
+    return result
