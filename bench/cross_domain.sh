@@ -45,7 +45,7 @@ score() {
   local other=bus; [ "$3" = bus ] && other=busi
   local extra=(); for item in $EXTRA; do extra+=(--data "$item"); done
   gmseg generalize --model "$1" --data "$3=$OUT/data/$3" --in-domain "$3" --data "$other=$OUT/data/$other" \
-    "${extra[@]}" --out "$2/generalization"
+    "${extra[@]}" --overwrite --out "$2/generalization"
 }
 
 # train_gms DATASET

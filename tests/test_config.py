@@ -75,3 +75,19 @@ def test_cli_reports_config_errors_without_a_traceback(tmp_path, capsys):
     assert main(["train", "--config", str(bad)]) == 2
     err = capsys.readouterr().err
     assert "train.epocs" in err and "Traceback" not in err
+
+
+def test_validation_fraction_zero_is_accepted():
+    assert config_from_dict({"data": {"val_fraction": 0}}).data.val_fraction == 0.0
+    with pytest.raises(ConfigError, match="data.val_fraction"):
+        config_from_dict({"data": {"val_fraction": 1.0}})
+
+
+def test_resume_config_check_names_the_frozen_keys_only():
+    from gmseg.config import check_resume_config
+
+    saved = config_from_dict({})
+    check_resume_config(saved, config_from_dict({}, ["train.epochs=2000", "data.root=elsewhere"]), "run")
+    changed = config_from_dict({}, ["model.ch_mult=[1,2]", "data.split=x.json"])
+    with pytest.raises(ConfigError, match=r"data\.split: None -> 'x\.json', model\.ch_mult: \[1, 2, 4, 4\] -> \[1, 2\]:"):
+        check_resume_config(saved, changed, "run")

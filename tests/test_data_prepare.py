@@ -129,7 +129,9 @@ def test_kvasir_instrument_layout_and_output_inside_raw(tmp_path: Path) -> None:
     out = raw / "prepared"  # output below raw must not be picked up on a re-run
     report = prepare_dataset("kvasir-instrument", tmp_path, out)
     _check_output(out, report, ids)
-    report = prepare_dataset("kvasir-instrument", tmp_path, out)
+    with pytest.raises(ConfigError, match="not empty"):  # a re-run never mixes into an existing dataset
+        prepare_dataset("kvasir-instrument", tmp_path, out)
+    report = prepare_dataset("kvasir-instrument", tmp_path, out, overwrite=True)
     _check_output(out, report, ids)
     assert not any("duplicate" in u for u in report.unmatched)
 

@@ -80,7 +80,7 @@ def test_summary_std_uses_ddof_1_and_finite_hd95_only() -> None:
     assert s["counts"]["n_hd95"] == 2
     one = summarize(rows[:1], "paper", size=224)
     assert math.isnan(one["metrics"]["dice"]["std"])  # undefined for a single image
-    assert one["settings"] == {"size": 224, "empty": "paper"}
+    assert one["settings"] == {"size": 224, "empty": "paper", "masks": "non-zero is foreground (JPEG: > half scale)"}
 
 
 # --------------------------------------------------------------------------- the paper's protocol
@@ -117,7 +117,9 @@ def test_size_224_paper_mode_reproduces_the_release(tmp_path: Path) -> None:
         gt_paths.append(save_mask(gt_dir / f"case_{i}.png", gt_arr))
         pred_paths.append(save_mask(pred_dir / f"case_{i}.png", pred))
 
-    result = evaluate_folders(pred_dir, gt_dir, names=names, size=224, empty="paper")
+    # The release reads graded masks at /255 >= 0.5: its protocol is that threshold (the default rule,
+    # any non-zero, reads 0/255 masks identically).
+    result = evaluate_folders(pred_dir, gt_dir, names=names, size=224, empty="paper", threshold=0.5)
     dices, ious = release_scores(pred_paths, gt_paths)
     assert [r["dice"] for r in result.rows] == dices  # exact, not approximate
     assert [r["iou"] for r in result.rows] == ious
@@ -129,7 +131,7 @@ def test_size_224_paper_mode_reproduces_the_release(tmp_path: Path) -> None:
     assert result.summary["settings"]["size"] == 224
     assert result.summary["counts"]["n_both_empty"] == 1
     # the same files in standard mode differ only by the both-empty image
-    std = evaluate_folders(pred_dir, gt_dir, names=names, size="224", empty="standard")
+    std = evaluate_folders(pred_dir, gt_dir, names=names, size="224", empty="standard", threshold=0.5)
     assert std.rows[4]["dice"] == 1.0
     assert [r["dice"] for i, r in enumerate(std.rows) if i != 4] == [d for i, d in enumerate(dices) if i != 4]
 
@@ -194,14 +196,15 @@ def test_other_input_errors(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="folder"):
         evaluate_folders(tmp_path / "nope", gt_dir)
     save_mask(pred_dir / "x.png", box((8, 8), 1, 1, 3, 3))
-    save_mask(gt_dir / "x.png", box((8, 8), 1, 1, 3, 3).astype(np.uint8))  # 0/1 values, not 0/255
+    save_mask(gt_dir / "x.png", box((8, 8), 1, 1, 3, 3).astype(np.uint8))  # 0/1 values: the mask rule reads them
     (pred_dir / "y.png").write_bytes(b"not a png")
     save_mask(gt_dir / "y.png", box((8, 8), 1, 1, 3, 3))
     with pytest.raises(DataError) as info:
         evaluate_folders(pred_dir, gt_dir, size=8)
     listed = " ".join(info.value.problems)
-    assert "x: cannot read ground truth" in listed and "0/255" in listed
+    assert "x:" not in listed
     assert "y: cannot read prediction" in listed
+    assert evaluate_folders(pred_dir, gt_dir, names=["x"], size=8).rows[0]["dice"] == 1.0
     with pytest.raises(ConfigError):
         evaluate_folders(pred_dir, gt_dir, empty="nope")
     for bad in ("big", 0, -3, True, 2.5):

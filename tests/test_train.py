@@ -17,7 +17,7 @@ from gmseg import train as train_module
 from gmseg.config import config_from_dict
 from gmseg.model import load_model
 from gmseg.synthetic import make_synthetic_dataset
-from gmseg.train import TrainingDivergedError, release_lr_factor, train
+from gmseg.train import TrainingDivergedError, checkpoint_epoch, release_lr_factor, train
 
 from conftest import BUSI, need
 
@@ -73,7 +73,7 @@ def test_loss_falls_and_run_folder_is_complete(tiny_data, tiny_vae_dir, tmp_path
     assert split["val"] and not set(split["val"]) & set(split["test"]) and not set(split["val"]) & set(split["train"])
     model = load_model(run_dir / "checkpoints" / "best")
     assert model.predict_proba(torch.zeros(1, 3, 32, 32)).shape == (1, 1, 32, 32)
-    assert (run_dir / "checkpoints" / "last").is_symlink()
+    assert (run_dir / "checkpoints" / "last").is_dir() and not (run_dir / "checkpoints" / "last").is_symlink()
 
 
 def interrupt_after_first_epoch(monkeypatch):
@@ -244,8 +244,8 @@ def test_nan_loss_stops_with_last_good_checkpoint(tiny_data, tiny_vae_dir, tmp_p
     config = config_from_dict(tiny_config(tiny_data, tiny_vae_dir, tmp_path, epochs=3))
     with pytest.raises(TrainingDivergedError, match=r"epoch 2, step 1") as error:
         train(config, run_dir=tmp_path / "run", progress=False)
-    last = (tmp_path / "run" / "checkpoints" / "last").resolve()
-    assert last.name == "epoch-0001" and str(last) in str(error.value)
+    last = tmp_path / "run" / "checkpoints" / "last"
+    assert checkpoint_epoch(last) == 1 and f"{last} (epoch 1)" in str(error.value)
     assert load_model(last).predict_proba(torch.zeros(1, 3, 32, 32)).isfinite().all()
 
 
@@ -265,7 +265,7 @@ def test_a_kill_while_saving_keeps_the_previous_checkpoint(tiny_data, tiny_vae_d
     with pytest.raises(KeyboardInterrupt):
         train(config, run_dir=tmp_path / "run", progress=False)
     last = tmp_path / "run" / "checkpoints" / "last"
-    assert last.resolve().name == "epoch-0001"
+    assert checkpoint_epoch(last) == 1
     load_model(last)  # still loadable
 
 
@@ -364,3 +364,214 @@ def test_ema_decay_must_be_below_one(tiny_data, tiny_vae_dir, tmp_path):
 
     with pytest.raises(ConfigError, match="ema_decay"):
         config_from_dict(tiny_config(tiny_data, tiny_vae_dir, tmp_path, ema_decay=1.0))
+
+
+# ---------------------------------------------------------------------------------------------- runs that break themselves
+def folder_bytes(folder: Path) -> dict[str, bytes]:
+    """Every file under ``folder`` (symlinks by their target), to compare a folder byte for byte."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def finished_run(tiny_data, tiny_vae_dir, tmp_path_factory) -> Path:
+    """A finished 2-epoch run; tests that change it copy it first."""
+    out = tmp_path_factory.mktemp("finished")
+    return train(config_from_dict(tiny_config(tiny_data, tiny_vae_dir, out)), run_dir=out / "run", progress=False)
+
+
+def copied_run(run: Path, tmp_path: Path) -> Path:
+    import shutil
+
+    return Path(shutil.copytree(run, tmp_path / "run", symlinks=True))
+
+
+def test_resume_refuses_an_architecture_override_and_writes_nothing(finished_run, tmp_path):
+    from gmseg.errors import ConfigError
+
+    run = copied_run(finished_run, tmp_path)
+    before = folder_bytes(run)
+    with pytest.raises(ConfigError, match=r"model\.ch: 16 -> 64"):
+        train(None, resume=run, overrides=["model.ch=64", "train.epochs=3"], progress=False)
+    assert folder_bytes(run) == before
+    # Variants: the input size (the weights' grid) and the split (split.json is reused) are frozen too.
+    with pytest.raises(ConfigError, match=r"data\.image_size: 32 -> 64"):
+        train(None, resume=run, overrides=["data.image_size=64"], progress=False)
+    with pytest.raises(ConfigError, match=r"data\.val_fraction: 0\.25 -> 0\.5"):
+        train(None, resume=run, overrides=["data.val_fraction=0.5"], progress=False)
+    assert folder_bytes(run) == before
+    train(None, resume=run, overrides=["train.epochs=3"], progress=False)  # the run is not broken
+    assert [int(r["epoch"]) for r in read_log(run)] == [1, 2, 3]
+
+
+def test_a_resume_that_fails_to_load_writes_nothing(tiny_data, tiny_vae_dir, tmp_path):
+    import shutil
+
+    from gmseg.errors import GmsegError
+
+    vae = Path(shutil.copytree(tiny_vae_dir, tmp_path / "vae"))
+    options = tiny_config(tiny_data, vae, tmp_path, epochs=1)
+    run = train(config_from_dict(options), run_dir=tmp_path / "run", progress=False)
+    before = folder_bytes(run)
+    shutil.rmtree(vae)  # the first stage moved away: the resume fails after reading the run
+    for _ in range(2):
+        with pytest.raises(GmsegError, match="First stage"):
+            train(None, resume=run, overrides=["train.epochs=2"], progress=False)
+    assert folder_bytes(run) == before  # config.yaml, split.json, run_info.json (one session) as they were
+    shutil.copytree(tiny_vae_dir, vae)
+    train(None, resume=run, overrides=["train.epochs=2"], progress=False)
+    assert len(json.loads((run / "run_info.json").read_text())) == 2
+
+
+def test_a_fresh_run_that_fails_before_its_first_checkpoint_leaves_no_folder(tiny_data, tiny_vae_dir, tmp_path,
+                                                                              monkeypatch):
+    from gmseg.errors import GmsegError
+    from gmseg.model import GMS
+
+    out = tmp_path / "runs"
+    with pytest.raises(GmsegError, match="First stage"):
+        train(config_from_dict(tiny_config(tiny_data, tmp_path / "no-vae", out)), progress=False)
+    assert not out.exists() or not any(out.iterdir())
+
+    def broken(self, *args, **kwargs):
+        raise RuntimeError("bad batch")
+
+    monkeypatch.setattr(GMS, "loss_from_latents", broken)
+    with pytest.raises(RuntimeError, match="bad batch"):  # fails in the first epoch, after the folder exists
+        train(config_from_dict(tiny_config(tiny_data, tiny_vae_dir, out)), progress=False)
+    assert not any(out.iterdir())
+    # Variant: a folder this call did not create (an empty --run-dir) is left in place.
+    given = tmp_path / "given"
+    given.mkdir()
+    with pytest.raises(RuntimeError, match="bad batch"):
+        train(config_from_dict(tiny_config(tiny_data, tiny_vae_dir, out)), run_dir=given, progress=False)
+    assert given.is_dir()
+
+
+def test_resuming_a_finished_run_says_so_and_changes_nothing(finished_run, tmp_path, capsys):
+    from gmseg.cli import main
+    from gmseg.errors import GmsegError
+
+    run = copied_run(finished_run, tmp_path)
+    before = folder_bytes(run)
+    assert main(["train", "--resume", str(run), "--no-progress"]) == 0
+    err = capsys.readouterr().err
+    assert "already trained 2 epochs" in err and str(run) in err and "--set train.epochs=N" in err
+    assert folder_bytes(run) == before
+    # Variant: --config beside --resume would be ignored; it is an error, in the CLI and in train().
+    assert main(["train", "--resume", str(run), "--config", str(run / "config.yaml")]) == 2
+    assert "--config and --resume" in capsys.readouterr().err
+    with pytest.raises(GmsegError, match="keeps its own"):
+        train(run / "config.yaml", resume=run, progress=False)
+    assert folder_bytes(run) == before
+
+
+def test_best_is_a_plain_folder_that_survives_a_copy(finished_run, tmp_path):
+    import shutil
+
+    run = copied_run(finished_run, tmp_path)
+    for name in ("best", "last"):
+        assert (run / "checkpoints" / name).is_dir() and not (run / "checkpoints" / name).is_symlink()
+    copy = Path(shutil.copytree(run / "checkpoints" / "best", tmp_path / "elsewhere", symlinks=True))
+    shutil.rmtree(run)
+    assert load_model(copy).predict_proba(torch.zeros(1, 3, 32, 32)).isfinite().all()
+
+
+def test_an_old_run_with_symlinked_checkpoints_still_resumes(finished_run, tmp_path):
+    import os
+
+    run = copied_run(finished_run, tmp_path)
+    checkpoints = run / "checkpoints"
+    best_epoch = checkpoint_epoch(checkpoints / "best")
+    # The layout runs had before: best and last symlinks into epoch-NNNN folders.
+    (checkpoints / "last").rename(checkpoints / "epoch-0002")
+    if best_epoch == 2:
+        import shutil
+
+        shutil.rmtree(checkpoints / "best")
+    else:
+        (checkpoints / "best").rename(checkpoints / f"epoch-{best_epoch:04d}")
+    os.symlink("epoch-0002", checkpoints / "last")
+    os.symlink(f"epoch-{best_epoch:04d}", checkpoints / "best")
+    train(None, resume=run, overrides=["train.epochs=3"], progress=False)
+    last = checkpoints / "last"
+    assert checkpoint_epoch(last) == 3 and last.is_dir() and not last.is_symlink()
+    # epoch-0002 went with the last link; the best link (until a better epoch replaces it) keeps its folder.
+    best = checkpoints / "best"
+    kept = {"best", "last"} | ({f"epoch-{best_epoch:04d}"} if best.is_symlink() else set())
+    assert {p.name for p in checkpoints.iterdir()} == kept
+    load_model(best)
+
+
+def test_a_kill_between_the_two_renames_of_a_swap_keeps_a_readable_checkpoint(tmp_path):
+    from gmseg.train import checkpoint_target, swap_in
+
+    checkpoints = tmp_path / "checkpoints"
+    (checkpoints / ".last.old").mkdir(parents=True)  # renamed aside, the new one not yet in place
+    assert checkpoint_target(checkpoints, "last") == checkpoints / ".last.old"
+    (tmp_path / "new").mkdir()
+    (tmp_path / "new" / "weights").write_text("new")
+    swap_in(tmp_path / "new", checkpoints / "last")
+    assert [p.name for p in checkpoints.iterdir()] == ["last"]
+    assert checkpoint_target(checkpoints, "last") == checkpoints / "last"
+
+
+def test_training_without_validation_keeps_the_last_epoch(tiny_data, tiny_vae_dir, tmp_path, capsys):
+    options = tiny_config(tiny_data, tiny_vae_dir, tmp_path, epochs=2)
+    options["data"]["val_fraction"] = 0
+    run = train(config_from_dict(options), run_dir=tmp_path / "run", progress=False)
+    assert "no validation set" in capsys.readouterr().err
+    split = json.loads((run / "split.json").read_text())
+    assert split["val"] == [] and len(split["train"]) == 12
+    assert checkpoint_epoch(run / "checkpoints" / "best") == checkpoint_epoch(run / "checkpoints" / "last") == 2
+    assert [r["val_dice"] for r in read_log(run)] == ["nan", "nan"]
+
+
+def test_validation_fraction_zero_carves_nothing_but_keeps_a_given_val():
+    from gmseg.data.splits import with_validation
+
+    split = {"train": ["a", "b", "c"], "test": ["d"]}
+    assert with_validation(split, 0.0) == {"train": ["a", "b", "c"], "val": [], "test": ["d"]}
+    given = {"train": ["a", "b"], "val": ["c"], "test": ["d"]}
+    assert with_validation(given, 0.0) == given
+
+
+def test_periodic_checkpoints_are_copied_atomically(tiny_data, tiny_vae_dir, tmp_path, monkeypatch):
+    import shutil
+
+    options = tiny_config(tiny_data, tiny_vae_dir, tmp_path, epochs=2, save_every=1)
+    run = train(config_from_dict(options), run_dir=tmp_path / "run", progress=False)
+    checkpoints = run / "checkpoints"
+    assert [checkpoint_epoch(checkpoints / f"periodic-{e:04d}") for e in (1, 2)] == [1, 2]
+    assert not [p.name for p in checkpoints.iterdir() if p.name.startswith(".")]
+    # Variant: a kill in the middle of the copy leaves no partial periodic folder behind.
+    original = shutil.copytree
+
+    def die_while_copying(source, destination, *args, **kwargs):
+        if "periodic-" in Path(destination).name:
+            Path(destination).mkdir()
+            shutil.copy(Path(source) / "config.json", destination)
+            raise KeyboardInterrupt("killed while copying")
+        return original(source, destination, *args, **kwargs)
+
+    monkeypatch.setattr(shutil, "copytree", die_while_copying)
+    with pytest.raises(KeyboardInterrupt):
+        train(config_from_dict(options), run_dir=tmp_path / "killed", progress=False)
+    assert not (tmp_path / "killed" / "checkpoints" / "periodic-0001").exists()
+    assert checkpoint_epoch(tmp_path / "killed" / "checkpoints" / "last") == 1
+
+
+def test_cuda_device_without_cuda_is_an_error(tiny_data, tiny_vae_dir, tmp_path, monkeypatch, capsys):
+    import yaml
+
+    from gmseg.cli import main
+    from gmseg.errors import GmsegError
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    options = tiny_config(tiny_data, tiny_vae_dir, tmp_path / "runs", device="cuda")
+    with pytest.raises(GmsegError, match=r"train\.device is 'cuda'.*train\.device=auto"):
+        train(config_from_dict(options), progress=False)
+    assert not (tmp_path / "runs").exists()
+    # Variant: the command line reports it as one message, exit status 2.
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(options))
+    assert main(["train", "--config", str(tmp_path / "c.yaml"), "--no-progress"]) == 2
+    assert "train.device" in capsys.readouterr().err

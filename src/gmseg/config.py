@@ -62,7 +62,7 @@ class TrainConfig:
     seed: int = 2333
     mixed_precision: str = "no"  # "no", "bf16", "fp16"
     gradient_accumulation_steps: int = 1
-    save_every: int = 0  # also keep checkpoints/epoch-NNNN every N epochs (0: never)
+    save_every: int = 0  # also keep checkpoints/periodic-NNNN every N epochs (0: never)
     # Schedule option: the first N epochs train the latent loss alone on cached, encoded augmented views
     # (no decoder in the loop), the rest add the Dice term. 0 reproduces the paper.
     latent_epochs: int = 0
@@ -221,6 +221,38 @@ def config_from_dict(data: dict[str, Any], overrides: list[str] | None = None) -
     config = build(Config, apply_overrides(dict(data or {}), overrides or []), "")
     check_ranges(config)
     return config
+
+
+# What a resumed run's checkpoint and split.json were made with. ``model.*`` and ``data.image_size`` shape
+# the weights; the run's split.json is reused, so data.split/val_fraction/protocol would be ignored
+# silently. data.root may move: the split's names are looked up (and checked) in the new root.
+RESUME_FROZEN = ("model", "data.image_size", "data.split", "data.val_fraction", "data.protocol")
+
+
+def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested sections as dotted keys, to compare two configs key by key."""
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def check_resume_config(saved: Config, new: Config, run: str | os.PathLike) -> None:
+    """Refuse, before anything is written, a resume that changes what the checkpoint depends on."""
+    old_values, new_values = flatten(saved.to_dict()), flatten(new.to_dict())
+    changed = [
+        f"{key}: {old_values[key]!r} -> {new_values[key]!r}"
+        for key in old_values
+        if old_values[key] != new_values[key] and any(key == f or key.startswith(f + ".") for f in RESUME_FROZEN)
+    ]
+    if changed:
+        raise ConfigError(
+            f"Cannot resume {run} with a changed {', '.join(changed)}: its checkpoint and split.json were "
+            "made with the old value(s). Start a new run (--config with the new values) instead."
+        )
 
 
 def load_config(path: str | os.PathLike | None, overrides: list[str] | None = None) -> Config:

@@ -6,8 +6,10 @@ Two resolutions are supported because they answer different questions:
 * ``size=224`` (an int) resizes both masks to size x size with PIL NEAREST first, as the GMS release's
   ``valid.py`` does; with ``empty="paper"`` this reproduces the paper's numbers exactly.
 
-Masks are loaded the way the release loads them (``PIL .convert("L")``, ``/ 255 >= threshold``) so
-both modes see the same pixels.
+Masks are read by the one mask rule every verb uses (:func:`gmseg.data.io.inspect_mask`: any non-zero
+pixel is foreground, JPEG at half scale), so ``prepare``, training and evaluation see the same lesion; for
+0/255 masks this is what the release's ``convert("L") / 255 >= 0.5`` gives. A ground-truth mask encoded
+unlike the rest of its folder, or soft, is reported in ``EvaluationResult.warnings``.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from gmseg.data.io import MaskReading, inspect_mask, odd_encodings
 from gmseg.errors import ConfigError, DataError
 from gmseg.fileio import atomic_write_text
 from gmseg.metrics import METRIC_KEYS, binary_metrics, check_empty_mode
@@ -42,6 +45,7 @@ class EvaluationResult:
 
     rows: list[dict] = field(default_factory=list)
     summary: dict = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
 
 
 def parse_size(size: int | str) -> int | str:
@@ -95,8 +99,8 @@ def summarize(
         "n_hd95": metrics["hd95"]["n"],
     }
     settings: dict = {"size": size, "empty": empty}
-    if threshold is not None:
-        settings["threshold"] = threshold
+    settings["masks"] = "non-zero is foreground (JPEG: > half scale)" if threshold is None else (
+        f"foreground > {threshold} of full scale")
     return {"metrics": metrics, "counts": counts, "settings": settings}
 
 
@@ -109,17 +113,13 @@ def evaluate_masks(
     return EvaluationResult(rows=rows, summary=summarize(rows, empty))
 
 
-def _load_mask(path: Path, size: int | str, threshold: float) -> np.ndarray:
-    """Load a mask exactly as the release does: L mode, optional NEAREST resize, /255 >= threshold."""
-    with Image.open(path) as img:
-        img = img.convert("L")
-        if size != "native":
-            img = img.resize((size, size), Image.NEAREST)
-        arr = np.asarray(img)
-    if threshold * 255 > 1 and arr.max(initial=0) == 1:
-        # 0/1-valued masks would silently become empty at any sensible threshold.
-        raise ValueError("values are 0/1 but 0/255 is expected; rescale the mask to 0/255")
-    return (arr / 255.0) >= threshold
+def _load_mask(path: Path, size: int | str, threshold: float | None) -> tuple[np.ndarray, MaskReading]:
+    """A mask by the one rule, then (for a fixed ``size``) PIL NEAREST resizing as the release does."""
+    reading = inspect_mask(path, threshold)
+    mask = reading.mask.astype(bool)
+    if size != "native":
+        mask = np.asarray(Image.fromarray(reading.mask * np.uint8(255)).resize((size, size), Image.NEAREST)) > 0
+    return mask, reading
 
 
 def _image_size(path: Path) -> tuple[int, int]:
@@ -142,7 +142,7 @@ def evaluate_folders(
     names: list[str] | None = None,
     size: int | str = "native",
     empty: str = "standard",
-    threshold: float = 0.5,
+    threshold: float | None = None,
 ) -> EvaluationResult:
     """Score ``pred_dir/NAME.png`` against ``gt_dir/NAME.<image suffix>`` for each name.
 
@@ -154,8 +154,8 @@ def evaluate_folders(
 
     check_empty_mode(empty)
     size = parse_size(size)
-    if not 0.0 < float(threshold) <= 1.0:
-        raise ConfigError(f"threshold must be in (0, 1], got {threshold!r}")
+    if threshold is not None and not 0.0 <= float(threshold) < 1.0:
+        raise ConfigError(f"threshold must be in [0, 1) or None (the mask rule), got {threshold!r}")
     pred_dir, gt_dir = Path(pred_dir), Path(gt_dir)
     mask_dir = gt_dir / "masks" if (gt_dir / "masks").is_dir() else gt_dir
 
@@ -209,21 +209,26 @@ def evaluate_folders(
         )
 
     rows = []
+    readings: dict[str, MaskReading] = {}
     for name, pred_path, gt_path in todo:
         try:
-            pred = _load_mask(pred_path, size, threshold)
-        except (OSError, ValueError) as exc:
+            pred, _ = _load_mask(pred_path, size, threshold)
+        except (OSError, ValueError, DataError) as exc:
             problems.append(f"{name}: cannot read prediction {pred_path}: {exc}")
             continue
         try:
-            gt = _load_mask(gt_path, size, threshold)
-        except (OSError, ValueError) as exc:
+            gt, readings[str(gt_path)] = _load_mask(gt_path, size, threshold)
+        except (OSError, ValueError, DataError) as exc:
             problems.append(f"{name}: cannot read ground truth {gt_path}: {exc}")
             continue
         rows.append({"name": name, **binary_metrics(pred, gt, empty)})
     if problems:
         raise DataError(f"cannot evaluate {pred_dir}: {len(problems)} unreadable file(s)", problems)
-    return EvaluationResult(rows=rows, summary=summarize(rows, empty, size=size, threshold=threshold))
+    warnings = odd_encodings({p: r.encoding for p, r in readings.items()})
+    warnings += [f"{p}: soft ground truth ({r.levels} grey levels) binarised at > 0" for p, r in readings.items()
+                 if r.soft and threshold is None]
+    summary = summarize(rows, empty, size=size, threshold=threshold)
+    return EvaluationResult(rows=rows, summary=summary, warnings=warnings)
 
 
 def _json_safe(obj):
@@ -285,6 +290,7 @@ def run_evaluate(
     stage: str = "test",
     size: int | str = "native",
     empty: str = "standard",
+    threshold: float | None = None,
 ) -> EvaluationResult:
     """What ``gmseg evaluate`` runs: names from the split file's ``stage`` (if given), score, write.
 
@@ -298,6 +304,6 @@ def run_evaluate(
         if stage not in stages:
             raise ConfigError(f"split file {split} has no stage {stage!r}; it has {sorted(stages)}")
         names = list(stages[stage])
-    result = evaluate_folders(pred_dir, gt_dir, names=names, size=size, empty=empty)
+    result = evaluate_folders(pred_dir, gt_dir, names=names, size=size, empty=empty, threshold=threshold)
     write_results(result, pred_dir if out_dir is None else out_dir)
     return result

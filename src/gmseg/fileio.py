@@ -29,9 +29,17 @@ def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], object]) -
             write(handle)
         os.replace(temp, path)
     except BaseException:
-        temp.unlink(missing_ok=True)
+        _discard(temp)
         raise
     return path
+
+
+def _discard(temp: Path) -> None:
+    """Remove a temporary file; a failure here must never hide the error that caused the cleanup."""
+    try:
+        temp.unlink(missing_ok=True)
+    except OSError:
+        pass
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
@@ -45,8 +53,16 @@ def atomic_save_file(path: str | os.PathLike, save: Callable[[str], object]) -> 
     temp = temporary_sibling(path)
     try:
         save(str(temp))
+        honour_umask(temp)
         os.replace(temp, path)
     except BaseException:
-        temp.unlink(missing_ok=True)
+        _discard(temp)
         raise
     return path
+
+
+def honour_umask(path: str | os.PathLike) -> None:
+    """Give a file written by a library the permissions an ordinary ``open`` would (safetensors uses 0600)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    os.chmod(path, 0o666 & ~mask)

@@ -209,6 +209,10 @@ def find_taesd_files(folder: Path) -> tuple[Path, Path] | None:
 def _load_diffusers(spec: FirstStageSource, local_files_only: bool = False) -> FirstStage:
     from diffusers import AutoencoderKL, AutoencoderTiny
 
+    if spec.kind == "hub" and not local_files_only:
+        from .hub import hub_reachable
+
+        local_files_only = not hub_reachable()  # offline: the local cache or a clear error, no retries
     kwargs: dict[str, Any] = {"local_files_only": local_files_only}
     if spec.subfolder:
         kwargs["subfolder"] = spec.subfolder

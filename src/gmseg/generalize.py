@@ -92,6 +92,7 @@ def run_generalize(
     tta: bool = False,
     progress: bool = True,
     in_domain: str | None = None,
+    overwrite: bool = False,
 ) -> GeneralizationResult:
     """Test ``model`` on each dataset's ``stages`` (default: test and all) and write the table.
 
@@ -119,7 +120,8 @@ def run_generalize(
         domain = "in" if name == in_domain else ("cross" if in_domain else "")
         for stage in ["test"] if domain == "in" else _stages_for(folder, stages):
             tested = run_test(model, folder, out / name / stage, stage=stage, size=size, empty=empty,
-                              batch_size=batch_size, device=device, progress=progress, tta=tta)
+                              batch_size=batch_size, device=device, progress=progress, tta=tta,
+                              overwrite=overwrite)
             result.rows.append({**_row(name, stage, tested.summary), "domain": domain})
     payload = {"model": label, "in_domain": in_domain, "settings": {"size": size, "empty": empty, "tta": tta},
                "rows": result.rows}

@@ -9,7 +9,9 @@ folder format: ``config.json`` (mapping architecture, how to obtain the first st
 
 from __future__ import annotations
 
+import json
 import os
+import re
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -21,6 +23,7 @@ from torch import nn
 
 from .errors import CheckpointError, ConfigError
 from .first_stage import DEFAULT_VAE, FirstStage, identify_source, load_first_stage
+from .hub import hub_reachable
 from .mapping import LatentMappingModel
 
 WEIGHTS_NAME = "model.safetensors"
@@ -47,11 +50,41 @@ class GMSConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> GMSConfig:
+        if not isinstance(data, dict):
+            raise ConfigError(f"a GMS config must be a JSON object, got {type(data).__name__}")
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known - {"gmseg_version"})
         if unknown:
             raise ConfigError(f"Unknown GMS config keys {unknown}; valid keys: {sorted(known)}")
-        return cls(**{k: v for k, v in data.items() if k in known})
+        config = cls(**{k: v for k, v in data.items() if k in known})
+        config.check()
+        return config
+
+    def check(self) -> None:
+        """Types and ranges, checked where a config enters (a hand-edited config.json, say)."""
+
+        def number(value: Any) -> bool:
+            return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+        problems = []
+        if not (isinstance(self.image_size, int) and not isinstance(self.image_size, bool)
+                and self.image_size >= 8 and self.image_size % 8 == 0):
+            problems.append(f"image_size must be a positive multiple of 8, got {self.image_size!r}")
+        for key in ("threshold", "noise_probability"):
+            value = getattr(self, key)
+            if not (number(value) and 0.0 <= value <= 1.0):
+                problems.append(f"{key} must be a number in [0, 1], got {value!r}")
+        for key in ("rec_weight", "dice_weight"):
+            if not (number(getattr(self, key)) and getattr(self, key) >= 0):
+                problems.append(f"{key} must be a non-negative number, got {getattr(self, key)!r}")
+        if not isinstance(self.mapping, dict) or not isinstance(self.first_stage, dict):
+            problems.append("mapping and first_stage must be JSON objects")
+        for key in ("supervised_levels", "dice_levels"):
+            value = getattr(self, key)
+            if value is not None and not (isinstance(value, list) and all(isinstance(v, str) for v in value)):
+                problems.append(f"{key} must be a list of level names, got {value!r}")
+        if problems:
+            raise ConfigError("invalid GMS config: " + "; ".join(problems))
 
     def to_dict(self) -> dict[str, Any]:
         from . import __version__
@@ -211,7 +244,10 @@ class GMS(nn.Module, PyTorchModelHubMixin, library_name="gmseg", tags=["medical-
         from safetensors.torch import save_model
 
         # save_model de-duplicates the PReLU weights the release registers under two names.
-        save_model(self.mapping, str(Path(save_directory) / WEIGHTS_NAME), metadata={"format": "pt"})
+        from .fileio import atomic_save_file
+
+        atomic_save_file(Path(save_directory) / WEIGHTS_NAME,
+                         lambda name: save_model(self.mapping, name, metadata={"format": "pt"}))
 
     @classmethod
     def _from_pretrained(  # type: ignore[override]
@@ -277,6 +313,28 @@ def mask_to_image(mask: torch.Tensor) -> torch.Tensor:
     return (2.0 * mask - 1.0).expand(-1, 3, -1, -1)
 
 
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+def read_model_config(folder: Path) -> dict[str, Any]:
+    """``config.json`` of a model folder, with an error naming the file and what is wrong with it."""
+    path = folder / "config.json"
+    if not path.is_file():
+        raise CheckpointError(
+            f"{folder} is not a gmseg model folder (expected config.json and model.safetensors). Create one "
+            "with 'gmseg train' or 'gmseg import-official'."
+        )
+    try:
+        config = json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        raise CheckpointError(f"{path} is not valid JSON ({error}); restore it from the run's checkpoints.") from error
+    try:
+        GMSConfig.from_dict(config)
+    except (ConfigError, TypeError) as error:
+        raise ConfigError(f"{path}: {error}") from error
+    return config
+
+
 def load_model(path: str | os.PathLike, first_stage: FirstStage | None = None, **kwargs: Any) -> Any:
     """A model folder as a model: a U-Net baseline run folder, else ``GMS.from_pretrained`` (with an error
     naming the path when it is neither)."""
@@ -286,19 +344,22 @@ def load_model(path: str | os.PathLike, first_stage: FirstStage | None = None, *
 
         if is_unet_folder(path_text):
             return load_unet_model(path_text)
-    if (os.path.isdir(path_text) and not os.path.isfile(os.path.join(path_text, "config.json"))) or (
-        not os.path.isdir(path_text) and (os.path.exists(path_text) or path_text.startswith((".", "/", "~")))
-    ):
+        read_model_config(Path(path_text))  # a clear error for a missing or broken config.json
+    elif os.path.exists(path_text) or not HUB_ID.match(path_text):
+        why = "it is a file" if os.path.exists(path_text) else "it does not exist, and is not a Hub id (owner/name)"
         raise CheckpointError(
-            f"{path_text} is not a gmseg model folder (expected config.json and model.safetensors). Create one "
-            "with 'gmseg train' or 'gmseg import-official'."
+            f"{path_text} is not a gmseg model folder ({why}); a model folder holds config.json and "
+            "model.safetensors, or is a U-Net run folder. Create one with 'gmseg train' or 'gmseg import-official'."
         )
+    elif not hub_reachable():
+        kwargs["local_files_only"] = True  # offline: the Hub cache, or the error below without retries
     try:
         return GMS.from_pretrained(path_text, first_stage_module=first_stage, **kwargs)
     except (OSError, ValueError) as error:  # Hub errors (offline, unknown repo) derive from these
         if isinstance(error, CheckpointError | ConfigError):
             raise
         raise CheckpointError(
-            f"Could not get the model {path_text!r} from the Hugging Face Hub ({type(error).__name__}: "
-            f"{str(error).splitlines()[0] if str(error) else ''}). Pass a local model folder instead."
+            f"{path_text!r} is not a local folder, and the Hugging Face Hub could not provide it "
+            f"({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}). Check the path, or "
+            "pass a local model folder."
         ) from error

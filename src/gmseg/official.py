@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from .errors import CheckpointError
+from .errors import CheckpointError, ConfigError
 from .first_stage import load_first_stage, load_state_dict_safely
 from .model import GMS, GMSConfig
 
@@ -23,6 +23,11 @@ def read_release_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """The mapping model's weights from a release checkpoint (``{"model": ...}`` or a bare state dict)."""
     loaded = load_state_dict_safely(path)
     state = loaded.get("model", loaded)
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CheckpointError(
+            f"{path} holds a {type(state).__name__} under 'model', not the mapping model's state dict "
+            "(expected the release's best_model.pth: {'model': {name: tensor}})."
+        )
     state = {k.removeprefix("module."): v for k, v in state.items()}  # saved from DataParallel
     if "input_blocks.weight" not in state:
         raise CheckpointError(
@@ -53,6 +58,8 @@ def import_official(
     include_first_stage: bool = False,
 ) -> GMS:
     """Build a GMS model from the release's files; save it as a model folder when ``out_dir`` is given."""
+    if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 8 or image_size % 8:
+        raise ConfigError(f"--image-size must be a positive multiple of 8 (the autoencoder's factor), got {image_size}")
     state = read_release_state_dict(lmm_path)
     first_stage = load_first_stage(vae, vae_config)
     config = GMSConfig(mapping=infer_mapping_config(state), image_size=image_size)

@@ -9,19 +9,18 @@ folder of thousands doesn't cost the run.
 from __future__ import annotations
 
 import os
-import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from .errors import DataError, GmsegError
-from .model import GMS
 
 
 @dataclass
@@ -46,12 +45,14 @@ def collect_inputs(inputs: str | os.PathLike | Sequence[str | os.PathLike]) -> l
     """Expand folders into their image files (sorted); keep explicitly named files as given."""
     from .data.io import IMAGE_SUFFIXES
 
+    from .data.io import is_image_file
+
     items = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
     files: list[Path] = []
     for item in items:
         path = Path(item)
-        if path.is_dir():
-            files += sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        if path.is_dir():  # hidden files (macOS ._name.png) are skipped, as prepare skips them
+            files += sorted(p for p in path.iterdir() if p.is_file() and is_image_file(p))
         else:
             files.append(path)  # missing files are reported per file by the reader
     if not files:
@@ -59,10 +60,55 @@ def collect_inputs(inputs: str | os.PathLike | Sequence[str | os.PathLike]) -> l
     return files
 
 
+OUTPUT_SUFFIXES = (".png", ".prob.npy", ".overlay.png")
+
+
+def check_outputs(files: Sequence[Path], output: Path, overwrite: bool, protected: Sequence[Path] = ()) -> None:
+    """Refuse, before anything is written, every way predict could destroy or misreport a file.
+
+    The output folder may not hold an input image or be a ``protected`` folder (e.g. the ground truth);
+    two inputs may not share a stem (one mask would overwrite the other); and existing outputs are
+    replaced only with ``overwrite``.
+    """
+    out = output.resolve()
+    if output.exists() and not output.is_dir():
+        raise GmsegError(f"--output {output} is an existing file, not a folder; choose another path.")
+    for folder in protected:
+        if Path(folder).resolve() == out:
+            raise GmsegError(f"--output {output} is the ground-truth folder {folder}: masks would be written over "
+                             "it; choose another output folder.")
+    inside = [f for f in files if f.resolve().parent == out]
+    if inside:
+        raise GmsegError(f"--output {output} holds the input image {inside[0]}: predicted masks would be written "
+                         "over the inputs; choose another output folder.")
+    stems: dict[str, Path] = {}
+    for path in files:
+        if path.stem in stems and stems[path.stem] != path:
+            raise GmsegError(f"inputs {stems[path.stem]} and {path} share the name {path.stem!r}: both would write "
+                             f"{output / path.stem}.png; rename one or predict them into separate folders.")
+        stems[path.stem] = path
+    if overwrite or not output.is_dir():
+        return
+    existing = [output / f"{stem}{suffix}" for stem in stems for suffix in OUTPUT_SUFFIXES
+                if (output / f"{stem}{suffix}").exists()]
+    if existing:
+        raise GmsegError(f"{len(existing)} output file(s) already exist in {output}, e.g. {existing[0]}; pass "
+                         "--overwrite to replace them, or choose an empty output folder.")
+
+
 def pick_device(device: str = "auto") -> torch.device:
+    """'auto', 'cpu', 'cuda' or 'cuda:N', checked here so a wrong value fails before any work."""
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    try:
+        chosen = torch.device(device)
+    except (RuntimeError, TypeError) as error:
+        raise GmsegError(f"unknown device {device!r}; use 'auto', 'cpu' or 'cuda'.") from error
+    if chosen.type == "cuda" and not torch.cuda.is_available():
+        raise GmsegError(f"device {device!r} was asked for but no CUDA device is available; use 'auto' or 'cpu'.")
+    if chosen.type not in ("cpu", "cuda"):
+        raise GmsegError(f"device {device!r} is not supported; use 'auto', 'cpu' or 'cuda'.")
+    return chosen
 
 
 def image_to_tensor(image: np.ndarray, size: int) -> torch.Tensor:
@@ -91,14 +137,10 @@ def batched(items: Sequence[Path], size: int) -> Iterator[Sequence[Path]]:
 
 
 def save_npy_atomic(path: Path, array: np.ndarray) -> None:
-    handle, temp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as stream:  # a file object: np.save would append ".npy" to a name
-            np.save(stream, array)
-        os.replace(temp, path)
-    finally:
-        if os.path.exists(temp):
-            os.remove(temp)
+    """np.save into a file object (a name would get ".npy" appended), through the one atomic writer."""
+    from .fileio import atomic_write
+
+    atomic_write(path, lambda stream: np.save(stream, array))
 
 
 #: ``precision`` values of :func:`make_predictor` / ``gmseg predict --precision``.
@@ -127,7 +169,7 @@ def mirror_averaged(predict: Callable[[torch.Tensor], torch.Tensor]) -> Callable
 
 
 def make_predictor(
-    model: GMS,
+    model: Any,
     device: str | torch.device = "auto",
     *,
     precision: str = "fp32",
@@ -216,7 +258,7 @@ def read_batches(
 
 
 def predict_files(
-    model: GMS,
+    model: Any,
     inputs: str | os.PathLike | Sequence[str | os.PathLike],
     output_dir: str | os.PathLike,
     *,
@@ -230,6 +272,7 @@ def predict_files(
     channels_last: bool = False,
     compile: bool = False,
     tta: bool = False,
+    overwrite: bool = False,
 ) -> PredictionReport:
     """Predict every input image and write its mask (and optionally probabilities / overlay).
 
@@ -243,8 +286,9 @@ def predict_files(
 
     files = collect_inputs(inputs)
     output = Path(output_dir)
-    output.mkdir(parents=True, exist_ok=True)
     torch_device = pick_device(device)
+    check_outputs(files, output, overwrite, protected=[Path(gt_dir)] if gt_dir is not None else [])
+    output.mkdir(parents=True, exist_ok=True)
     predict = make_predictor(
         model, torch_device, precision=precision, channels_last=channels_last, compile=compile, tta=tta
     )

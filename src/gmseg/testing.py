@@ -60,6 +60,8 @@ def run_test(
     device: str = "auto",
     progress: bool = True,
     tta: bool = False,
+    mask_threshold: float | None = None,
+    overwrite: bool = False,
 ) -> EvaluationResult:
     """Predict into ``out/predictions``, write ``metrics.csv``, ``summary.json`` and ``report.png``.
 
@@ -83,7 +85,8 @@ def run_test(
         inputs = [find_file(images_dir, n) for n in names]
     predictions = out_dir / "predictions"
     report = predict_files(
-        model, inputs, predictions, batch_size=batch_size, device=device, progress=progress, tta=tta
+        model, inputs, predictions, batch_size=batch_size, device=device, progress=progress, tta=tta,
+        overwrite=overwrite,
     )
     if not report.ok:
         raise GmsegError(report.summary())
@@ -99,7 +102,8 @@ def run_test(
 
         split_file = out_dir / "tested_names.json"
         save_split({"test": names}, split_file)
-    result = run_evaluate(predictions, data_dir, out_dir=out_dir, split=split_file, stage="test", size=size, empty=empty)
+    result = run_evaluate(predictions, data_dir, out_dir=out_dir, split=split_file, stage="test", size=size, empty=empty,
+                          threshold=mask_threshold)
     write_report(result, images_dir, predictions, data_dir, out_dir / "report.png")
     return result
 

@@ -18,6 +18,7 @@ import math
 import os
 import random
 import shutil
+import sys
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -29,7 +30,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from .config import Config, load_config
+from .config import Config, check_resume_config, load_config
 from .errors import CheckpointError, GmsegError
 from .fileio import atomic_write_text
 from .data.dataset import item_seed
@@ -195,18 +196,40 @@ def new_run_dir(config: Config) -> Path:
     return run_dir
 
 
-def swap_link(link: Path, target_name: str) -> None:
-    """Point ``link`` at ``target_name`` atomically (rename of a fresh symlink over the old one)."""
-    temp = link.with_name(f".{link.name}.tmp-{os.getpid()}")
-    if temp.is_symlink() or temp.exists():
-        temp.unlink()
-    temp.symlink_to(target_name)
-    os.replace(temp, link)
+def remove_path(path: Path) -> None:
+    """Remove a folder, or a symlink (an old run's ``best``/``last``) without following it."""
+    if path.is_symlink():
+        path.unlink()
+    elif path.exists():
+        shutil.rmtree(path)
+
+
+def swap_in(temp: Path, final: Path) -> None:
+    """Move the complete folder ``temp`` to ``final`` by rename, replacing what was there.
+
+    A folder cannot be renamed over a non-empty one, so the old one is first renamed aside to
+    ``.NAME.old``; if a kill falls between the two renames, :func:`checkpoint_target` reads that one.
+    """
+    aside = final.with_name(f".{final.name}.old")
+    if final.is_symlink() or final.exists():
+        remove_path(aside)
+        os.replace(final, aside)
+    os.replace(temp, final)
+    remove_path(aside)
 
 
 def checkpoint_target(checkpoints: Path, name: str) -> Path | None:
-    link = checkpoints / name
-    return link.resolve() if link.exists() else None
+    """The folder ``checkpoints/name`` (a real folder, or an old run's symlink), or the one a kill
+    mid-swap left aside; None when there is neither."""
+    for candidate in (checkpoints / name, checkpoints / f".{name}.old"):
+        if candidate.exists():
+            return candidate
+    return None
+
+
+def checkpoint_epoch(folder: Path) -> int:
+    """The number of epochs the checkpoint in ``folder`` had completed."""
+    return int(load_training_state(folder)["run_state"]["epoch"])
 
 
 def save_checkpoint(
@@ -218,16 +241,15 @@ def save_checkpoint(
     names: list[str],
     extra_state: dict[str, Any] | None = None,
 ) -> Path:
-    """Write a complete model folder under a temporary name, then repoint ``names`` (last/best/...) at it.
+    """Write a complete model folder under a temporary name, then rename it to each of ``names`` in turn
+    (a copy for all but the last name), so that each is a plain, self-contained folder.
 
-    A kill before the final rename leaves the previous links and folders untouched; folders no link
-    points at any more are removed afterwards. ``extra_state`` joins the resume state (the EMA's).
+    A kill before a rename leaves that name's previous folder untouched. ``extra_state`` joins the resume
+    state (the EMA's). Returns the folder of the last name.
     """
     checkpoints.mkdir(parents=True, exist_ok=True)
-    folder_name = f"epoch-{state.epoch:04d}"
-    temp = checkpoints / f".{folder_name}.tmp"
-    if temp.exists():
-        shutil.rmtree(temp)
+    temp = checkpoints / f".epoch-{state.epoch:04d}.tmp"
+    remove_path(temp)
     model.save_pretrained(temp)
     torch.save(
         {
@@ -239,17 +261,26 @@ def save_checkpoint(
         },
         temp / STATE_NAME,
     )
-    final = checkpoints / folder_name
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(temp, final)
-    for name in names:
-        swap_link(checkpoints / name, folder_name)
+    for name in names[:-1]:
+        copy = checkpoints / f".{name}.tmp"
+        remove_path(copy)
+        shutil.copytree(temp, copy)
+        swap_in(copy, checkpoints / name)
+    swap_in(temp, checkpoints / names[-1])
     remove_unreferenced(checkpoints)
-    return final
+    return checkpoints / names[-1]
+
+
+def copy_checkpoint(source: Path, final: Path) -> None:
+    """Copy a checkpoint folder to ``final`` via a temporary sibling, so ``final`` is never partial."""
+    temp = final.with_name(f".{final.name}.tmp")
+    remove_path(temp)
+    shutil.copytree(source, temp)
+    swap_in(temp, final)
 
 
 def remove_unreferenced(checkpoints: Path) -> None:
+    """Drop an old run's ``epoch-NNNN`` folders once no symlink points at them any more."""
     keep = {p.resolve() for p in checkpoints.iterdir() if p.is_symlink()}
     for folder in checkpoints.glob("epoch-*"):
         if folder.resolve() not in keep:
@@ -334,6 +365,9 @@ class Trainer:
         from accelerate import Accelerator
         from accelerate.utils import DataLoaderConfiguration, broadcast_object_list
 
+        if config.train.device == "cuda" and not torch.cuda.is_available():
+            raise GmsegError("train.device is 'cuda' but no CUDA device is available; use --set train.device=auto "
+                             "(or cpu) to train on the CPU.")
         self.config = config
         self.progress = progress
         cpu = config.train.device == "cpu" or (config.train.device == "auto" and not torch.cuda.is_available())
@@ -349,12 +383,15 @@ class Trainer:
         self.run_dir = Path(chosen[0])
         self.checkpoints = self.run_dir / "checkpoints"
         self.resume = resume is not None
+        self.created = not self.resume and not self.run_dir.exists()  # only then may a failure remove it
 
     @property
     def is_main(self) -> bool:
         return self.accelerator.is_main_process
 
     def setup(self) -> None:
+        """Build everything (and restore the checkpoint on resume) before writing anything to the run
+        folder, so a run that fails here leaves a resumed folder as it was and creates no fresh one."""
         from .data.dataset import check_dataset
         from .data.splits import load_split, save_split
         from .first_stage import load_first_stage
@@ -368,12 +405,6 @@ class Trainer:
             raise GmsegError("The split has no training names.")
         # Find every broken file now, not at epoch 37.
         check_dataset(config.data.root, sorted(set(self.split["train"]) | set(self.split.get("val", []))))
-        if self.is_main:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            config.save(self.run_dir / "config.yaml")
-            save_split(self.split, self.run_dir / "split.json")
-            write_run_info(self.run_dir, accelerator)
-        accelerator.wait_for_everyone()
 
         torch.manual_seed(config.train.seed)
         first_stage = load_first_stage(config.model.vae, config.model.vae_config)
@@ -398,6 +429,8 @@ class Trainer:
         self.ema = None
         if self.resume:
             self.restore()
+            if self.finished:
+                return  # fit() says so; nothing more to build, nothing to write
         else:
             self.ema = make_ema(self.model.mapping.parameters(), config.train.ema_decay)
 
@@ -422,6 +455,20 @@ class Trainer:
             self.mapping = torch.compile(self.mapping)
         self.val_cache = self.encode_validation() if val_names else []
         self.latent_cache: dict[str, torch.Tensor] | None = None
+        if self.is_main:
+            if not val_names:
+                print(f"{self.run_dir}: no validation set (data.val_fraction=0): checkpoints/best will be the "
+                      "last epoch.", file=sys.stderr)
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            config.save(self.run_dir / "config.yaml")
+            save_split(self.split, self.run_dir / "split.json")
+            write_run_info(self.run_dir, accelerator)
+        accelerator.wait_for_everyone()
+
+    @property
+    def finished(self) -> bool:
+        """A resumed run that has already trained ``train.epochs`` epochs."""
+        return self.resume and self.state.epoch >= self.config.train.epochs
 
     def restore(self) -> None:
         last = checkpoint_target(self.checkpoints, "last")
@@ -485,7 +532,8 @@ class Trainer:
         bad = torch.tensor([0.0 if torch.isfinite(loss).item() else 1.0], device=self.accelerator.device)
         if self.accelerator.reduce(bad, reduction="sum").item() > 0:
             last = checkpoint_target(self.checkpoints, "last")
-            kept = f"the last good checkpoint is {last}" if last else "no checkpoint had been written yet"
+            kept = f"the last good checkpoint is {last} (epoch {self.state.epoch})" if last else (
+                "no checkpoint had been written yet")
             raise TrainingDivergedError(
                 f"Loss became {loss.item()} at epoch {epoch + 1}, step {step + 1}; training stopped and "
                 f"{kept}. Lower train.lr or try train.mixed_precision=no."
@@ -620,10 +668,25 @@ class Trainer:
         return self.cached_full_epoch if self.config.train.cached_full_loss else self.full_epoch
 
     def fit(self) -> Path:
-        from tqdm.auto import tqdm
+        """Train; a fresh run that fails before its first checkpoint removes the folder it created: nothing
+        in it could be resumed."""
+        try:
+            return self.train_epochs()
+        except BaseException:
+            if self.is_main and self.created and checkpoint_target(self.checkpoints, "last") is None:
+                shutil.rmtree(self.run_dir, ignore_errors=True)
+            raise
 
+    def train_epochs(self) -> Path:
+        """Set up, then train the epochs left; a finished run only says so (resuming it is no error)."""
         self.setup()
         config = self.config
+        if self.finished:
+            if self.is_main:
+                print(f"{self.run_dir} has already trained {self.state.epoch} epochs (train.epochs="
+                      f"{config.train.epochs}): nothing to do. To train longer: gmseg train --resume "
+                      f"{self.run_dir} --set train.epochs=N (N > {self.state.epoch}).", file=sys.stderr)
+            return self.run_dir
         writer = None
         log = None
         if self.is_main:
@@ -631,6 +694,19 @@ class Trainer:
 
             writer = SummaryWriter(str(self.run_dir / "tensorboard"))
             log = EpochLog(self.run_dir / "train_log.csv", keep_epochs=self.state.epoch)
+        try:
+            self.run_loop(log, writer)
+        finally:
+            if writer is not None:
+                writer.close()
+        self.accelerator.end_training()
+        return self.run_dir
+
+    def run_loop(self, log: EpochLog | None, writer: Any) -> None:
+        """The epochs from the restored state to ``train.epochs``."""
+        from tqdm.auto import tqdm
+
+        config = self.config
         self.mapping.train()
         epochs = tqdm(
             range(self.state.epoch, config.train.epochs),
@@ -651,10 +727,6 @@ class Trainer:
             extra_state = ema_checkpoint_state(self.ema, self.model.mapping) if self.is_main else {}
             with averaged_weights(self.ema, self.model.mapping.parameters()):
                 self.end_epoch(epoch, started, lr, metrics, extra_state, log, writer, epochs)
-        if writer is not None:
-            writer.close()
-        self.accelerator.end_training()
-        return self.run_dir
 
     def end_epoch(
         self,
@@ -675,7 +747,7 @@ class Trainer:
         if improved:
             self.state.best_metric, self.state.best_epoch = (val_dice if self.val_cache else -1.0), epoch + 1
         row = {"epoch": epoch + 1, "lr": lr, **metrics, "val_dice": val_dice, "val_iou": val_iou}
-        names = ["last"] + (["best"] if improved else [])
+        names = (["best"] if improved else []) + ["last"]  # last at the end: its state then names the best
         self.accelerator.wait_for_everyone()
         if self.is_main:
             # Log first: a resume drops log rows newer than its checkpoint, never the reverse.
@@ -685,7 +757,7 @@ class Trainer:
                             extra_state=extra_state)
             every = self.config.train.save_every
             if every and (epoch + 1) % every == 0:
-                shutil.copytree(self.checkpoints / "last", self.checkpoints / f"periodic-{epoch + 1:04d}", dirs_exist_ok=True)
+                copy_checkpoint(self.checkpoints / "last", self.checkpoints / f"periodic-{epoch + 1:04d}")
             for key, value in row.items():
                 if key != "epoch" and isinstance(value, float) and math.isfinite(value):
                     writer.add_scalar(f"train/{key}", value, epoch + 1)
@@ -700,13 +772,18 @@ def train(
     run_dir: str | os.PathLike | None = None,
     progress: bool = True,
 ) -> Path:
-    """Train GMS; returns the run folder. ``resume`` continues a run folder from ``checkpoints/last``."""
+    """Train GMS; returns the run folder. ``resume`` continues a run folder from ``checkpoints/last`` with
+    its own config.yaml (``overrides`` on top; see :func:`check_resume_config` for what they may not change)."""
     if resume is not None:
         resume = Path(resume)
+        if config is not None:
+            raise GmsegError(f"A resumed run keeps its own {resume / 'config.yaml'}: give no config beside resume "
+                             "(change settings with overrides, --set KEY=VALUE).")
         saved = resume / "config.yaml"
         if not saved.is_file():
             raise GmsegError(f"{resume} is not a run folder (no config.yaml): cannot resume it.")
         config = load_config(saved, overrides)
+        check_resume_config(load_config(saved), config, resume)
     elif not isinstance(config, Config):
         config = load_config(config, overrides)
     if resume is None and run_dir is not None and Path(run_dir).exists() and any(Path(run_dir).iterdir()):

@@ -8,6 +8,7 @@ file, because a traceback from deep inside Pillow does not tell a user which of 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,8 @@ from gmseg.fileio import atomic_write
 
 __all__ = [
     "IMAGE_SUFFIXES",
+    "MaskReading",
+    "inspect_mask",
     "find_file",
     "index_folder",
     "read_image",
@@ -109,11 +112,24 @@ def read_size(path: str | os.PathLike[str]) -> tuple[int, int]:
         raise DataError(f"cannot read {path}", [f"{path}: {type(exc).__name__}: {exc}; {_FIX_HINT}"]) from exc
 
 
-def _to_uint8(data: np.ndarray) -> np.ndarray:
+_BIT_DEPTHS = (8, 10, 12, 14, 16)
+LOSSY_SUFFIXES: tuple[str, ...] = (".jpg", ".jpeg")
+
+
+def bit_depth(hi: float) -> int:
+    """The smallest common sensor bit depth (8, 10, 12, 14, 16) whose range holds ``hi``.
+
+    12-bit data stored in 16-bit PNGs would come out nearly black divided by 257.
+    """
+    return next(b for b in _BIT_DEPTHS if hi <= 2**b - 1)
+
+
+def _to_uint8(data: np.ndarray, notes: list[str] | None = None, path: Path | None = None) -> np.ndarray:
     """Scale high-bit-depth or float pixel data to uint8.
 
-    16-bit data is divided by 257 (65535 -> 255), a fixed scale so the same raw intensity means the same
-    thing in every image; float data in [0, 1] is multiplied by 255; anything else is min-max scaled
+    Integer data up to 16 bits is divided by the full scale of its bit depth (:func:`bit_depth`: 4095 for
+    12-bit data stored in 16 bits), so a raw intensity means the same within one depth; what was done is
+    appended to ``notes``. Float data in [0, 1] is multiplied by 255; anything else is min-max scaled
     because there is no defined full range to divide by.
     """
     if data.dtype == np.uint8:
@@ -123,7 +139,11 @@ def _to_uint8(data: np.ndarray) -> np.ndarray:
     x = data.astype(np.float64)
     lo, hi = (float(x.min()), float(x.max())) if x.size else (0.0, 0.0)
     if np.issubdtype(data.dtype, np.integer) and lo >= 0 and hi <= 65535:
-        scaled = x / 257.0
+        depth = max(bit_depth(hi), 8)
+        scaled = x / ((2**depth - 1) / 255.0)
+        if notes is not None:
+            notes.append(f"{path}: {data.dtype} pixels up to {int(hi)} read as {depth}-bit data "
+                         f"(divided by {(2**depth - 1) / 255.0:.4g})")
     elif np.issubdtype(data.dtype, np.floating) and lo >= 0 and hi <= 1.0:
         scaled = x * 255.0
     elif lo >= 0 and hi <= 255:
@@ -133,11 +153,12 @@ def _to_uint8(data: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
 
 
-def read_image(path: str | os.PathLike[str]) -> np.ndarray:
+def read_image(path: str | os.PathLike[str], notes: list[str] | None = None) -> np.ndarray:
     """Read any supported image as an (H, W, 3) uint8 RGB array.
 
     Gray, palette, LA/RGBA (alpha dropped, not composited: alpha carries no anatomy), CMYK/YCbCr, 16-bit
-    and float images all end as RGB, because the autoencoder takes 3-channel input.
+    and float images all end as RGB, because the autoencoder takes 3-channel input. How high-bit-depth
+    data was scaled is appended to ``notes``.
     """
     path = Path(path)
     img = _open(path, "image")
@@ -154,7 +175,7 @@ def read_image(path: str | os.PathLike[str]) -> np.ndarray:
         elif mode in ("P", "PA"):
             arr = np.asarray(img.convert("RGBA"))[..., :3]
         elif mode.startswith("I") or mode == "F":
-            gray = _to_uint8(np.asarray(img))
+            gray = _to_uint8(np.asarray(img), notes, path)
             arr = np.repeat(gray[..., None], 3, axis=2)
         else:  # CMYK, YCbCr, LAB, HSV ...
             arr = np.asarray(img.convert("RGB"))
@@ -202,32 +223,103 @@ def _mask_data(img: Image.Image) -> tuple[np.ndarray, float, np.ndarray | None]:
     return np.asarray(img.convert("RGB")), 255.0, None
 
 
-def read_mask(path: str | os.PathLike[str], threshold: float | None = None) -> np.ndarray:
-    """Read a mask as an (H, W) uint8 array in {0, 1}.
+SOFT_LEVELS = 16
+"""A mask with more distinct non-zero values than this looks soft (resized, blurred, a probability map)."""
 
-    By default any non-zero pixel (any channel, for colour masks) is foreground, which is right for 0/1,
-    0/255 and instance-label masks. For lossy masks (JPEG) pass ``threshold`` (fraction of the dtype's
-    full scale, e.g. 0.5): foreground is then ``value > threshold * max``, so compression noise at
-    edges is not counted as lesion. Alpha is ignored, except when the colour channels are all background
-    and alpha varies: some annotation tools draw the mask only into the alpha channel.
+
+@dataclass
+class MaskReading:
+    """A mask read by the one rule, with what a folder check needs: how the file encodes it."""
+
+    mask: np.ndarray  # (H, W) uint8 in {0, 1}
+    encoding: str  # e.g. "L 0/255", "RGB colour", "1-bit", "L 0/1"
+    levels: int  # distinct non-zero values (1 for a clean binary mask)
+
+    @property
+    def soft(self) -> bool:
+        return self.levels > SOFT_LEVELS
+
+
+def default_mask_threshold(path: Path) -> float | None:
+    """JPEG masks carry compression noise around edges: count only pixels above half scale."""
+    return 0.5 if path.suffix.lower() in LOSSY_SUFFIXES else None
+
+
+def _encoding(mode: str, data: np.ndarray, full_scale: float) -> tuple[str, int]:
+    if data.ndim == 3:
+        values = np.unique(data.reshape(-1, data.shape[-1]), axis=0)
+        nonzero = values[np.any(values != 0, axis=1)]
+    else:
+        values = np.unique(data)
+        nonzero = values[values != 0]
+    if data.ndim == 3 and mode in ("RGB", "RGBA", "RGBa", "P", "PA"):
+        if len(nonzero) and all(v[0] == v[1] == v[2] for v in nonzero):
+            return _encoding("L", data[..., 0], full_scale)
+        return f"{mode} colour", len(nonzero)
+    if len(nonzero) == 1 and float(np.ravel(nonzero[0])[0]) == full_scale:
+        return "binary", 1  # 0 and full scale: 1-bit, 8-bit 0/255 and 16-bit 0/65535 alike
+    if len(nonzero) == 1:
+        return f"{mode} 0/{np.ravel(nonzero[0])[0]:g}", 1
+    if not len(nonzero):
+        return f"{mode} empty", 0
+    return (f"{mode} labels" if len(nonzero) <= SOFT_LEVELS else f"{mode} soft"), len(nonzero)
+
+
+def inspect_mask(path: str | os.PathLike[str], threshold: float | None = None) -> MaskReading:
+    """Read a mask by the one rule every verb uses (prepare, training, evaluation, reports).
+
+    The rule: any non-zero pixel (any channel, for colour masks) is foreground, which is right for 0/1,
+    0/255, coloured and instance-label masks. Lossy files (JPEG) are thresholded at half of full scale,
+    so compression noise at edges is not lesion; ``threshold`` (a fraction of full scale) overrides that,
+    e.g. for soft masks: foreground is then ``value > threshold * full scale``. Alpha is ignored, except
+    when the colour channels are all background and alpha varies: some annotation tools draw the mask
+    only into the alpha channel.
     """
     path = Path(path)
     if threshold is not None and not 0.0 <= float(threshold) <= 1.0:
         raise ValueError(f"mask threshold must lie in [0, 1], got {threshold}")
     img = _open(path, "mask")
+    mode = img.mode
     try:
         data, full_scale, alpha = _mask_data(img)
     except (OSError, ValueError) as exc:
         raise DataError(f"cannot read mask {path}", [f"{path}: {exc}; {_FIX_HINT}"]) from exc
     finally:
         img.close()
+    if threshold is None:
+        threshold = default_mask_threshold(path)
     fraction = 0.0 if threshold is None else float(threshold)
     fg = data > fraction * full_scale
     if fg.ndim == 3:
         fg = fg.any(axis=2)
+    if path.suffix.lower() in LOSSY_SUFFIXES:
+        encoding, levels = "lossy", 1  # compression noise is expected; the threshold handles it
+    else:
+        encoding, levels = _encoding(mode, data, full_scale)
     if alpha is not None and not fg.any() and alpha.size and alpha.min() != alpha.max():
         fg = alpha > fraction * 255.0
-    return fg.astype(np.uint8)
+        encoding, levels = f"{mode} alpha", len(np.unique(alpha[alpha > 0]))
+    return MaskReading(fg.astype(np.uint8), encoding, levels)
+
+
+def read_mask(path: str | os.PathLike[str], threshold: float | None = None) -> np.ndarray:
+    """An (H, W) uint8 mask in {0, 1} by the rule of :func:`inspect_mask`."""
+    return inspect_mask(path, threshold).mask
+
+
+def odd_encodings(readings: dict[str, str]) -> list[str]:
+    """Files whose encoding differs from the folder's most common one, e.g. one 0/100 mask among 0/255.
+
+    ``readings`` maps file -> encoding; empty masks carry no encoding and are not compared.
+    """
+    from collections import Counter
+
+    counts = Counter(e for e in readings.values() if not e.endswith(" empty"))
+    if len(counts) < 2:
+        return []
+    usual = counts.most_common(1)[0][0]
+    return [f"{f}: encoded as {e!r}, unlike the folder's usual {usual!r}" for f, e in readings.items()
+            if e != usual and not e.endswith(" empty")]
 
 
 def _atomic_save(img: Image.Image, path: Path) -> None:

@@ -4,9 +4,10 @@ Output, for every source: ``out/images/NAME.png`` (RGB), ``out/masks/NAME.png`` 
 ``out/split.json``. Names follow the paper's split files (e.g. ``benign_1``, ``testA_1``,
 ``ISIC_0024306``), so the release's splits apply unchanged.
 
-Nothing is written unless every pair is readable and image/mask sizes agree; each PNG is written under a
-temporary name and renamed, and split.json is written last, so an interrupted run never leaves a dataset
-that looks complete but is not.
+Nothing is written unless every pair is readable and image/mask sizes agree. The dataset is written into a
+hidden sibling folder and renamed into place when complete, so an interrupted or failed run leaves the
+previous state untouched; a non-empty ``out`` is replaced only with ``overwrite``, and an input folder inside
+``out`` is always refused. Masks are read by the one rule of :func:`gmseg.data.io.inspect_mask`.
 """
 
 from __future__ import annotations
@@ -21,9 +22,12 @@ import numpy as np
 
 from gmseg.data.io import (
     IMAGE_SUFFIXES,
+    SOFT_LEVELS,
+    MaskReading,
+    inspect_mask,
     is_image_file,
+    odd_encodings,
     read_image,
-    read_mask,
     read_size,
     write_image_png,
     write_mask_png,
@@ -32,8 +36,6 @@ from gmseg.data.splits import load_split, random_split, save_split
 from gmseg.errors import ConfigError, DataError
 
 __all__ = ["DATASETS", "PrepareReport", "prepare_dataset", "prepare_folders"]
-
-_LOSSY_SUFFIXES = (".jpg", ".jpeg")
 
 
 @dataclass
@@ -46,6 +48,7 @@ class PrepareReport:
     split_counts: dict[str, int]
     unmatched: list[str] = field(default_factory=list)
     duplicates: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
         """A few human-readable lines: counts, split sizes and (the first) unmatched entries."""
@@ -59,6 +62,9 @@ class PrepareReport:
         if self.duplicates:
             lines.append(f"{len(self.duplicates)} group(s) of identical images (all kept, check them):")
             lines += [f"  - {d}" for d in self.duplicates]
+        if self.notes:
+            lines.append("notes:")
+            lines += [f"  - {n}" for n in self.notes]
         return "\n".join(lines)
 
 
@@ -276,9 +282,46 @@ DATASETS: dict[str, _Collector] = {
 # ------------------------------------------------------------------------------------------- conversion
 
 
-def _mask_threshold(path: Path) -> float | None:
-    """JPEG masks carry compression noise around edges: count only pixels above half scale."""
-    return 0.5 if path.suffix.lower() in _LOSSY_SUFFIXES else None
+def check_output_folder(out: Path, inputs: Iterable[Path], overwrite: bool) -> None:
+    """Refuse an output that would write over or mix with inputs, or replace a folder without --overwrite.
+
+    An input folder equal to or inside ``out`` is refused even with ``overwrite`` (replacing ``out``
+    would delete it); ``out`` inside a raw download is fine, the walk skips it.
+    """
+    target = out.resolve()
+    for folder in inputs:
+        if _under(folder, target):
+            raise ConfigError(f"output folder {out} contains the input folder {folder}: preparing there would "
+                              "write over the originals; choose an --out outside the inputs")
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} is an existing file, not a folder; choose another path")
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise ConfigError(f"output folder {out} is not empty: choose a new folder, or pass --overwrite to "
+                          "replace it whole (its old files are removed once the new dataset is complete)")
+
+
+def _swap_in(staging: Path, out: Path) -> None:
+    """Put the complete dataset in place by renames, so ``out`` is never a mix of old and new files."""
+    import shutil
+
+    old = out.parent / f".{out.name}.old-{os.getpid()}"
+    if out.exists():
+        os.replace(out, old)
+    os.replace(staging, out)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _mask_notes(masks: dict[str, MaskReading]) -> list[str]:
+    """Warnings a user should see before training: soft masks and masks encoded unlike their folder."""
+    soft = [str(p) for p, r in masks.items() if r.soft]
+    notes = []
+    if soft:
+        notes.append(f"{len(soft)} mask(s) have more than {SOFT_LEVELS} grey levels (resized, blurred or "
+                     "probability maps?) and were binarised at > 0, which inflates lesions; set "
+                     "--mask-threshold (e.g. 0.5) if that is wrong: " + ", ".join(soft[:10])
+                     + (" ..." if len(soft) > 10 else ""))
+    notes += odd_encodings({p: r.encoding for p, r in masks.items()})
+    return notes
 
 
 def _convert(
@@ -290,6 +333,7 @@ def _convert(
     test_fraction: float,
     seed: int,
     source: Path,
+    mask_threshold: float | None = None,
 ) -> PrepareReport:
     if not pairs:
         raise DataError(f"no {dataset} image/mask pairs found under {source}",
@@ -318,34 +362,57 @@ def _convert(
     duplicate_names = {n for group in duplicate_groups for n in group}
     duplicate_masks: dict[str, np.ndarray] = {}
 
-    for pair in pairs:
-        try:
-            image = read_image(pair.image)
-            mask = np.zeros(image.shape[:2], dtype=np.uint8)
-            for path in pair.masks:
-                mask |= read_mask(path, _mask_threshold(path))
-        except DataError as exc:
-            problems += exc.problems
-            continue
-        write_image_png(out / "images" / f"{pair.name}.png", image)
-        write_mask_png(out / "masks" / f"{pair.name}.png", mask)
-        if pair.name in duplicate_names:
-            duplicate_masks[pair.name] = mask
-    if problems:
-        raise DataError(f"{dataset}: {len(problems)} file(s) could not be decoded; split.json not written",
-                        problems)
+    import shutil
 
-    names = sorted(p.name for p in pairs)
-    if loaded_split is None:
-        final = random_split(names, test_fraction=test_fraction, seed=seed)
-    else:
-        have = set(names)
-        final = {k: [n for n in v if n in have] for k, v in loaded_split.items()}
-        for k, v in loaded_split.items():
-            unmatched += [f"{n} (in split '{k}' of {split}, no image/mask found)" for n in v if n not in have]
-    save_split(final, out / "split.json")
+    from tqdm.auto import tqdm
+
+    staging = out.parent / f".{out.name}.prepare-{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    notes: list[str] = []
+    readings: dict[str, MaskReading] = {}
+    try:
+        for pair in tqdm(pairs, desc=f"prepare {dataset}", unit="pair", leave=False):
+            try:
+                image = read_image(pair.image, notes)
+                mask = np.zeros(image.shape[:2], dtype=np.uint8)
+                for path in pair.masks:
+                    reading = inspect_mask(path, mask_threshold)
+                    readings[str(path)] = reading
+                    mask |= reading.mask
+            except DataError as exc:
+                problems += exc.problems
+                continue
+            write_image_png(staging / "images" / f"{pair.name}.png", image)
+            write_mask_png(staging / "masks" / f"{pair.name}.png", mask)
+            if pair.name in duplicate_names:
+                duplicate_masks[pair.name] = mask
+        if problems:
+            raise DataError(f"{dataset}: {len(problems)} file(s) could not be decoded; nothing was written",
+                            problems)
+        names = sorted(p.name for p in pairs)
+        if loaded_split is None:
+            final = random_split(names, test_fraction=test_fraction, seed=seed)
+        else:
+            have = set(names)
+            final = {k: [n for n in v if n in have] for k, v in loaded_split.items()}
+            for k, v in loaded_split.items():
+                unmatched += [f"{n} (in split '{k}' of {split}, no image/mask found)" for n in v if n not in have]
+        save_split(final, staging / "split.json")
+        _swap_in(staging, out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
     duplicates = _describe_duplicates(duplicate_groups, duplicate_masks, final)
-    return PrepareReport(dataset, out, len(pairs), {k: len(v) for k, v in final.items()}, unmatched, duplicates)
+    notes = _summarise_depth_notes(notes) + _mask_notes(readings)
+    return PrepareReport(dataset, out, len(pairs), {k: len(v) for k, v in final.items()}, unmatched, duplicates,
+                         notes)
+
+
+def _summarise_depth_notes(notes: list[str]) -> list[str]:
+    """One line per kind of bit-depth scaling instead of one per image."""
+    if len(notes) <= 3:
+        return notes
+    return [f"{len(notes)} high-bit-depth images were scaled by their bit depth, e.g. {notes[0]}"]
 
 
 def _identical_images(pairs: list[_Pair]) -> list[list[str]]:
@@ -393,20 +460,25 @@ def prepare_dataset(
     split: str | os.PathLike[str] | None = None,
     test_fraction: float = 0.2,
     seed: int = 0,
+    mask_threshold: float | None = None,
+    overwrite: bool = False,
 ) -> PrepareReport:
     """Convert the public dataset ``name`` from its download folder ``raw`` into ``out``.
 
     ``split``: the release's .pkl or a .json; names without data are reported in ``unmatched``.
-    Without it a seeded random train/test split is made.
+    Without it a seeded random train/test split is made. ``mask_threshold`` (fraction of full scale)
+    replaces the mask rule's "non-zero is lesion" (see :func:`gmseg.data.io.inspect_mask`); ``overwrite``
+    lets a complete new dataset replace a non-empty ``out``.
     """
     key = str(name).lower()
     if key not in DATASETS:
         raise ConfigError(f"unknown dataset {name!r}; valid names: {sorted(DATASETS)}")
     raw_dir = _existing_dir(raw, "raw dataset")
     out_dir = Path(out)
+    check_output_folder(out_dir, [raw_dir], overwrite)
     unmatched: list[str] = []
     pairs = DATASETS[key](raw_dir, out_dir.resolve(), unmatched)
-    return _convert(key, pairs, unmatched, out_dir, split, test_fraction, seed, raw_dir)
+    return _convert(key, pairs, unmatched, out_dir, split, test_fraction, seed, raw_dir, mask_threshold)
 
 
 def prepare_folders(
@@ -417,6 +489,8 @@ def prepare_folders(
     split: str | os.PathLike[str] | None = None,
     test_fraction: float = 0.2,
     seed: int = 0,
+    mask_threshold: float | None = None,
+    overwrite: bool = False,
 ) -> PrepareReport:
     """Convert a user's own image and mask folders, paired by stem (mask stem = image stem + mask_suffix).
 
@@ -425,6 +499,7 @@ def prepare_folders(
     """
     image_dir = _existing_dir(images, "images")
     mask_dir = _existing_dir(masks, "masks")
+    check_output_folder(Path(out), [image_dir, mask_dir], overwrite)
     same = image_dir.resolve() == mask_dir.resolve()
     if same and not mask_suffix:
         raise ConfigError(
@@ -449,4 +524,4 @@ def prepare_folders(
     image_index = _index(image_files, image_key, unmatched)
     mask_index = _index(mask_files, mask_key, unmatched)
     pairs = _pair(image_index, mask_index, unmatched)
-    return _convert("folders", pairs, unmatched, Path(out), split, test_fraction, seed, image_dir)
+    return _convert("folders", pairs, unmatched, Path(out), split, test_fraction, seed, image_dir, mask_threshold)

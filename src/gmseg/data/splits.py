@@ -12,7 +12,6 @@ import json
 import os
 import pickle
 import random
-import uuid
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -134,15 +133,9 @@ def load_split(path: str | os.PathLike[str]) -> dict[str, list[str]]:
 def save_split(split: Mapping[str, Iterable[str]], path: str | os.PathLike[str]) -> None:
     """Write a split as JSON (atomically: temp file + rename), keys in train/val/test order."""
     clean = validate_split({k: list(v) for k, v in split.items()}, "split to save")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
-    try:
-        tmp.write_text(json.dumps(clean, indent=2) + "\n", encoding="utf-8")
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    from gmseg.fileio import atomic_write_text
+
+    atomic_write_text(path, json.dumps(clean, indent=2) + "\n")
 
 
 def _check_fraction(value: float, what: str) -> float:
@@ -170,6 +163,7 @@ def with_validation(
     ``standard``: keep an existing val; otherwise move a seeded random ``fraction`` of train to val, so
     checkpoint selection never sees test images. ``paper``: val = test, train unchanged: this is what
     the release did (it selects checkpoints on the test split), offered only to reproduce its numbers.
+    ``fraction`` 0 carves nothing: val is empty unless the split already has one.
     """
     if protocol not in PROTOCOLS:
         raise ConfigError(f"unknown validation protocol {protocol!r}; valid: {list(PROTOCOLS)}")
@@ -178,6 +172,9 @@ def with_validation(
         if "test" not in out:
             raise ConfigError("the 'paper' validation protocol needs a split with a 'test' list")
         out["val"] = list(out["test"])
+        return {k: out[k] for k in SPLIT_KEYS if k in out}
+    if fraction == 0:  # no validation wanted: the trainer then keeps the last epoch
+        out.setdefault("val", [])
         return {k: out[k] for k in SPLIT_KEYS if k in out}
     fraction = _check_fraction(fraction, "validation fraction")
     if "val" in out:
