@@ -326,3 +326,20 @@ def test_output_files_respect_the_umask(model_dir, dataset, tmp_path):
         os.umask(old)
     for path in (out / "c0.prob.npy", out / "c0.png", tmp_path / "copy" / "model.safetensors"):
         assert path.stat().st_mode & 0o777 == 0o644, path
+
+
+def test_long_silent_steps_show_progress(dataset, tmp_path, tiny_vae_dir, capsys):
+    prepare_folders(dataset / "images", dataset / "masks", tmp_path / "p")
+    assert "prepare folders" in capsys.readouterr().err
+    from gmseg.config import config_from_dict
+    from gmseg.train import Trainer
+
+    config = config_from_dict({
+        "name": "bar", "data": {"root": str(tmp_path / "p"), "image_size": S, "val_fraction": 0.25},
+        "model": {"vae": str(tiny_vae_dir), "ch": 16, "ch_mult": [1, 2, 2]},
+        "train": {"epochs": 1, "latent_epochs": 1, "latent_views": 1, "batch_size": 2, "warmup_epochs": 0,
+                  "output_dir": str(tmp_path / "runs")},
+    })
+    Trainer(config, progress=True).fit()
+    err = capsys.readouterr().err
+    assert "encode latent views" in err and "encode validation" in err

@@ -497,8 +497,11 @@ class Trainer:
     @torch.no_grad()
     def encode_validation(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """Validation is not augmented and the first stage is frozen: encode once, reuse every epoch."""
+        from tqdm.auto import tqdm
+
         cache = []
-        for batch in self.val_loader:
+        for batch in tqdm(self.val_loader, desc="encode validation", unit="batch", leave=False,
+                          disable=not (self.progress and self.is_main)):
             latent, _ = self.model.first_stage.encode(batch["image"] * 2 - 1)
             cache.append((list(batch["name"]), latent, batch["mask"]))
         return cache
@@ -588,8 +591,12 @@ class Trainer:
         cache is used (``train.latent_dihedral``), and no image is only ever seen distorted.
         With ``train.cached_full_loss`` the views' masks are kept too (as bytes), for the Dice term.
         Returned as one tensor per key, views one after another, so epochs index it without copying."""
+        from tqdm.auto import tqdm
+
         cache = []
         clean = make_dataset(self.config, self.split["train"], augment=False)
+        bar = tqdm(total=self.config.train.latent_views * len(clean), desc="encode latent views", unit="img",
+                   leave=False, disable=not (self.progress and self.is_main))
         for view in range(self.config.train.latent_views):
             # Views use epochs -1, -2, ... so they never coincide with a full epoch's augmentation.
             self.train_set.epoch = -(view + 1)
@@ -604,6 +611,8 @@ class Trainer:
                 if self.config.train.cached_full_loss:
                     entry["pixels"] = (batch["mask"] > 0.5).to(torch.uint8)
                 cache.append(entry)
+                bar.update(len(batch["image"]))
+        bar.close()
         return {key: torch.cat([entry[key] for entry in cache]) for key in cache[0]}
 
     def cached_batches(self, epoch: int) -> Iterator[tuple[int, int, dict[str, torch.Tensor]]]:
