@@ -41,10 +41,20 @@ def main() -> None:
     gms = load_model(Path(gms_run["run"]) / "checkpoints" / "best")
     unet_info = load(args.out / "unet" / "run_info.json")
     rows = [
-        row("GMS-TAESD", load(args.out / "gms" / "summary.json"), count_parameters(gms.mapping),
-            gms_run["training_minutes"], load(args.out / "gms" / "timing.json")["seconds_per_image"]),
-        row("MONAI U-Net", load(args.out / "unet" / "test" / "summary.json"), unet_info["trainable_parameters"],
-            unet_info["training_seconds"] / 60, unet_info["test_seconds_per_image"]),
+        row(
+            "GMS-TAESD",
+            load(args.out / "gms" / "summary.json"),
+            count_parameters(gms.mapping),
+            gms_run["training_minutes"],
+            load(args.out / "gms" / "timing.json")["seconds_per_image"],
+        ),
+        row(
+            "MONAI U-Net",
+            load(args.out / "unet" / "test" / "summary.json"),
+            unet_info["trainable_parameters"],
+            unet_info["training_seconds"] / 60,
+            unet_info["test_seconds_per_image"],
+        ),
     ]
     result = {
         "date": time.strftime("%Y-%m-%d"),
@@ -55,10 +65,15 @@ def main() -> None:
         "paper_gms_sd2": PAPER,
     }
     (args.out / "busi_quality.json").write_text(json.dumps(result, indent=2))
-    lines = ["| model | Dice | IoU | HD95 (px) | trainable params | training min | inference s/img |",
-             "|---|---|---|---|---|---|---|"]
-    lines += [f"| {r['model']} | {r['dice']:.2f} | {r['iou']:.2f} | {r['hd95']:.1f} | {r['trainable_parameters']:,} | "
-              f"{r['training_minutes']:.1f} | {r['inference_seconds_per_image']:.3f} |" for r in rows]
+    lines = [
+        "| model | Dice | IoU | HD95 (px) | trainable params | training min | inference s/img |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {r['model']} | {r['dice']:.2f} | {r['iou']:.2f} | {r['hd95']:.1f} | {r['trainable_parameters']:,} | "
+        f"{r['training_minutes']:.1f} | {r['inference_seconds_per_image']:.3f} |"
+        for r in rows
+    ]
     lines.append(f"| GMS, SD-2 VAE (paper) | {PAPER['dice']} | {PAPER['iou']} | – | 1,565,000 | – | – |")
     # Written next to the JSON so the Markdown never lags the figures it is made from.
     (args.out / "table.md").write_text("\n".join(lines) + "\n")

@@ -85,6 +85,7 @@ VARIANTS: dict[str, dict] = {
     "gmseg+channels_last+bf16": {"channels_last": True, "precision": "bf16"},
 }
 
+
 def build_first_stage(name: str, seed: int = 0) -> tuple[FirstStage, str]:
     """``sd-vae`` (random SD-VAE architecture), ``taesd`` (real weights when present), ``tiny-kl``."""
     from diffusers import AutoencoderKL, AutoencoderTiny
@@ -148,8 +149,9 @@ class ReleaseMappingModel(LatentMappingModel):
 
     @classmethod
     def from_gmseg(cls, mapping: LatentMappingModel) -> ReleaseMappingModel:
-        release = cls(in_channels=mapping.in_channels, out_channels=mapping.out_channels, ch=mapping.ch,
-                      ch_mult=mapping.ch_mult)
+        release = cls(
+            in_channels=mapping.in_channels, out_channels=mapping.out_channels, ch=mapping.ch, ch_mult=mapping.ch_mult
+        )
         release.load_state_dict(mapping.state_dict(), strict=True)
         return release.to(next(mapping.parameters()).device)
 
@@ -170,8 +172,9 @@ def release_decode(first_stage: FirstStage, latent: torch.Tensor) -> torch.Tenso
 
 
 @torch.no_grad()
-def release_predict(first_stage: FirstStage, mapping: ReleaseMappingModel, images: torch.Tensor,
-                    masks: torch.Tensor) -> torch.Tensor:
+def release_predict(
+    first_stage: FirstStage, mapping: ReleaseMappingModel, images: torch.Tensor, masks: torch.Tensor
+) -> torch.Tensor:
     """The release's validation loop (``valid.py``): batch 1, mask encoded too, all heads, ``out`` decoded."""
     probabilities = []
     for index in range(images.shape[0]):
@@ -186,8 +189,13 @@ def release_predict(first_stage: FirstStage, mapping: ReleaseMappingModel, image
     return torch.cat(probabilities)
 
 
-def release_losses(model: GMS, mapping: ReleaseMappingModel, image: torch.Tensor, mask: torch.Tensor,
-                   generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+def release_losses(
+    model: GMS,
+    mapping: ReleaseMappingModel,
+    image: torch.Tensor,
+    mask: torch.Tensor,
+    generator: torch.Generator | None = None,
+) -> dict[str, torch.Tensor]:
     """The release's training loss: two encoder calls, all heads, three decoder calls with gradients."""
     first_stage, config = model.first_stage, model.gms_config
     image_mean, image_logvar = release_encode(first_stage, image)  # frozen weights: no graph is recorded
@@ -201,8 +209,9 @@ def release_losses(model: GMS, mapping: ReleaseMappingModel, image: torch.Tensor
 
 
 @torch.no_grad()
-def release_validate(model: GMS, mapping: ReleaseMappingModel, images: torch.Tensor, masks: torch.Tensor,
-                     batch_size: int) -> float:
+def release_validate(
+    model: GMS, mapping: ReleaseMappingModel, images: torch.Tensor, masks: torch.Tensor, batch_size: int
+) -> float:
     """Validation inside the release's training epoch: everything re-encoded; soft Dice per batch."""
     first_stage, config = model.first_stage, model.gms_config
     mapping.eval()
@@ -233,8 +242,14 @@ def autocast_context(device: torch.device | str, precision: str = "fp32") -> Any
     return nullcontext()
 
 
-def gmseg_losses(model: GMS, mapping: torch.nn.Module, image: torch.Tensor, mask: torch.Tensor,
-                 generator: torch.Generator | None = None, precision: str = "fp32") -> dict[str, torch.Tensor]:
+def gmseg_losses(
+    model: GMS,
+    mapping: torch.nn.Module,
+    image: torch.Tensor,
+    mask: torch.Tensor,
+    generator: torch.Generator | None = None,
+    precision: str = "fp32",
+) -> dict[str, torch.Tensor]:
     """gmseg's training loss, with the calls of ``Trainer.full_epoch``: one encoder call for image + mask,
     only the supervised heads, the supervised levels decoded as one batch (``GMS.loss_from_latents``)."""
     levels = model.gms_config.supervised_levels
@@ -246,8 +261,9 @@ def gmseg_losses(model: GMS, mapping: torch.nn.Module, image: torch.Tensor, mask
 
 
 @torch.no_grad()
-def gmseg_encode_validation(model: GMS, images: torch.Tensor, masks: torch.Tensor,
-                            batch_size: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+def gmseg_encode_validation(
+    model: GMS, images: torch.Tensor, masks: torch.Tensor, batch_size: int
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """``Trainer.encode_validation``: validation latents, encoded once per run."""
     return [
         (model.first_stage.encode(images[start : start + batch_size])[0], masks[start : start + batch_size])
@@ -256,8 +272,9 @@ def gmseg_encode_validation(model: GMS, images: torch.Tensor, masks: torch.Tenso
 
 
 @torch.no_grad()
-def gmseg_validate(model: GMS, mapping: torch.nn.Module, cache: list[tuple[torch.Tensor, torch.Tensor]],
-                   precision: str = "fp32") -> float:
+def gmseg_validate(
+    model: GMS, mapping: torch.nn.Module, cache: list[tuple[torch.Tensor, torch.Tensor]], precision: str = "fp32"
+) -> float:
     """``Trainer.validate``: cached latents, the ``out`` head only, decoded, thresholded Dice and IoU."""
     from monai.metrics import compute_dice, compute_iou
 
@@ -427,8 +444,9 @@ class Worker:
         context = multiprocessing.get_context("spawn")
         self.label = label
         self.connection, child = context.Pipe()
-        self.process = context.Process(target=_worker_main, args=(child, factory, kwargs, torch.get_num_threads()),
-                                       daemon=True)
+        self.process = context.Process(
+            target=_worker_main, args=(child, factory, kwargs, torch.get_num_threads()), daemon=True
+        )
         self.process.start()
         self.started = False
 

@@ -62,8 +62,7 @@ def fmt(value: float, scale: float = 100.0, digits: int = 2) -> str:
 
 def markdown(table: dict) -> str:
     titles = [c[3] for c in COLUMNS]
-    lines = ["| model | " + " | ".join(titles) + " | training min (BUSI / BUS) |",
-             "|---|" + "---|" * (len(titles) + 1)]
+    lines = ["| model | " + " | ".join(titles) + " | training min (BUSI / BUS) |", "|---|" + "---|" * (len(titles) + 1)]
     for label, entry in table.items():
         cells = []
         for title in titles:
@@ -75,8 +74,9 @@ def markdown(table: dict) -> str:
             cells.append(f"{fmt(d['mean'])} ± {fmt(d['se'])} / {fmt(i['mean'])} / {fmt(h['mean'], 1.0, 1)}")
         minutes = " / ".join(str(entry["minutes"].get(t, "")) for t in ("busi", "bus"))
         lines.append(f"| {label} | " + " | ".join(cells) + f" | {minutes} |")
-    lines.append("| GMS, SD-2 VAE (paper) | " + " | ".join(
-        f"{PAPER[t]:.2f}" if t in PAPER else "" for t in titles) + " | |")
+    lines.append(
+        "| GMS, SD-2 VAE (paper) | " + " | ".join(f"{PAPER[t]:.2f}" if t in PAPER else "" for t in titles) + " | |"
+    )
     lines += ["", "Cells: Dice ± standard error / IoU (both %) / HD95 (px), at each image's native size."]
     return "\n".join(lines) + "\n"
 

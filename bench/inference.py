@@ -78,8 +78,12 @@ class InferenceWorker:
             return torch.cat([self.predict(images[s : s + self.batch]) for s in range(0, len(images), self.batch)])
 
         probabilities, seconds, cpu_seconds = common.timed(work, self.device)
-        return {"seconds": seconds, "cpu_seconds": cpu_seconds, "probabilities": probabilities.float().cpu(),
-                **self.memory.peak()}
+        return {
+            "seconds": seconds,
+            "cpu_seconds": cpu_seconds,
+            "probabilities": probabilities.float().cpu(),
+            **self.memory.peak(),
+        }
 
 
 def run_first_stage(name: str, args: argparse.Namespace) -> list[dict[str, Any]]:
@@ -95,8 +99,14 @@ def run_first_stage(name: str, args: argparse.Namespace) -> list[dict[str, Any]]
     try:
         for variant, batch in jobs:
             workers[(variant, batch)] = common.Worker(
-                "inference:InferenceWorker", f"{name}/{variant}/b{batch}", first_stage=name, variant=variant,
-                batch=batch, size=args.size, device=args.device, seed=args.seed,
+                "inference:InferenceWorker",
+                f"{name}/{variant}/b{batch}",
+                first_stage=name,
+                variant=variant,
+                batch=batch,
+                size=args.size,
+                device=args.device,
+                seed=args.seed,
             )
         infos = {job: worker.wait_ready().call("info") for job, worker in workers.items()}
         checksums = {info["checksum"] for info in infos.values()}
@@ -105,7 +115,7 @@ def run_first_stage(name: str, args: argparse.Namespace) -> list[dict[str, Any]]
         note = next(iter(infos.values()))["first_stage"]
         # Warm-up: one image per worker (weights paged in, kernels chosen; compile compiles here for
         # batch 1, and again on its first full batch, which is why --compile wants --rounds >= 2).
-        for job, worker in workers.items():
+        for worker in workers.values():
             worker.call("run", images=images[:1], masks=masks[:1])
         results: dict[tuple[str, int], list[dict[str, Any]]] = {job: [] for job in jobs}
         for round_index in range(rounds):
@@ -113,8 +123,11 @@ def run_first_stage(name: str, args: argparse.Namespace) -> list[dict[str, Any]]
                 count = counts[job]
                 result = worker.call("run", images=images[:count], masks=masks[:count])
                 results[job].append(result)
-                print(f"[{name}] round {round_index + 1}/{rounds} {job[0]:<28} b{job[1]}: "
-                      f"{count / result['seconds']:.3f} img/s", flush=True)
+                print(
+                    f"[{name}] round {round_index + 1}/{rounds} {job[0]:<28} b{job[1]}: "
+                    f"{count / result['seconds']:.3f} img/s",
+                    flush=True,
+                )
     finally:
         for worker in workers.values():
             worker.close()
@@ -127,40 +140,51 @@ def run_first_stage(name: str, args: argparse.Namespace) -> list[dict[str, Any]]
         count = counts[job]
         rate = count / best["seconds"]
         reference = release_best["probabilities"][:count]
-        rows.append({
-            "first_stage": name,
-            "first_stage_weights": note,
-            "variant": job[0],
-            "batch": job[1],
-            "images": count,
-            "rounds": rounds,
-            "seconds": round(best["seconds"], 3),
-            "seconds_all_rounds": [round(r["seconds"], 3) for r in results[job]],
-            "cpu_seconds": round(best["cpu_seconds"], 3),
-            "images_per_s": rate,
-            "speedup_vs_release": rate / release_rate,
-            "cpu_time_speedup_vs_release": None if args.device.startswith("cuda") else
-            (release_best["cpu_seconds"] / counts[("release", 1)]) / (best["cpu_seconds"] / count),
-            "peak_mb": best["peak_mb"],
-            "peak_over_model_mb": best["peak_over_model_mb"],
-            "memory_kind": best["memory_kind"],
-            "max_dprob": common.max_abs_diff(best["probabilities"], reference),
-        })
+        rows.append(
+            {
+                "first_stage": name,
+                "first_stage_weights": note,
+                "variant": job[0],
+                "batch": job[1],
+                "images": count,
+                "rounds": rounds,
+                "seconds": round(best["seconds"], 3),
+                "seconds_all_rounds": [round(r["seconds"], 3) for r in results[job]],
+                "cpu_seconds": round(best["cpu_seconds"], 3),
+                "images_per_s": rate,
+                "speedup_vs_release": rate / release_rate,
+                "cpu_time_speedup_vs_release": None
+                if args.device.startswith("cuda")
+                else (release_best["cpu_seconds"] / counts[("release", 1)]) / (best["cpu_seconds"] / count),
+                "peak_mb": best["peak_mb"],
+                "peak_over_model_mb": best["peak_over_model_mb"],
+                "memory_kind": best["memory_kind"],
+                "max_dprob": common.max_abs_diff(best["probabilities"], reference),
+            }
+        )
     return rows
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--first-stages", nargs="+", default=["sd-vae", "taesd"], choices=["sd-vae", "taesd", "tiny-kl"])
+    parser.add_argument(
+        "--first-stages", nargs="+", default=["sd-vae", "taesd"], choices=["sd-vae", "taesd", "tiny-kl"]
+    )
     parser.add_argument("--batch-sizes", nargs="+", type=int, default=[1, 8])
-    parser.add_argument("--images", type=int, default=None,
-                        help=f"images per variant (default per first stage: {DEFAULT_IMAGES})")
-    parser.add_argument("--rounds", type=int, default=None,
-                        help=f"timed round-robin rounds, best counts (default: {DEFAULT_ROUNDS})")
+    parser.add_argument(
+        "--images", type=int, default=None, help=f"images per variant (default per first stage: {DEFAULT_IMAGES})"
+    )
+    parser.add_argument(
+        "--rounds", type=int, default=None, help=f"timed round-robin rounds, best counts (default: {DEFAULT_ROUNDS})"
+    )
     parser.add_argument("--size", type=int, default=224)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--variants", nargs="+", default=["release", "gmseg", "gmseg+channels_last", "gmseg+bf16"],
-                        choices=list(VARIANTS))
+    parser.add_argument(
+        "--variants",
+        nargs="+",
+        default=["release", "gmseg", "gmseg+channels_last", "gmseg+bf16"],
+        choices=list(VARIANTS),
+    )
     parser.add_argument("--compile", action="store_true", help="add gmseg+compile (slow warm-up on a CPU)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=None, help="JSON path (default bench/results/inference.json)")
@@ -172,24 +196,39 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for name in args.first_stages:
         rows += run_first_stage(name, args)
-    payload.update({
-        "benchmark": "inference",
-        "size": args.size,
-        "seconds_total": round(time.perf_counter() - started, 1),
-        "notes": "release = the release's valid.py loop (batch 1, mask encoded, all heads, einsum attention); "
-                 "images_per_s from the best of the round-robin rounds; max_dprob against the release loop's "
-                 "probabilities on the same images and weights.",
-        "rows": rows,
-    })
+    payload.update(
+        {
+            "benchmark": "inference",
+            "size": args.size,
+            "seconds_total": round(time.perf_counter() - started, 1),
+            "notes": "release = the release's valid.py loop (batch 1, mask encoded, all heads, einsum attention); "
+            "images_per_s from the best of the round-robin rounds; max_dprob against the release loop's "
+            "probabilities on the same images and weights.",
+            "rows": rows,
+        }
+    )
     path = common.write_result("inference", payload, args.out)
     print()
-    print(f"Inference at {args.size}x{args.size} on {args.device} ({payload['machine']['cpu']}, torch {torch.__version__})")
-    print(common.format_table(rows, [
-        ("first_stage", "first stage"), ("variant", "variant"), ("batch", "batch"), ("images", "images"),
-        ("images_per_s", "images/s"), ("speedup_vs_release", "x release"),
-        ("cpu_time_speedup_vs_release", "x release (CPU time)"), ("peak_mb", "peak MB"),
-        ("peak_over_model_mb", "peak over model MB"), ("max_dprob", "max abs Δprob vs release"),
-    ]))
+    print(
+        f"Inference at {args.size}x{args.size} on {args.device} ({payload['machine']['cpu']}, torch {torch.__version__})"
+    )
+    print(
+        common.format_table(
+            rows,
+            [
+                ("first_stage", "first stage"),
+                ("variant", "variant"),
+                ("batch", "batch"),
+                ("images", "images"),
+                ("images_per_s", "images/s"),
+                ("speedup_vs_release", "x release"),
+                ("cpu_time_speedup_vs_release", "x release (CPU time)"),
+                ("peak_mb", "peak MB"),
+                ("peak_over_model_mb", "peak over model MB"),
+                ("max_dprob", "max abs Δprob vs release"),
+            ],
+        )
+    )
     print(f"\nWrote {path} ({payload['seconds_total']} s)")
     return 0
 

@@ -25,7 +25,9 @@ import common
 
 def turns() -> list[tuple[str, int, bool]]:
     """The 7 non-identity elements of the square's symmetry group: rot90 k times, then maybe a flip."""
-    return [(f"rot{90 * k}" + ("+flip" if flip else ""), k, flip) for k in range(4) for flip in (False, True) if k or flip]
+    return [
+        (f"rot{90 * k}" + ("+flip" if flip else ""), k, flip) for k in range(4) for flip in (False, True) if k or flip
+    ]
 
 
 def turn(tensor: torch.Tensor, k: int, flip: bool) -> torch.Tensor:
@@ -79,7 +81,9 @@ def main() -> None:
     print(f"||encode(turn(x)) - turn(encode(x))|| / ||encode(x)||, {len(names)} images of {args.data} at {args.size}px")
     print(f"{'turn':<14}{'image':>8}{'mask':>8}")
     for name, _, _ in turns():
-        print(f"{name:<14}{result['relative_error']['image'][name]:>8.3f}{result['relative_error']['mask'][name]:>8.3f}")
+        print(
+            f"{name:<14}{result['relative_error']['image'][name]:>8.3f}{result['relative_error']['mask'][name]:>8.3f}"
+        )
     if args.out:
         from gmseg.fileio import atomic_write_text
 

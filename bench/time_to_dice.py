@@ -66,26 +66,45 @@ def race(runs: dict[str, str], thresholds: list[float], every: float) -> dict:
     longest = max(float(minutes[-1]) for minutes, _ in curves.values())
     marks = [every * k for k in range(1, int(longest // every) + 1)] if every > 0 else []
     return {
-        "runs": {label: {"path": str(runs[label]), "minutes": round(float(m[-1]), 2),
-                         "best_val_dice": float(np.nanmax(b)), "epochs": len(m)} for label, (m, b) in curves.items()},
-        "minutes_to_reach": {f"{t:g}": {label: minutes_to_reach(m, b, t) for label, (m, b) in curves.items()}
-                             for t in thresholds},
-        "best_after_minutes": {f"{t:g}": {label: best_after(m, b, t) for label, (m, b) in curves.items()}
-                               for t in marks},
+        "runs": {
+            label: {
+                "path": str(runs[label]),
+                "minutes": round(float(m[-1]), 2),
+                "best_val_dice": float(np.nanmax(b)),
+                "epochs": len(m),
+            }
+            for label, (m, b) in curves.items()
+        },
+        "minutes_to_reach": {
+            f"{t:g}": {label: minutes_to_reach(m, b, t) for label, (m, b) in curves.items()} for t in thresholds
+        },
+        "best_after_minutes": {
+            f"{t:g}": {label: best_after(m, b, t) for label, (m, b) in curves.items()} for t in marks
+        },
     }
 
 
 def format_tables(result: dict) -> str:
     """The two Markdown tables of :func:`race`, then one line per run (epochs, minutes, best)."""
     labels = list(result["runs"])
-    reach = [[f">= {t}", *(_cell(row[lab], ".1f", " min") for lab in labels)]
-             for t, row in result["minutes_to_reach"].items()]
-    after = [[f"{t} min", *(_cell(row[lab], ".3f") for lab in labels)]
-             for t, row in result["best_after_minutes"].items()]
-    ends = [f"{lab}: {r['epochs']} epochs, {r['minutes']} min, best {r['best_val_dice']:.3f}"
-            for lab, r in result["runs"].items()]
-    return "\n".join(_table("validation Dice reached", labels, reach) + [""]
-                     + _table("best validation Dice after", labels, after) + [""] + ends)
+    reach = [
+        [f">= {t}", *(_cell(row[lab], ".1f", " min") for lab in labels)]
+        for t, row in result["minutes_to_reach"].items()
+    ]
+    after = [
+        [f"{t} min", *(_cell(row[lab], ".3f") for lab in labels)] for t, row in result["best_after_minutes"].items()
+    ]
+    ends = [
+        f"{lab}: {r['epochs']} epochs, {r['minutes']} min, best {r['best_val_dice']:.3f}"
+        for lab, r in result["runs"].items()
+    ]
+    return "\n".join(
+        _table("validation Dice reached", labels, reach)
+        + [""]
+        + _table("best validation Dice after", labels, after)
+        + [""]
+        + ends
+    )
 
 
 def main() -> None:

@@ -94,13 +94,24 @@ class TrainWorker:
         losses["loss"].backward()
         gradients = {}
         if keep:
-            gradients = {n: p.grad.detach().float().cpu().clone() for n, p in self.mapping.named_parameters()
-                         if p.grad is not None}
+            gradients = {
+                n: p.grad.detach().float().cpu().clone()
+                for n, p in self.mapping.named_parameters()
+                if p.grad is not None
+            }
         self.optimizer.step()
         return {k: float(v.detach()) for k, v in losses.items()}, gradients
 
-    def epoch(self, images: torch.Tensor, masks: torch.Tensor, val_images: torch.Tensor, val_masks: torch.Tensor,
-              batch: int, steps: int, seed: int) -> dict[str, Any]:
+    def epoch(
+        self,
+        images: torch.Tensor,
+        masks: torch.Tensor,
+        val_images: torch.Tensor,
+        val_masks: torch.Tensor,
+        batch: int,
+        steps: int,
+        seed: int,
+    ) -> dict[str, Any]:
         images, masks = images.to(self.device), masks.to(self.device)
         val_images, val_masks = val_images.to(self.device), val_masks.to(self.device)
         self.memory.reset()
@@ -114,8 +125,14 @@ class TrainWorker:
             cpus.append(cpu)
             if index == 0:
                 first = result
-        out: dict[str, Any] = {"step_seconds": walls, "step_cpu_seconds": cpus, "losses": first[0],
-                               "gradients": first[1], "cache_seconds": 0.0, "cache_cpu_seconds": 0.0}
+        out: dict[str, Any] = {
+            "step_seconds": walls,
+            "step_cpu_seconds": cpus,
+            "losses": first[0],
+            "gradients": first[1],
+            "cache_seconds": 0.0,
+            "cache_cpu_seconds": 0.0,
+        }
         if self.release:
             dice, wall, cpu = common.timed(
                 lambda: common.release_validate(self.model, self.mapping, val_images, val_masks, batch), self.device
@@ -169,14 +186,20 @@ class TrainWorker:
                 if self.release:
                     probabilities = [common.release_decode(stage, leaves[n]) for n in levels]
                 else:
-                    probabilities = model.latent_to_probability(torch.cat([leaves[n] for n in levels])).chunk(len(levels))
+                    probabilities = model.latent_to_probability(torch.cat([leaves[n] for n in levels])).chunk(
+                        len(levels)
+                    )
                 return config.dice_weight * sum(model.dice_loss(p, mask) for p in probabilities)
 
         loss_dice = measure("decode_forward", decode_forward)
         measure("decode_backward", loss_dice.backward)
         self.optimizer.zero_grad(set_to_none=True)
-        measure("mapping_backward", lambda: torch.autograd.backward(
-            [loss_rec] + [outputs[n] for n in levels], [None] + [leaves[n].grad for n in levels]))
+        measure(
+            "mapping_backward",
+            lambda: torch.autograd.backward(
+                [loss_rec] + [outputs[n] for n in levels], [None] + [leaves[n].grad for n in levels]
+            ),
+        )
         measure("optimizer", self.optimizer.step)
         return {"seconds": walls, "cpu_seconds": cpus}
 
@@ -199,22 +222,42 @@ def run_first_stage(name: str, args: argparse.Namespace) -> dict[str, Any]:
     workers = {}
     try:
         for variant in args.variants:
-            workers[variant] = common.Worker("training:TrainWorker", f"{name}/{variant}", first_stage=name,
-                                             variant=variant, size=size, device=args.device, seed=args.seed,
-                                             lr=args.lr)
+            workers[variant] = common.Worker(
+                "training:TrainWorker",
+                f"{name}/{variant}",
+                first_stage=name,
+                variant=variant,
+                size=size,
+                device=args.device,
+                seed=args.seed,
+                lr=args.lr,
+            )
         infos = {variant: worker.wait_ready().call("info") for variant, worker in workers.items()}
         if len({info["checksum"] for info in infos.values()}) != 1:
             raise RuntimeError(f"workers built different weights: {infos}")
         epochs, splits = {}, {}
         for variant, worker in workers.items():  # round 1: steps + validation, one variant after another
-            epochs[variant] = worker.call("epoch", images=images, masks=masks, val_images=val_images,
-                                          val_masks=val_masks, batch=batch, steps=steps, seed=args.seed)
-            print(f"[{name}] {variant:<26} steps {[round(s, 2) for s in epochs[variant]['step_seconds']]} s, "
-                  f"validation {epochs[variant]['val_seconds']:.2f} s", flush=True)
+            epochs[variant] = worker.call(
+                "epoch",
+                images=images,
+                masks=masks,
+                val_images=val_images,
+                val_masks=val_masks,
+                batch=batch,
+                steps=steps,
+                seed=args.seed,
+            )
+            print(
+                f"[{name}] {variant:<26} steps {[round(s, 2) for s in epochs[variant]['step_seconds']]} s, "
+                f"validation {epochs[variant]['val_seconds']:.2f} s",
+                flush=True,
+            )
         for variant, worker in workers.items():  # round 2: the component split
             splits[variant] = worker.call("split", image=images[:batch], mask=masks[:batch], seed=args.seed)
-            print(f"[{name}] {variant:<26} split "
-                  f"{ {k: round(v, 2) for k, v in splits[variant]['seconds'].items()} }", flush=True)
+            print(
+                f"[{name}] {variant:<26} split { {k: round(v, 2) for k, v in splits[variant]['seconds'].items()} }",
+                flush=True,
+            )
     finally:
         for worker in workers.values():
             worker.close()
@@ -262,33 +305,38 @@ def run_first_stage(name: str, args: argparse.Namespace) -> dict[str, Any]:
             ref_step = step_time(reference)
             ref_busi = busi_steps * ref_step + BUSI_VAL * reference["val_seconds"] / args.val_images
             ref_small = sum(reference["step_seconds"]) + reference["val_seconds"]
-            row.update({
-                "step_speedup_vs_release": ref_step / step_s,
-                "step_cpu_time_speedup_vs_release": step_time(reference, "step_cpu_seconds") / step_cpu,
-                "val_speedup_vs_release": reference["val_seconds"] / result["val_seconds"],
-                "small_epoch_speedup_vs_release_measured": ref_small / row["small_epoch_seconds_measured"],
-                "busi_epoch_speedup_vs_release_extrapolated": ref_busi / busi_epoch,
-                "loss_rel_diff_vs_release": max(
-                    abs(result["losses"][k] - reference["losses"][k]) / max(abs(reference["losses"][k]), 1e-12)
-                    for k in reference["losses"]
-                ),
-                "grad_rel_diff_vs_release": relative_difference(result["gradients"], reference["gradients"]),
-            })
+            row.update(
+                {
+                    "step_speedup_vs_release": ref_step / step_s,
+                    "step_cpu_time_speedup_vs_release": step_time(reference, "step_cpu_seconds") / step_cpu,
+                    "val_speedup_vs_release": reference["val_seconds"] / result["val_seconds"],
+                    "small_epoch_speedup_vs_release_measured": ref_small / row["small_epoch_seconds_measured"],
+                    "busi_epoch_speedup_vs_release_extrapolated": ref_busi / busi_epoch,
+                    "loss_rel_diff_vs_release": max(
+                        abs(result["losses"][k] - reference["losses"][k]) / max(abs(reference["losses"][k]), 1e-12)
+                        for k in reference["losses"]
+                    ),
+                    "grad_rel_diff_vs_release": relative_difference(result["gradients"], reference["gradients"]),
+                }
+            )
         rows.append(row)
     return {"first_stage": name, "batch": batch, "size": size, "busi_steps_per_epoch": busi_steps, "rows": rows}
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--first-stages", nargs="+", default=["taesd", "sd-vae"], choices=["sd-vae", "taesd", "tiny-kl"])
+    parser.add_argument(
+        "--first-stages", nargs="+", default=["taesd", "sd-vae"], choices=["sd-vae", "taesd", "tiny-kl"]
+    )
     parser.add_argument("--batch", type=int, default=None, help=f"default per first stage (batch, size): {DEFAULTS}")
     parser.add_argument("--size", type=int, default=None)
     parser.add_argument("--steps", type=int, default=3, help="training steps per variant (the first is warm-up)")
     parser.add_argument("--val-images", type=int, default=8)
     parser.add_argument("--lr", type=float, default=1e-4)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--variants", nargs="+", default=["release", "gmseg", "gmseg+channels_last"],
-                        choices=list(VARIANTS))
+    parser.add_argument(
+        "--variants", nargs="+", default=["release", "gmseg", "gmseg+channels_last"], choices=list(VARIANTS)
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=None, help="JSON path (default bench/results/training.json)")
     args = parser.parse_args(argv)
@@ -297,38 +345,68 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     payload = common.header(args.device)
     results = [run_first_stage(name, args) for name in args.first_stages]
-    payload.update({
-        "benchmark": "training",
-        "seconds_total": round(time.perf_counter() - started, 1),
-        "busi_epoch_model": f"{BUSI_TRAIN} training images (steps = {BUSI_TRAIN} // batch, last batch dropped) + "
-                            f"{BUSI_VAL} validation images; extrapolated from the measured per-step and "
-                            "per-validation-image costs; gmseg's one-off validation encode is listed separately",
-        "results": results,
-    })
+    payload.update(
+        {
+            "benchmark": "training",
+            "seconds_total": round(time.perf_counter() - started, 1),
+            "busi_epoch_model": f"{BUSI_TRAIN} training images (steps = {BUSI_TRAIN} // batch, last batch dropped) + "
+            f"{BUSI_VAL} validation images; extrapolated from the measured per-step and "
+            "per-validation-image costs; gmseg's one-off validation encode is listed separately",
+            "results": results,
+        }
+    )
     path = common.write_result("training", payload, args.out)
     rows = [row for result in results for row in result["rows"]]
     print()
     print(f"Training on {args.device} ({payload['machine']['cpu']}, torch {torch.__version__})")
-    print(common.format_table(rows, [
-        ("first_stage", "first stage"), ("variant", "variant"), ("batch", "batch"), ("size", "size"),
-        ("step_seconds", "step s"), ("samples_per_s", "samples/s"), ("step_speedup_vs_release", "step x release"),
-        ("step_cpu_time_speedup_vs_release", "step x release (CPU time)"), ("peak_mb", "peak MB"),
-        ("loss_rel_diff_vs_release", "loss rel. diff"), ("grad_rel_diff_vs_release", "grad rel. diff"),
-    ]))
+    print(
+        common.format_table(
+            rows,
+            [
+                ("first_stage", "first stage"),
+                ("variant", "variant"),
+                ("batch", "batch"),
+                ("size", "size"),
+                ("step_seconds", "step s"),
+                ("samples_per_s", "samples/s"),
+                ("step_speedup_vs_release", "step x release"),
+                ("step_cpu_time_speedup_vs_release", "step x release (CPU time)"),
+                ("peak_mb", "peak MB"),
+                ("loss_rel_diff_vs_release", "loss rel. diff"),
+                ("grad_rel_diff_vs_release", "grad rel. diff"),
+            ],
+        )
+    )
     print()
-    print(common.format_table(rows, [
-        ("first_stage", "first stage"), ("variant", "variant"), ("val_images", "val images"),
-        ("val_seconds", "validation s"), ("val_cache_seconds_once_per_run", "one-off val encode s"),
-        ("small_epoch_seconds_measured", "small epoch s (measured)"),
-        ("small_epoch_speedup_vs_release_measured", "x release"),
-        ("busi_epoch_seconds_extrapolated", "BUSI epoch s (extrapolated)"),
-        ("busi_epoch_speedup_vs_release_extrapolated", "x release"),
-    ]))
+    print(
+        common.format_table(
+            rows,
+            [
+                ("first_stage", "first stage"),
+                ("variant", "variant"),
+                ("val_images", "val images"),
+                ("val_seconds", "validation s"),
+                ("val_cache_seconds_once_per_run", "one-off val encode s"),
+                ("small_epoch_seconds_measured", "small epoch s (measured)"),
+                ("small_epoch_speedup_vs_release_measured", "x release"),
+                ("busi_epoch_seconds_extrapolated", "BUSI epoch s (extrapolated)"),
+                ("busi_epoch_speedup_vs_release_extrapolated", "x release"),
+            ],
+        )
+    )
     print()
-    split_rows = [{"first_stage": r["first_stage"], "variant": r["variant"], **r["split_seconds"],
-                   "sum": r["split_sum_seconds"]} for r in rows]
-    print(common.format_table(split_rows, [("first_stage", "first stage"), ("variant", "variant")]
-                              + [(c, c.replace("_", " ") + " s") for c in COMPONENTS] + [("sum", "sum s")]))
+    split_rows = [
+        {"first_stage": r["first_stage"], "variant": r["variant"], **r["split_seconds"], "sum": r["split_sum_seconds"]}
+        for r in rows
+    ]
+    print(
+        common.format_table(
+            split_rows,
+            [("first_stage", "first stage"), ("variant", "variant")]
+            + [(c, c.replace("_", " ") + " s") for c in COMPONENTS]
+            + [("sum", "sum s")],
+        )
+    )
     print(f"\nWrote {path} ({payload['seconds_total']} s)")
     return 0
 

@@ -31,8 +31,15 @@ def tiny_config(data: Path, out: Path, **train_options) -> dict:
     return {
         "name": "tiny",
         "data": {"root": str(data), "image_size": 32, "val_fraction": 0.25},
-        "train": {"epochs": 2, "batch_size": 4, "lr": 5e-3, "warmup_epochs": 0, "seed": 5,
-                  "output_dir": str(out), **train_options},
+        "train": {
+            "epochs": 2,
+            "batch_size": 4,
+            "lr": 5e-3,
+            "warmup_epochs": 0,
+            "seed": 5,
+            "output_dir": str(out),
+            **train_options,
+        },
     }
 
 
@@ -154,8 +161,20 @@ def test_cli_trains_predicts_and_scores_the_test_split(tiny_data, tmp_path, caps
     config_file = tmp_path / "cfg.yaml"
     config_from_dict(tiny_config(tiny_data, tmp_path)).save(config_file)
     out = tmp_path / "cli-run"
-    code = main(["--config", str(config_file), "--set", "train.epochs=1", "--channels", "8,16",
-                 "--out", str(out), "--predict-test", "--no-progress"])
+    code = main(
+        [
+            "--config",
+            str(config_file),
+            "--set",
+            "train.epochs=1",
+            "--channels",
+            "8,16",
+            "--out",
+            str(out),
+            "--predict-test",
+            "--no-progress",
+        ]
+    )
     assert code == 0
     test_names = json.loads((tiny_data / "split.json").read_text())["test"]
     assert sorted(p.stem for p in (out / "predictions").glob("*.png")) == sorted(test_names)
@@ -186,8 +205,12 @@ def test_ema_weights_are_validated_and_saved(tiny_data, tmp_path, monkeypatch):
         (ema,) = made
         current = [p.detach().clone() for p in model.parameters()]
         # While saving, the model holds the average; the training weights wait in the EMA's store.
-        saves.append((all(torch.equal(a, b) for a, b in zip(current, ema.shadow_params)),
-                      any(not torch.equal(a, b) for a, b in zip(current, ema.temp_stored_params))))
+        saves.append(
+            (
+                all(torch.equal(a, b) for a, b in zip(current, ema.shadow_params)),
+                any(not torch.equal(a, b) for a, b in zip(current, ema.temp_stored_params)),
+            )
+        )
         original_save(model, path, metadata)
 
     monkeypatch.setattr(baseline, "make_ema", recording_make_ema)

@@ -15,7 +15,6 @@ BENCH = Path(__file__).resolve().parents[1] / "bench"
 sys.path.insert(0, str(BENCH))
 
 import common  # noqa: E402
-
 from gmseg.errors import GmsegError  # noqa: E402
 from gmseg.first_stage import load_first_stage  # noqa: E402
 from gmseg.model import GMS, GMSConfig  # noqa: E402
@@ -149,10 +148,15 @@ def test_predict_files_options(tmp_path, batch):
         rgb = ((image.permute(1, 2, 0).numpy() + 1.0) * 127.5).round().clip(0, 255).astype(np.uint8)
         write_image_png(inputs / f"case{index}.png", rgb)
     probabilities = {}
-    for name, options in {"default": {}, "channels_last": {"channels_last": True},
-                          "bf16": {"precision": "bf16"}, "tta": {"tta": True}}.items():
-        report = predict_files(tiny_model(), inputs, tmp_path / name, save_prob=True, batch_size=2, device="cpu",
-                               progress=False, **options)
+    for name, options in {
+        "default": {},
+        "channels_last": {"channels_last": True},
+        "bf16": {"precision": "bf16"},
+        "tta": {"tta": True},
+    }.items():
+        report = predict_files(
+            tiny_model(), inputs, tmp_path / name, save_prob=True, batch_size=2, device="cpu", progress=False, **options
+        )
         assert report.ok and sorted(report.written) == ["case0", "case1", "case2"]
         probabilities[name] = np.stack([np.load(tmp_path / name / f"case{i}.prob.npy") for i in range(3)])
     assert np.abs(probabilities["channels_last"] - probabilities["default"]).max() <= 1e-5
@@ -164,8 +168,20 @@ def test_cli_exposes_the_inference_options():
     from gmseg.cli import build_parser
 
     args = build_parser().parse_args(
-        ["predict", "--model", "m", "--input", "x", "--output", "o", "--precision", "bf16", "--channels-last", "--compile",
-         "--tta"]
+        [
+            "predict",
+            "--model",
+            "m",
+            "--input",
+            "x",
+            "--output",
+            "o",
+            "--precision",
+            "bf16",
+            "--channels-last",
+            "--compile",
+            "--tta",
+        ]
     )
     assert (args.precision, args.channels_last, args.compile, args.tta) == ("bf16", True, True, True)
     defaults = build_parser().parse_args(["predict", "--model", "m", "--input", "x", "--output", "o"])
@@ -227,8 +243,9 @@ def test_gmseg_validation_reuses_latents_and_matches_the_release_prediction(batc
     assert 0.0 <= dice <= 1.0 and 0.0 <= soft_dice <= 1.0
     # Both validations see the same probabilities: gmseg's from cached latents, the release's re-encoded.
     with torch.no_grad():
-        cached = torch.cat([model.latent_to_probability(model.mapping(latent, levels=["out"])["out"])
-                            for latent, _ in cache])
+        cached = torch.cat(
+            [model.latent_to_probability(model.mapping(latent, levels=["out"])["out"]) for latent, _ in cache]
+        )
     expected = common.release_predict(model.first_stage, release.eval(), images, masks)
     assert common.max_abs_diff(cached, expected) <= 1e-5
 

@@ -16,10 +16,21 @@ from gmseg.cli import main
 @pytest.fixture
 def imported(parity, tmp_path) -> str:
     out = tmp_path / "release-model"
-    code = main([
-        "import-official", "--lmm", str(parity / "lmm_official.pth"), "--vae", str(parity / "tiny_vae.ckpt"),
-        "--vae-config", str(parity / "tiny_vae.yaml"), "--image-size", "64", "--out", str(out),
-    ])
+    code = main(
+        [
+            "import-official",
+            "--lmm",
+            str(parity / "lmm_official.pth"),
+            "--vae",
+            str(parity / "tiny_vae.ckpt"),
+            "--vae-config",
+            str(parity / "tiny_vae.yaml"),
+            "--image-size",
+            "64",
+            "--out",
+            str(out),
+        ]
+    )
     assert code == 0
     return str(out)
 
@@ -38,7 +49,10 @@ def save_fixture_images(parity, folder) -> list[str]:
 def test_import_official_then_predict_reproduces_the_release(parity, imported, tmp_path):
     names = save_fixture_images(parity, tmp_path / "images")
     out = tmp_path / "predictions"
-    assert main(["predict", "--model", imported, "--input", str(tmp_path / "images"), "--output", str(out), "--save-prob"]) == 0
+    assert (
+        main(["predict", "--model", imported, "--input", str(tmp_path / "images"), "--output", str(out), "--save-prob"])
+        == 0
+    )
     expected = load_file(str(parity / "pipeline_io.safetensors"))["pred_prob"]
     for index, name in enumerate(names):
         probability = np.load(out / f"{name}.prob.npy")
@@ -58,7 +72,9 @@ def test_predict_keeps_original_size_reports_bad_files_and_fails(parity, importe
     Image.fromarray(np.full((40, 40), 128, np.uint8)).save(folder / "gray.bmp")
     (folder / "broken.png").write_bytes(b"not a png")
     out = tmp_path / "out"
-    code = main(["predict", "--model", imported, "--input", str(folder), "--output", str(out), "--save-prob", "--overlay"])
+    code = main(
+        ["predict", "--model", imported, "--input", str(folder), "--output", str(out), "--save-prob", "--overlay"]
+    )
     assert code == 1
     assert "broken.png" in capsys.readouterr().out
     assert np.asarray(Image.open(out / "wide.png")).shape == (90, 130)
@@ -77,15 +93,27 @@ def test_import_official_refuses_a_crafted_pickle(parity, tmp_path, capsys):
 
     evil = tmp_path / "best_model.pth"
     torch.save({"model": Evil()}, evil)
-    code = main([
-        "import-official", "--lmm", str(evil), "--vae", str(parity / "tiny_vae.ckpt"),
-        "--vae-config", str(parity / "tiny_vae.yaml"), "--out", str(tmp_path / "m"),
-    ])
+    code = main(
+        [
+            "import-official",
+            "--lmm",
+            str(evil),
+            "--vae",
+            str(parity / "tiny_vae.ckpt"),
+            "--vae-config",
+            str(parity / "tiny_vae.yaml"),
+            "--out",
+            str(tmp_path / "m"),
+        ]
+    )
     assert code == 2
     assert "refused" in capsys.readouterr().err
     assert not marker.exists() and not (tmp_path / "m").exists()
 
 
 def test_missing_model_folder_is_a_clear_error(tmp_path, capsys):
-    assert main(["predict", "--model", str(tmp_path / "nope"), "--input", str(tmp_path), "--output", str(tmp_path / "o")]) == 2
+    assert (
+        main(["predict", "--model", str(tmp_path / "nope"), "--input", str(tmp_path), "--output", str(tmp_path / "o")])
+        == 2
+    )
     assert "not a gmseg model folder" in capsys.readouterr().err

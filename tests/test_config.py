@@ -15,7 +15,12 @@ CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 def test_defaults_are_the_paper_protocol():
     config = config_from_dict({})
-    assert (config.train.lr, config.train.batch_size, config.train.epochs, config.train.warmup_epochs) == (2e-3, 8, 1000, 5)
+    assert (config.train.lr, config.train.batch_size, config.train.epochs, config.train.warmup_epochs) == (
+        2e-3,
+        8,
+        1000,
+        5,
+    )
     assert config.data.image_size == 224 and config.model.ch_mult == [1, 2, 4, 4]
     assert config.model.supervised_levels == ["level2", "level1", "out"]
 
@@ -50,7 +55,9 @@ def test_bad_values_are_rejected(data, message):
 
 
 def test_overrides_are_yaml_typed():
-    config = config_from_dict({}, ["train.epochs=7", "train.lr=1e-3", "data.augmentations=[hflip]", "model.vae_config=null"])
+    config = config_from_dict(
+        {}, ["train.epochs=7", "train.lr=1e-3", "data.augmentations=[hflip]", "model.vae_config=null"]
+    )
     assert config.train.epochs == 7 and config.train.lr == 1e-3 and config.data.augmentations == ["hflip"]
     with pytest.raises(ConfigError, match="section.key=value"):
         config_from_dict({}, ["train.epochs"])
@@ -64,7 +71,9 @@ def test_saved_config_round_trips(tmp_path):
 
 def test_shipped_configs_are_valid():
     names = sorted(p.name for p in CONFIGS.glob("*.yaml"))
-    assert {"bus.yaml", "busi.yaml", "glas.yaml", "ham10000.yaml", "kvasir-instrument.yaml", "cpu-taesd.yaml"} <= set(names)
+    assert {"bus.yaml", "busi.yaml", "glas.yaml", "ham10000.yaml", "kvasir-instrument.yaml", "cpu-taesd.yaml"} <= set(
+        names
+    )
     for path in CONFIGS.glob("*.yaml"):
         assert isinstance(load_config(path), Config), path
 
@@ -89,5 +98,7 @@ def test_resume_config_check_names_the_frozen_keys_only():
     saved = config_from_dict({})
     check_resume_config(saved, config_from_dict({}, ["train.epochs=2000", "data.root=elsewhere"]), "run")
     changed = config_from_dict({}, ["model.ch_mult=[1,2]", "data.split=x.json"])
-    with pytest.raises(ConfigError, match=r"data\.split: None -> 'x\.json', model\.ch_mult: \[1, 2, 4, 4\] -> \[1, 2\]:"):
+    with pytest.raises(
+        ConfigError, match=r"data\.split: None -> 'x\.json', model\.ch_mult: \[1, 2, 4, 4\] -> \[1, 2\]:"
+    ):
         check_resume_config(saved, changed, "run")

@@ -19,8 +19,14 @@ SHARED = Path(__file__).parents[1] / ".." / "shared"
 S = 32
 
 
-def _pair(root: Path, name: str, size: tuple[int, int] = (S, S), img_ext: str = ".png",
-          mask_ext: str = ".png", mask_size: tuple[int, int] | None = None) -> None:
+def _pair(
+    root: Path,
+    name: str,
+    size: tuple[int, int] = (S, S),
+    img_ext: str = ".png",
+    mask_ext: str = ".png",
+    mask_size: tuple[int, int] | None = None,
+) -> None:
     h, w = size
     rng = np.random.default_rng(zlib.crc32(name.encode()))
     (root / "images").mkdir(parents=True, exist_ok=True)
@@ -29,7 +35,7 @@ def _pair(root: Path, name: str, size: tuple[int, int] = (S, S), img_ext: str = 
     Image.fromarray(pixels).save(root / "images" / f"{name}{img_ext}")
     mh, mw = mask_size or size
     mask = np.zeros((mh, mw), np.uint8)
-    mask[mh // 4: mh // 2, mw // 4: mw // 2] = 255
+    mask[mh // 4 : mh // 2, mw // 4 : mw // 2] = 255
     Image.fromarray(mask).save(root / "masks" / f"{name}{mask_ext}")
 
 

@@ -189,7 +189,7 @@ def test_read_mask_threshold(tmp_path: Path) -> None:
     Image.fromarray(m).save(tmp_path / "m.png")
     assert read_mask(tmp_path / "m.png")[0, :4].tolist() == [1, 1, 1, 1]
     assert read_mask(tmp_path / "m.png", threshold=0.5)[0, :4].tolist() == [0, 0, 1, 1]
-    m16 = (m.astype(np.uint16) * 257)
+    m16 = m.astype(np.uint16) * 257
     Image.fromarray(m16).save(tmp_path / "m16.png")
     assert read_mask(tmp_path / "m16.png", threshold=0.5)[0, :4].tolist() == [0, 0, 1, 1]
     with pytest.raises(ValueError):

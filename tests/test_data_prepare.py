@@ -27,8 +27,9 @@ def _image(path: Path, size: tuple[int, int] = (S, S), seed: int = 0) -> None:
     Image.fromarray(rng.integers(0, 256, (*size, 3), dtype=np.uint8)).save(path)
 
 
-def _mask(path: Path, box: tuple[int, int, int, int] = (4, 12, 4, 12), value: int = 255,
-          size: tuple[int, int] = (S, S)) -> np.ndarray:
+def _mask(
+    path: Path, box: tuple[int, int, int, int] = (4, 12, 4, 12), value: int = 255, size: tuple[int, int] = (S, S)
+) -> np.ndarray:
     path.parent.mkdir(parents=True, exist_ok=True)
     m = np.zeros(size, np.uint8)
     y0, y1, x0, x1 = box
@@ -163,8 +164,9 @@ def test_release_pickle_split_is_filtered_and_missing_names_reported(tmp_path: P
         _image(raw / "original" / f"{name}.png")
         _mask(raw / "GT" / f"{name}.png")
     pkl = tmp_path / "bus_train_test_names.pkl"
-    pkl.write_bytes(pickle.dumps({"train": {"name_list": ["000001", "000002"]},
-                                  "test": {"name_list": ["000003", "000310"]}}))
+    pkl.write_bytes(
+        pickle.dumps({"train": {"name_list": ["000001", "000002"]}, "test": {"name_list": ["000003", "000310"]}})
+    )
     out = tmp_path / "out"
     report = prepare_dataset("bus", raw, out, split=pkl)
     assert load_split(out / "split.json") == {"train": ["000001", "000002"], "test": ["000003"]}
@@ -239,8 +241,10 @@ def _busi_file(name: str) -> str:
 _RAW_LAYOUT = {  # dataset -> name -> (image file, mask file) relative to raw
     "busi": lambda n: (f"{_busi_file(n)}.png", f"{_busi_file(n)}_mask.png"),
     "glas": lambda n: (f"{n}.bmp", f"{n}_anno.bmp"),
-    "ham10000": lambda n: (f"HAM10000_images_part_1/{n}.jpg",
-                           f"HAM10000_segmentations_lesion_tschandl/{n}_segmentation.png"),
+    "ham10000": lambda n: (
+        f"HAM10000_images_part_1/{n}.jpg",
+        f"HAM10000_segmentations_lesion_tschandl/{n}_segmentation.png",
+    ),
     "kvasir-instrument": lambda n: (f"kvasir-instrument/images/{n}.jpg", f"kvasir-instrument/masks/{n}.png"),
     "bus": lambda n: (f"BUS_Dataset_B/original/{n}.png", f"BUS_Dataset_B/GT/{n}.png"),
 }
@@ -274,8 +278,9 @@ def test_prepare_folders_on_shared_kvasir_sample(tmp_path: Path) -> None:
     report = prepare_folders(kvasir / "images", kvasir / "masks", out, test_fraction=0.2, seed=0)
     assert report.n_pairs == 5 and report.split_counts == {"train": 4, "test": 1} and not report.unmatched
     for name in sorted(p.stem for p in (kvasir / "masks").iterdir()):
-        np.testing.assert_array_equal(read_mask(out / "masks" / f"{name}.png"),
-                                      read_mask(kvasir / "masks" / f"{name}.png"))
+        np.testing.assert_array_equal(
+            read_mask(out / "masks" / f"{name}.png"), read_mask(kvasir / "masks" / f"{name}.png")
+        )
 
 
 def test_bus_real_download_layout_with_1bit_masks_and_an_identical_image(tmp_path: Path) -> None:
@@ -287,13 +292,12 @@ def test_bus_real_download_layout_with_1bit_masks_and_an_identical_image(tmp_pat
     _mask(raw / "GT" / "000001.png")
     for name, box in (("000032", (4, 12, 4, 12)), ("000040", (4, 12, 4, 10))):
         m = np.zeros((S, S), bool)
-        m[box[0]:box[1], box[2]:box[3]] = True
+        m[box[0] : box[1], box[2] : box[3]] = True
         Image.fromarray(m).convert("1").save(raw / "GT" / f"{name}.png")
     with Image.open(raw / "GT" / "000032.png") as check:
         assert check.mode == "1"
     split = tmp_path / "bus_train_test_names.pkl"
-    split.write_bytes(pickle.dumps({"train": {"name_list": ["000032", "000040"]},
-                                    "test": {"name_list": ["000001"]}}))
+    split.write_bytes(pickle.dumps({"train": {"name_list": ["000032", "000040"]}, "test": {"name_list": ["000001"]}}))
     out = tmp_path / "bus"
     report = prepare_dataset("bus", raw, out, split=split)
     _check_output(out, report, ["000001", "000032", "000040"])
@@ -330,6 +334,6 @@ def test_prepare_folders_thresholds_jpeg_masks_with_a_seeded_split(tmp_path: Pat
     first = prepare_folders(images, masks, tmp_path / "one", test_fraction=0.34, seed=7)
     second = prepare_folders(images, masks, tmp_path / "two", test_fraction=0.34, seed=7)
     assert load_split(tmp_path / "one" / "split.json") == load_split(tmp_path / "two" / "split.json")
-    assert first.split_counts == {"train": 4, "test": 2}
+    assert first.split_counts == second.split_counts == {"train": 4, "test": 2}
     mask = read_mask(tmp_path / "one" / "masks" / "p0.png")
     assert mask[2, 2] == 0 and abs(int(mask.sum()) - 256) <= 16

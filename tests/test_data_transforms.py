@@ -30,8 +30,17 @@ def test_release_pipeline_matches_release_parameters() -> None:
         t = build_transform(224, RELEASE_AUGMENTATIONS)
     steps = list(t.transforms)
     names = [type(s).__name__ for s in steps]
-    assert names == ["ScaleToUnit", "HorizontalFlip", "VerticalFlip", "RandomRotate90", "ColorJitter",
-                     "Affine", "Resize", "FinalizeTargets", "ToTensorV2"]
+    assert names == [
+        "ScaleToUnit",
+        "HorizontalFlip",
+        "VerticalFlip",
+        "RandomRotate90",
+        "ColorJitter",
+        "Affine",
+        "Resize",
+        "FinalizeTargets",
+        "ToTensorV2",
+    ]
     assert [s.p for s in steps[1:6]] == [0.5, 0.5, 0.5, 0.2, 0.4]
     jitter, affine, resize = steps[4], steps[5], steps[6]
     assert jitter.brightness == pytest.approx((0.9, 1.1)) and jitter.hue == pytest.approx((-0.1, 0.1))

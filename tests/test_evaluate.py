@@ -65,8 +65,17 @@ def test_evaluate_masks_counts_and_both_empty_conventions() -> None:
 
 def test_summary_std_uses_ddof_1_and_finite_hd95_only() -> None:
     rows = [
-        {"name": n, "dice": d, "iou": d, "hd95": h, "precision": d, "recall": d,
-         "pred_area": 1, "true_area": 1, "both_empty": 0}
+        {
+            "name": n,
+            "dice": d,
+            "iou": d,
+            "hd95": h,
+            "precision": d,
+            "recall": d,
+            "pred_area": 1,
+            "true_area": 1,
+            "both_empty": 0,
+        }
         for n, d, h in (("a", 1.0, 2.0), ("b", 0.6, math.nan), ("c", 0.2, 4.0))
     ]
     s = summarize(rows, "standard")

@@ -11,6 +11,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
+from conftest import KVASIR5, need
 from gmseg.errors import CheckpointError, FirstStageError
 from gmseg.first_stage import (
     FirstStageSource,
@@ -18,8 +19,6 @@ from gmseg.first_stage import (
     load_first_stage,
     load_state_dict_safely,
 )
-
-from conftest import KVASIR5, need
 
 
 def test_ldm_checkpoint_and_yaml_give_the_release_latents(parity):
@@ -30,7 +29,11 @@ def test_ldm_checkpoint_and_yaml_give_the_release_latents(parity):
     with torch.no_grad():
         mean, logvar = first_stage.encode(io["image"])
         mask_mean, _ = first_stage.encode(io["mask"].expand(-1, 3, -1, -1) * 2 - 1)
-    for actual, expected in [(mean, "image_latent_mean"), (logvar, "image_latent_logvar"), (mask_mean, "mask_latent_mean")]:
+    for actual, expected in [
+        (mean, "image_latent_mean"),
+        (logvar, "image_latent_logvar"),
+        (mask_mean, "mask_latent_mean"),
+    ]:
         reference = io[expected]
         assert ((actual - reference).abs().max() / reference.abs().max()).item() < 1e-4, expected
 
@@ -113,7 +116,10 @@ def test_real_taesd_reconstructs_real_images_and_masks(taesd_dir):
     psnrs, dices = [], []
     for image_file in sorted((KVASIR5 / "images").glob("*.png")):
         image = np.asarray(Image.open(image_file).convert("RGB").resize((224, 224), Image.BILINEAR)) / 255.0
-        mask = np.asarray(Image.open(KVASIR5 / "masks" / image_file.name).convert("L").resize((224, 224), Image.NEAREST)) > 127
+        mask = (
+            np.asarray(Image.open(KVASIR5 / "masks" / image_file.name).convert("L").resize((224, 224), Image.NEAREST))
+            > 127
+        )
         x = torch.from_numpy(image).permute(2, 0, 1)[None].float() * 2 - 1
         m = torch.from_numpy(mask)[None, None].float().expand(-1, 3, -1, -1) * 2 - 1
         with torch.no_grad():

@@ -18,8 +18,23 @@ def test_taesd_reconstructs_real_masks_almost_exactly(taesd_dir, tmp_path):
     split = tmp_path / "split.json"
     split.write_text(json.dumps({"train": names[:2], "test": names[2:]}))
     out = tmp_path / "ceiling"
-    done = subprocess.run([sys.executable, str(SCRIPT), "--vae", str(taesd_dir), "--data", str(data),
-                           "--split", str(split), "--out", str(out)], capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(SCRIPT),
+            "--vae",
+            str(taesd_dir),
+            "--data",
+            str(data),
+            "--split",
+            str(split),
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr
     assert "decode(encode(mask))" in done.stdout
     summary = json.loads((out / "summary.json").read_text())

@@ -65,8 +65,21 @@ def test_unet_run_folder_loads_and_predicts_through_gmseg_predict(unet_run, doma
 def test_generalize_writes_one_table_over_datasets(which, gms_run, unet_run, domains, tmp_path, capsys):
     model = str(gms_run / "checkpoints" / "best") if which == "gms" else str(unet_run)
     out = tmp_path / "gen"
-    code = main(["generalize", "--model", model, "--data", f"one={domains[0]}", "--in-domain", "one",
-                 "--data", f"two={domains[1]}", "--out", str(out)])
+    code = main(
+        [
+            "generalize",
+            "--model",
+            model,
+            "--data",
+            f"one={domains[0]}",
+            "--in-domain",
+            "one",
+            "--data",
+            f"two={domains[1]}",
+            "--out",
+            str(out),
+        ]
+    )
     assert code == 0
     table = json.loads((out / "generalization.json").read_text())
     rows = {(r["dataset"], r["stage"]): r for r in table["rows"]}
@@ -96,8 +109,22 @@ def test_no_test_name_ever_enters_training_or_validation(gms_run, unet_run, doma
 
 
 def test_unknown_stage_and_bad_arguments_are_errors(unet_run, domains, tmp_path, capsys):
-    assert main(["test", "--model", str(unet_run), "--data", str(domains[0]), "--stage", "tset",
-                 "--out", str(tmp_path / "t")]) == 2
+    assert (
+        main(
+            [
+                "test",
+                "--model",
+                str(unet_run),
+                "--data",
+                str(domains[0]),
+                "--stage",
+                "tset",
+                "--out",
+                str(tmp_path / "t"),
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err
     assert "no stage 'tset'" in err and "'test'" in err and "'all'" in err
     assert not (tmp_path / "t").exists()

@@ -7,17 +7,14 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 import torch
 
 BENCH = Path(__file__).resolve().parents[1] / "bench"
 sys.path.insert(0, str(BENCH))
 
 import latent_equivariance  # noqa: E402
-
-from gmseg.synthetic import make_synthetic_dataset  # noqa: E402
-
 from conftest import TAESD, need  # noqa: E402
+from gmseg.synthetic import make_synthetic_dataset  # noqa: E402
 
 
 def test_the_seven_turns_are_distinct_and_not_the_identity():
@@ -34,7 +31,9 @@ def test_an_equivariant_encoder_scores_zero_and_an_oriented_one_does_not():
     assert max(pooled.values()) < 1e-6
     # A horizontal-gradient filter: turning the image turns the gradient direction, not just the map.
     kernel = torch.tensor([[-1.0, 0.0, 1.0]]).view(1, 1, 1, 3).repeat(1, 3, 1, 1)
-    oriented = latent_equivariance.relative_errors(lambda x: torch.nn.functional.conv2d(x, kernel, padding=(0, 1)), batch)
+    oriented = latent_equivariance.relative_errors(
+        lambda x: torch.nn.functional.conv2d(x, kernel, padding=(0, 1)), batch
+    )
     assert oriented["rot180"] > 0.5 and oriented["rot90"] > 0.5
 
 
@@ -43,9 +42,22 @@ def test_command_writes_figures_for_images_and_masks(tmp_path):
     data = make_synthetic_dataset(tmp_path / "data", n_train=3, n_test=1, size=64, seed=2)
     out = tmp_path / "eq.json"
     done = subprocess.run(
-        [sys.executable, str(BENCH / "latent_equivariance.py"), "--vae", str(TAESD), "--data", str(data),
-         "--count", "2", "--size", "64", "--out", str(out)],
-        capture_output=True, text=True,
+        [
+            sys.executable,
+            str(BENCH / "latent_equivariance.py"),
+            "--vae",
+            str(TAESD),
+            "--data",
+            str(data),
+            "--count",
+            "2",
+            "--size",
+            "64",
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
     )
     assert done.returncode == 0, done.stderr
     result = json.loads(out.read_text())

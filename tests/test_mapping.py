@@ -39,7 +39,9 @@ def test_sdpa_attention_equals_the_release_einsum_form():
         b, c, hh, ww = q.shape
         weights = torch.einsum("bci,bcj->bij", q.reshape(b, c, -1), k.reshape(b, c, -1)) * c**-0.5
         weights = weights.softmax(dim=2)
-        expected = x + attention.proj_out(torch.einsum("bcj,bij->bci", v.reshape(b, c, -1), weights).reshape(b, c, hh, ww))
+        expected = x + attention.proj_out(
+            torch.einsum("bcj,bij->bci", v.reshape(b, c, -1), weights).reshape(b, c, hh, ww)
+        )
         assert torch.allclose(attention(x), expected, atol=1e-5)
 
 

@@ -53,9 +53,12 @@ def test_levels_decoded_in_one_batch_equal_separate_decodes(release_model, parit
     with torch.no_grad():
         mean, _ = release_model.encode(io["image"])
         outputs = release_model.mapping(mean)
-        batched = release_model.loss_from_latents(mean, release_model.encode_mask(io["mask"]), io["mask"], outputs=outputs)
+        batched = release_model.loss_from_latents(
+            mean, release_model.encode_mask(io["mask"]), io["mask"], outputs=outputs
+        )
         separate = sum(
-            DiceLoss()(release_model.latent_to_probability(outputs[name]), io["mask"]) for name in ("level2", "level1", "out")
+            DiceLoss()(release_model.latent_to_probability(outputs[name]), io["mask"])
+            for name in ("level2", "level1", "out")
         )
     assert batched["loss_dice"].item() == pytest.approx(separate.item(), rel=1e-5)
 
@@ -155,7 +158,9 @@ def test_dice_levels_limit_which_levels_are_decoded(release_model, parity):
     with torch.no_grad():
         mean, _ = release_model.encode(io["image"])
         outputs = release_model.mapping(mean)
-        losses = release_model.loss_from_latents(mean, release_model.encode_mask(io["mask"]), io["mask"], outputs=outputs)
+        losses = release_model.loss_from_latents(
+            mean, release_model.encode_mask(io["mask"]), io["mask"], outputs=outputs
+        )
         only_out = DiceLoss()(release_model.latent_to_probability(outputs["out"]), io["mask"])
     assert losses["loss_dice"].item() == pytest.approx(only_out.item(), rel=1e-5)
     with pytest.raises(ConfigError, match="dice_levels"):

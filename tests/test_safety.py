@@ -70,8 +70,23 @@ def test_predict_never_writes_into_its_input_or_ground_truth_folder(model_dir, d
     images, masks = dataset / "images", dataset / "masks"
     assert main(["predict", "--model", str(model_dir), "--input", str(images), "--output", str(images)]) == 2
     assert "input image" in capsys.readouterr().err
-    assert main(["predict", "--model", str(model_dir), "--input", str(images), "--output", str(masks),
-                 "--gt", str(masks), "--overlay"]) == 2
+    assert (
+        main(
+            [
+                "predict",
+                "--model",
+                str(model_dir),
+                "--input",
+                str(images),
+                "--output",
+                str(masks),
+                "--gt",
+                str(masks),
+                "--overlay",
+            ]
+        )
+        == 2
+    )
     assert "ground-truth folder" in capsys.readouterr().err
     # Variant: a single image named explicitly, the output its own folder.
     assert main(["predict", "--model", str(model_dir), "--input", str(images / "c0.png"), "--output", str(images)]) == 2
@@ -97,8 +112,21 @@ def test_predict_refuses_two_inputs_with_one_stem(model_dir, tmp_path, capsys):
     assert "a.jpg" in err and "a.png" in err and not out.exists()
     # Variant: the same name in two folders.
     write_image(tmp_path / "other" / "a.png", seed=3)
-    assert main(["predict", "--model", str(model_dir), "--input", str(tmp_path / "in" / "a.png"),
-                 str(tmp_path / "other"), "--output", str(out)]) == 2
+    assert (
+        main(
+            [
+                "predict",
+                "--model",
+                str(model_dir),
+                "--input",
+                str(tmp_path / "in" / "a.png"),
+                str(tmp_path / "other"),
+                "--output",
+                str(out),
+            ]
+        )
+        == 2
+    )
 
 
 def test_predict_skips_hidden_macos_files(model_dir, dataset, tmp_path, capsys):
@@ -110,12 +138,36 @@ def test_predict_skips_hidden_macos_files(model_dir, dataset, tmp_path, capsys):
 
 def test_prepare_refuses_an_output_that_holds_its_inputs(dataset, capsys):
     before = snapshot(dataset)
-    code = main(["prepare", "folders", "--images", str(dataset / "images"), "--masks", str(dataset / "masks"),
-                 "--out", str(dataset)])
+    code = main(
+        [
+            "prepare",
+            "folders",
+            "--images",
+            str(dataset / "images"),
+            "--masks",
+            str(dataset / "masks"),
+            "--out",
+            str(dataset),
+        ]
+    )
     assert code == 2 and "write over the originals" in capsys.readouterr().err
     # Variant: --overwrite does not make it allowed (replacing the folder would delete the inputs).
-    assert main(["prepare", "folders", "--images", str(dataset / "images"), "--masks", str(dataset / "masks"),
-                 "--out", str(dataset), "--overwrite"]) == 2
+    assert (
+        main(
+            [
+                "prepare",
+                "folders",
+                "--images",
+                str(dataset / "images"),
+                "--masks",
+                str(dataset / "masks"),
+                "--out",
+                str(dataset),
+                "--overwrite",
+            ]
+        )
+        == 2
+    )
     assert snapshot(dataset) == before
 
 
@@ -180,8 +232,23 @@ def test_soft_masks_are_warned_about_and_a_threshold_can_be_set(tmp_path):
     assert any("grey levels" in n and "a.png" in n for n in report.notes)
     assert "--mask-threshold" in report.summary()
     loose = read_mask(tmp_path / "out" / "masks" / "a.png").sum()
-    assert main(["prepare", "folders", "--images", str(tmp_path / "images"), "--masks", str(tmp_path / "masks"),
-                 "--out", str(tmp_path / "half"), "--mask-threshold", "0.5"]) == 0
+    assert (
+        main(
+            [
+                "prepare",
+                "folders",
+                "--images",
+                str(tmp_path / "images"),
+                "--masks",
+                str(tmp_path / "masks"),
+                "--out",
+                str(tmp_path / "half"),
+                "--mask-threshold",
+                "0.5",
+            ]
+        )
+        == 0
+    )
     half = read_mask(tmp_path / "half" / "masks" / "a.png").sum()
     assert half == int((blurred > 127.5).sum()) and half < loose / 1.3
     # Variant: a soft ground truth at evaluation time is reported too.
@@ -207,15 +274,47 @@ def test_high_bit_depth_images_are_scaled_by_their_bit_depth(bits, tmp_path):
 def test_an_unknown_or_missing_stage_is_an_error_not_every_image(model_dir, dataset, tmp_path, capsys):
     (dataset / "split.json").write_text(json.dumps({"train": ["c0", "c1", "c2"], "test": ["c3"]}))
     for stage in ("tset", "val"):
-        assert main(["test", "--model", str(model_dir), "--data", str(dataset), "--stage", stage,
-                     "--out", str(tmp_path / stage)]) == 2
+        assert (
+            main(
+                [
+                    "test",
+                    "--model",
+                    str(model_dir),
+                    "--data",
+                    str(dataset),
+                    "--stage",
+                    stage,
+                    "--out",
+                    str(tmp_path / stage),
+                ]
+            )
+            == 2
+        )
         assert "has no stage" in capsys.readouterr().err
     # Variant: a folder without split.json asked for a stage other than test or all.
     (dataset / "split.json").unlink()
-    assert main(["test", "--model", str(model_dir), "--data", str(dataset), "--stage", "val",
-                 "--out", str(tmp_path / "v")]) == 2
-    assert main(["test", "--model", str(model_dir), "--data", str(dataset), "--stage", "all",
-                 "--out", str(tmp_path / "all")]) == 0
+    assert (
+        main(
+            ["test", "--model", str(model_dir), "--data", str(dataset), "--stage", "val", "--out", str(tmp_path / "v")]
+        )
+        == 2
+    )
+    assert (
+        main(
+            [
+                "test",
+                "--model",
+                str(model_dir),
+                "--data",
+                str(dataset),
+                "--stage",
+                "all",
+                "--out",
+                str(tmp_path / "all"),
+            ]
+        )
+        == 0
+    )
 
 
 # ----------------------------------------------------------------------------- errors a user reads
@@ -224,8 +323,22 @@ def test_an_unknown_or_missing_stage_is_an_error_not_every_image(model_dir, data
 def test_bad_devices_are_errors(model_dir, dataset, tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     for device in ("cuda", "foo"):
-        assert main(["predict", "--model", str(model_dir), "--input", str(dataset / "images"),
-                     "--output", str(tmp_path / device), "--device", device]) == 2
+        assert (
+            main(
+                [
+                    "predict",
+                    "--model",
+                    str(model_dir),
+                    "--input",
+                    str(dataset / "images"),
+                    "--output",
+                    str(tmp_path / device),
+                    "--device",
+                    device,
+                ]
+            )
+            == 2
+        )
         assert "device" in capsys.readouterr().err
         assert not (tmp_path / device).exists()
 
@@ -233,8 +346,9 @@ def test_bad_devices_are_errors(model_dir, dataset, tmp_path, capsys, monkeypatc
 def test_os_errors_are_one_line_naming_the_path(model_dir, dataset, tmp_path, capsys):
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
-    assert main(["predict", "--model", str(model_dir), "--input", str(dataset / "images"),
-                 "--output", str(blocker)]) != 0
+    assert (
+        main(["predict", "--model", str(model_dir), "--input", str(dataset / "images"), "--output", str(blocker)]) != 0
+    )
     assert "existing file" in capsys.readouterr().err
     # Variant: an output below a file (NotADirectoryError from the OS itself), for evaluate.
     write_mask(tmp_path / "pred" / "c0.png", square())
@@ -319,8 +433,21 @@ def test_output_files_respect_the_umask(model_dir, dataset, tmp_path):
     old = os.umask(0o022)
     try:
         out = tmp_path / "pred"
-        assert main(["predict", "--model", str(model_dir), "--input", str(dataset / "images"), "--output", str(out),
-                     "--save-prob"]) == 0
+        assert (
+            main(
+                [
+                    "predict",
+                    "--model",
+                    str(model_dir),
+                    "--input",
+                    str(dataset / "images"),
+                    "--output",
+                    str(out),
+                    "--save-prob",
+                ]
+            )
+            == 0
+        )
         GMS.from_pretrained(str(model_dir)).save_pretrained(tmp_path / "copy")
     finally:
         os.umask(old)
@@ -334,12 +461,21 @@ def test_long_silent_steps_show_progress(dataset, tmp_path, tiny_vae_dir, capsys
     from gmseg.config import config_from_dict
     from gmseg.train import Trainer
 
-    config = config_from_dict({
-        "name": "bar", "data": {"root": str(tmp_path / "p"), "image_size": S, "val_fraction": 0.25},
-        "model": {"vae": str(tiny_vae_dir), "ch": 16, "ch_mult": [1, 2, 2]},
-        "train": {"epochs": 1, "latent_epochs": 1, "latent_views": 1, "batch_size": 2, "warmup_epochs": 0,
-                  "output_dir": str(tmp_path / "runs")},
-    })
+    config = config_from_dict(
+        {
+            "name": "bar",
+            "data": {"root": str(tmp_path / "p"), "image_size": S, "val_fraction": 0.25},
+            "model": {"vae": str(tiny_vae_dir), "ch": 16, "ch_mult": [1, 2, 2]},
+            "train": {
+                "epochs": 1,
+                "latent_epochs": 1,
+                "latent_views": 1,
+                "batch_size": 2,
+                "warmup_epochs": 0,
+                "output_dir": str(tmp_path / "runs"),
+            },
+        }
+    )
     Trainer(config, progress=True).fit()
     err = capsys.readouterr().err
     assert "encode latent views" in err and "encode validation" in err

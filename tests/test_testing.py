@@ -9,11 +9,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from conftest import KVASIR5, need
 from gmseg.cli import main
 from gmseg.first_stage import load_first_stage
 from gmseg.model import GMS, GMSConfig
-
-from conftest import KVASIR5, need
 
 
 @pytest.fixture
@@ -51,8 +50,24 @@ def test_gmseg_test_with_a_split_file_and_the_paper_protocol(taesd_model_dir, tm
     split = tmp_path / "split.json"
     split.write_text(json.dumps({"train": names[:3], "test": names[3:]}))
     out = tmp_path / "paper"
-    code = main(["test", "--model", str(taesd_model_dir), "--data", str(data), "--split", str(split),
-                 "--size", "224", "--empty", "paper", "--tta", "--out", str(out)])
+    code = main(
+        [
+            "test",
+            "--model",
+            str(taesd_model_dir),
+            "--data",
+            str(data),
+            "--split",
+            str(split),
+            "--size",
+            "224",
+            "--empty",
+            "paper",
+            "--tta",
+            "--out",
+            str(out),
+        ]
+    )
     assert code == 0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["counts"]["n_images"] == 2 and summary["settings"]["empty"] == "paper"
@@ -107,8 +122,23 @@ def test_prepare_folders_cli(tmp_path, capsys):
         mask[5:12, 6:15] = 255
         Image.fromarray(mask).save(masks / f"IMD00{index}_lesion.bmp")
     out = tmp_path / "prepared"
-    assert main(["prepare", "folders", "--images", str(images), "--masks", str(masks), "--mask-suffix", "_lesion",
-                 "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "prepare",
+                "folders",
+                "--images",
+                str(images),
+                "--masks",
+                str(masks),
+                "--mask-suffix",
+                "_lesion",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     split = json.loads((out / "split.json").read_text())
     assert sorted(split["train"] + split["test"]) == [f"IMD00{i}" for i in range(5)]
     assert len(list((out / "masks").glob("*.png"))) == 5

@@ -15,7 +15,6 @@ BENCH = Path(__file__).resolve().parents[1] / "bench"
 sys.path.insert(0, str(BENCH))
 
 import time_to_dice  # noqa: E402
-
 from gmseg.errors import GmsegError  # noqa: E402
 from gmseg.train import LOG_COLUMNS  # noqa: E402
 
@@ -27,8 +26,18 @@ def write_log(path: Path, seconds: list[float], val_dice: list[float | str]) -> 
         writer = csv.DictWriter(fh, fieldnames=LOG_COLUMNS)
         writer.writeheader()
         for epoch, (sec, dice) in enumerate(zip(seconds, val_dice), start=1):
-            writer.writerow({"epoch": epoch, "lr": 1e-3, "loss": 1.0, "loss_rec": 1.0, "loss_dice": 0.0,
-                             "val_dice": dice, "val_iou": "", "seconds": sec})
+            writer.writerow(
+                {
+                    "epoch": epoch,
+                    "lr": 1e-3,
+                    "loss": 1.0,
+                    "loss_rec": 1.0,
+                    "loss_dice": 0.0,
+                    "val_dice": dice,
+                    "val_iou": "",
+                    "seconds": sec,
+                }
+            )
     return path
 
 
@@ -51,9 +60,24 @@ def test_command_prints_both_tables_and_writes_json(tmp_path):
     fast = write_log(tmp_path / "fast", [60] * 6, [0.5, 0.6, 0.65, 0.66, 0.67, 0.68])
     slow = write_log(tmp_path / "slow", [150] * 3, [0.55, 0.7, 0.72])
     out = tmp_path / "race.json"
-    done = subprocess.run([sys.executable, str(BENCH / "time_to_dice.py"), f"latent first={fast}",
-                           f"full loss={slow / 'train_log.csv'}", "--thresholds", "0.6", "0.7", "--every", "3",
-                           "--json", str(out)], capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(BENCH / "time_to_dice.py"),
+            f"latent first={fast}",
+            f"full loss={slow / 'train_log.csv'}",
+            "--thresholds",
+            "0.6",
+            "0.7",
+            "--every",
+            "3",
+            "--json",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr
     assert "| >= 0.6 | 2.0 min | 5.0 min |" in done.stdout
     assert "| >= 0.7 | – | 5.0 min |" in done.stdout
@@ -68,9 +92,11 @@ def test_a_log_without_validation_is_refused_by_name(tmp_path):
     run = write_log(tmp_path / "noval", [60, 60], ["", ""])
     with pytest.raises(GmsegError, match="val_dice"):
         time_to_dice.race_curve(run)
-    done = subprocess.run([sys.executable, str(BENCH / "time_to_dice.py"), f"x={run}"],
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, str(BENCH / "time_to_dice.py"), f"x={run}"], capture_output=True, text=True, timeout=120
+    )
     assert done.returncode != 0 and str(run) in done.stderr
-    bad = subprocess.run([sys.executable, str(BENCH / "time_to_dice.py"), str(run)],
-                         capture_output=True, text=True, timeout=120)
+    bad = subprocess.run(
+        [sys.executable, str(BENCH / "time_to_dice.py"), str(run)], capture_output=True, text=True, timeout=120
+    )
     assert bad.returncode == 2 and "LABEL=RUN" in bad.stderr

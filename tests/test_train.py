@@ -13,13 +13,12 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from conftest import BUSI, need
 from gmseg import train as train_module
 from gmseg.config import config_from_dict
 from gmseg.model import load_model
 from gmseg.synthetic import make_synthetic_dataset
 from gmseg.train import TrainingDivergedError, checkpoint_epoch, release_lr_factor, train
-
-from conftest import BUSI, need
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +31,15 @@ def tiny_config(data: Path, vae: Path, out: Path, **train_options) -> dict:
         "name": "tiny",
         "data": {"root": str(data), "image_size": 32, "val_fraction": 0.25},
         "model": {"vae": str(vae), "ch": 16, "ch_mult": [1, 2, 2]},
-        "train": {"epochs": 2, "batch_size": 4, "lr": 5e-3, "warmup_epochs": 0, "seed": 5, "output_dir": str(out), **train_options},
+        "train": {
+            "epochs": 2,
+            "batch_size": 4,
+            "lr": 5e-3,
+            "warmup_epochs": 0,
+            "seed": 5,
+            "output_dir": str(out),
+            **train_options,
+        },
     }
 
 
@@ -164,7 +171,7 @@ def test_first_latent_view_is_the_unaugmented_image(tiny_data, tiny_vae_dir, tmp
     image_latent, _, mask_latent = trainer.model.encode_pair(first["image"][None] * 2 - 1, first["mask"][None])
     assert torch.allclose(cache["image"][0], image_latent[0], atol=1e-5)
     assert torch.allclose(cache["mask"][0], mask_latent[0], atol=1e-5)
-    augmented = cache["image"][len(trainer.train_set):]
+    augmented = cache["image"][len(trainer.train_set) :]
     clean_all = cache["image"][: len(trainer.train_set)]
     assert not torch.allclose(augmented, clean_all, atol=1e-3)  # the second view is augmented
 
@@ -180,7 +187,9 @@ def test_cached_full_loss_trains_on_cached_views_without_the_encoder(tiny_data, 
         return original(self, image)
 
     monkeypatch.setattr(FirstStage, "encode", counting)
-    options = tiny_config(tiny_data, tiny_vae_dir, tmp_path, epochs=3, latent_epochs=1, latent_views=2, cached_full_loss=True)
+    options = tiny_config(
+        tiny_data, tiny_vae_dir, tmp_path, epochs=3, latent_epochs=1, latent_views=2, cached_full_loss=True
+    )
     run_dir = train(config_from_dict(options), run_dir=tmp_path / "run", progress=False)
     rows = read_log(run_dir)
     # 9 training names at batch 4: 3 encoder calls per view; 3 validation names: 1 call. Nothing per epoch.
@@ -280,9 +289,25 @@ def test_two_cpu_processes_with_accelerate_launch(tiny_data, tiny_vae_dir, tmp_p
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     # `--multi_gpu` makes accelerate start torchrun; without GPUs each rank runs on the CPU over gloo.
     command = [
-        str(accelerate), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-        "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "29517",
-        "-m", "gmseg.cli", "train", "--config", str(config_path), "--no-progress",
+        str(accelerate),
+        "launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "--main_process_port",
+        "29517",
+        "-m",
+        "gmseg.cli",
+        "train",
+        "--config",
+        str(config_path),
+        "--no-progress",
     ]
     done = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -422,8 +447,9 @@ def test_a_resume_that_fails_to_load_writes_nothing(tiny_data, tiny_vae_dir, tmp
     assert len(json.loads((run / "run_info.json").read_text())) == 2
 
 
-def test_a_fresh_run_that_fails_before_its_first_checkpoint_leaves_no_folder(tiny_data, tiny_vae_dir, tmp_path,
-                                                                              monkeypatch):
+def test_a_fresh_run_that_fails_before_its_first_checkpoint_leaves_no_folder(
+    tiny_data, tiny_vae_dir, tmp_path, monkeypatch
+):
     from gmseg.errors import GmsegError
     from gmseg.model import GMS
 

@@ -50,8 +50,8 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from .config import Config, load_config
-from .fileio import atomic_save_file, atomic_write_text
 from .errors import CheckpointError, ConfigError, DataError, GmsegError
+from .fileio import atomic_save_file, atomic_write_text
 from .train import (
     EpochLog,
     TrainingDivergedError,
@@ -253,7 +253,9 @@ def validate(model: torch.nn.Module, loader: DataLoader, device: torch.device) -
 
 
 def check_budget(max_minutes: float | None) -> None:
-    if max_minutes is not None and not (isinstance(max_minutes, (int, float)) and math.isfinite(max_minutes) and max_minutes > 0):
+    if max_minutes is not None and not (
+        isinstance(max_minutes, (int, float)) and math.isfinite(max_minutes) and max_minutes > 0
+    ):
         raise ConfigError(f"max_minutes must be a positive number of minutes or None, got {max_minutes!r}")
 
 
@@ -338,6 +340,7 @@ def train_unet(
     best = -1.0
     started = time.monotonic()
     epochs = tqdm(range(t.epochs), desc="epochs (U-Net)", disable=not progress)
+
     def apply_step_lr(progress: float) -> None:
         for group in optimizer.param_groups:
             group["lr"] = t.lr * lr_factor(t.lr_schedule, progress, t.warmup_epochs, t.epochs)
@@ -386,11 +389,22 @@ def train_unet(
                 best = val_dice if val_names else -1.0
                 save_weights(model, run_dir / WEIGHTS_NAME, {"epoch": str(epoch + 1), "val_dice": repr(val_dice)})
                 info["best_epoch"], info["best_val_dice"] = epoch + 1, (val_dice if val_names else None)
-        log.append({"epoch": epoch + 1, "lr": lr, **metrics, "val_dice": val_dice, "val_iou": val_iou,
-                    "seconds": round(time.monotonic() - epoch_started, 3)})
+        log.append(
+            {
+                "epoch": epoch + 1,
+                "lr": lr,
+                **metrics,
+                "val_dice": val_dice,
+                "val_iou": val_iou,
+                "seconds": round(time.monotonic() - epoch_started, 3),
+            }
+        )
         elapsed = time.monotonic() - started
-        info.update(epochs_completed=epoch + 1, training_seconds=round(elapsed, 3),
-                    seconds_per_epoch=round(elapsed / (epoch + 1), 3))
+        info.update(
+            epochs_completed=epoch + 1,
+            training_seconds=round(elapsed, 3),
+            seconds_per_epoch=round(elapsed / (epoch + 1), 3),
+        )
         over_budget = max_minutes is not None and elapsed >= max_minutes * 60 and epoch + 1 < t.epochs
         info["stopped_by_budget"] = over_budget
         atomic_write_text(run_dir / INFO_NAME, json.dumps(info, indent=2) + "\n")
@@ -474,12 +488,21 @@ def predict_and_evaluate_test(
     files = [find_file(images_dir, name) for name in names]
     missing = [name for name, path in zip(names, files) if path is None]
     if missing:
-        raise DataError(f"{len(missing)} test image(s) missing in {images_dir}", [f"{images_dir / n}.*" for n in missing])
+        raise DataError(
+            f"{len(missing)} test image(s) missing in {images_dir}", [f"{images_dir / n}.*" for n in missing]
+        )
     report = predict_unet(run_dir, files, run_dir / "predictions", batch_size=batch_size, tta=tta)
     if report["failed"]:
         raise DataError("some test images could not be predicted", [f"{k}: {v}" for k, v in report["failed"].items()])
-    result = run_evaluate(run_dir / "predictions", config.data.root, out_dir=run_dir / "test", split=split_file,
-                          stage="test", size=size, empty=empty)
+    result = run_evaluate(
+        run_dir / "predictions",
+        config.data.root,
+        out_dir=run_dir / "test",
+        split=split_file,
+        stage="test",
+        size=size,
+        empty=empty,
+    )
     info_path = run_dir / INFO_NAME
     if info_path.is_file():
         info = json.loads(info_path.read_text())
@@ -497,15 +520,31 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train MONAI's U-Net on the data, augmentation, schedule and time budget of a GMS config.",
     )
     parser.add_argument("--config", required=True, help="the GMS YAML config (model.* and loss.* are ignored)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a config value, e.g. --set train.epochs=20 (repeatable)")
-    parser.add_argument("--max-minutes", type=float, default=None,
-                        help="wall-clock budget: stop after the epoch that ends past it (schedule spans train.epochs)")
-    parser.add_argument("--channels", default=",".join(map(str, DEFAULT_CHANNELS)),
-                        help="U-Net channels per level, comma separated (default: %(default)s)")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config value, e.g. --set train.epochs=20 (repeatable)",
+    )
+    parser.add_argument(
+        "--max-minutes",
+        type=float,
+        default=None,
+        help="wall-clock budget: stop after the epoch that ends past it (schedule spans train.epochs)",
+    )
+    parser.add_argument(
+        "--channels",
+        default=",".join(map(str, DEFAULT_CHANNELS)),
+        help="U-Net channels per level, comma separated (default: %(default)s)",
+    )
     parser.add_argument("--out", help="run folder (default: train.output_dir/NAME-unet-TIMESTAMP)")
-    parser.add_argument("--predict-test", action="store_true",
-                        help="then predict the split's test images into OUT/predictions and score them into OUT/test")
+    parser.add_argument(
+        "--predict-test",
+        action="store_true",
+        help="then predict the split's test images into OUT/predictions and score them into OUT/test",
+    )
     parser.add_argument("--eval-size", default="native", help="'native' or e.g. 224 (the paper's protocol)")
     parser.add_argument("--empty", default="standard", help="empty-mask convention for scoring (see gmseg evaluate)")
     parser.add_argument("--batch-size", type=int, default=8, help="inference batch size")
@@ -523,17 +562,25 @@ def parse_channels(text: str) -> tuple[int, ...]:
 
 def run(args: argparse.Namespace) -> Path:
     config = load_config(args.config, args.overrides)
-    run_dir = train_unet(config, run_dir=args.out, max_minutes=args.max_minutes,
-                         channels=parse_channels(args.channels), progress=not args.no_progress)
+    run_dir = train_unet(
+        config,
+        run_dir=args.out,
+        max_minutes=args.max_minutes,
+        channels=parse_channels(args.channels),
+        progress=not args.no_progress,
+    )
     info = json.loads((run_dir / INFO_NAME).read_text())
-    print(f"U-Net baseline in {run_dir}: {info['trainable_parameters']:,} trainable parameters, "
-          f"{info['epochs_completed']}/{info['epochs_planned']} epochs in {info['training_seconds']:.1f} s, "
-          f"best epoch {info['best_epoch']} (val Dice {info['best_val_dice']})")
+    print(
+        f"U-Net baseline in {run_dir}: {info['trainable_parameters']:,} trainable parameters, "
+        f"{info['epochs_completed']}/{info['epochs_planned']} epochs in {info['training_seconds']:.1f} s, "
+        f"best epoch {info['best_epoch']} (val Dice {info['best_val_dice']})"
+    )
     if args.predict_test:
         from .evaluate import format_summary, parse_size
 
-        result = predict_and_evaluate_test(run_dir, config, batch_size=args.batch_size,
-                                           size=parse_size(args.eval_size), empty=args.empty, tta=args.tta)
+        result = predict_and_evaluate_test(
+            run_dir, config, batch_size=args.batch_size, size=parse_size(args.eval_size), empty=args.empty, tta=args.tta
+        )
         print(format_summary(result.summary))
     return run_dir
 

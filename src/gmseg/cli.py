@@ -42,17 +42,31 @@ def build_parser() -> argparse.ArgumentParser:
     prepare.add_argument("--split", help="the paper's split file (.pkl) or a JSON split to apply")
     prepare.add_argument("--test-fraction", type=float, default=0.2, help="without --split (default 0.2)")
     prepare.add_argument("--seed", type=int, default=0)
-    prepare.add_argument("--mask-threshold", type=float, default=None,
-                         help="foreground = value > THRESHOLD x full scale (default: any non-zero; JPEG: 0.5)")
-    prepare.add_argument("--overwrite", action="store_true",
-                         help="replace a non-empty --out whole, once the new dataset is complete")
+    prepare.add_argument(
+        "--mask-threshold",
+        type=float,
+        default=None,
+        help="foreground = value > THRESHOLD x full scale (default: any non-zero; JPEG: 0.5)",
+    )
+    prepare.add_argument(
+        "--overwrite", action="store_true", help="replace a non-empty --out whole, once the new dataset is complete"
+    )
 
     train = verbs.add_parser("train", help="train GMS from a YAML config")
     train.add_argument("--config", help="YAML config (see configs/)")
-    train.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                       help="override a config value, e.g. --set train.epochs=20 (repeatable)")
-    train.add_argument("--resume", help="continue a run folder from its checkpoints/last, with its config.yaml "
-                       "(not with --config; --set may change settings, but not model.*, data.image_size or the split)")
+    train.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config value, e.g. --set train.epochs=20 (repeatable)",
+    )
+    train.add_argument(
+        "--resume",
+        help="continue a run folder from its checkpoints/last, with its config.yaml "
+        "(not with --config; --set may change settings, but not model.*, data.image_size or the split)",
+    )
     train.add_argument("--run-dir", help="run folder to create (default: train.output_dir/NAME-TIMESTAMP)")
     train.add_argument("--no-progress", action="store_true")
 
@@ -65,13 +79,21 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--gt", help="mask folder: draw true contours on overlays too")
     predict.add_argument("--batch-size", type=int, default=8)
     predict.add_argument("--device", default="auto")
-    predict.add_argument("--precision", default="fp32", choices=["fp32", "bf16"],
-                         help="fp32 (default, exact) or bf16 autocast (faster on some hardware; "
-                         "probabilities move by up to ~0.3 at single pixels, see BENCHMARKS.md)")
-    predict.add_argument("--channels-last", action="store_true",
-                         help="channels-last memory layout (probabilities move by up to ~1e-4; faster on CPUs)")
-    predict.add_argument("--compile", action="store_true",
-                         help="torch.compile the mapping model and decoder (slow first batch)")
+    predict.add_argument(
+        "--precision",
+        default="fp32",
+        choices=["fp32", "bf16"],
+        help="fp32 (default, exact) or bf16 autocast (faster on some hardware; "
+        "probabilities move by up to ~0.3 at single pixels, see BENCHMARKS.md)",
+    )
+    predict.add_argument(
+        "--channels-last",
+        action="store_true",
+        help="channels-last memory layout (probabilities move by up to ~1e-4; faster on CPUs)",
+    )
+    predict.add_argument(
+        "--compile", action="store_true", help="torch.compile the mapping model and decoder (slow first batch)"
+    )
     add_tta_arg(predict)
     add_overwrite_arg(predict)
 
@@ -92,14 +114,25 @@ def build_parser() -> argparse.ArgumentParser:
     add_overwrite_arg(test)
 
     generalize = verbs.add_parser(
-        "generalize", help="test one model on several datasets (in-domain and cross-domain): one table")
+        "generalize", help="test one model on several datasets (in-domain and cross-domain): one table"
+    )
     generalize.add_argument("--model", required=True, help="model folder: GMS or a U-Net baseline run folder")
-    generalize.add_argument("--data", required=True, action="append", metavar="NAME=FOLDER",
-                            help="a prepared dataset folder, optionally named (repeatable), e.g. --data bus=data/bus")
-    generalize.add_argument("--in-domain", metavar="NAME",
-                            help="the dataset the model was trained on: only its test split is scored")
-    generalize.add_argument("--stages", nargs="+", default=["test", "all"],
-                            help="split stages to test in each dataset; 'all' = every image (default: test all)")
+    generalize.add_argument(
+        "--data",
+        required=True,
+        action="append",
+        metavar="NAME=FOLDER",
+        help="a prepared dataset folder, optionally named (repeatable), e.g. --data bus=data/bus",
+    )
+    generalize.add_argument(
+        "--in-domain", metavar="NAME", help="the dataset the model was trained on: only its test split is scored"
+    )
+    generalize.add_argument(
+        "--stages",
+        nargs="+",
+        default=["test", "all"],
+        help="split stages to test in each dataset; 'all' = every image (default: test all)",
+    )
     generalize.add_argument("--out", required=True, help="folder for OUT/<dataset>/<stage>/ and the table")
     generalize.add_argument("--size", default="native", help="'native' (default) or a square size, e.g. 224")
     generalize.add_argument("--empty", default="standard", choices=["standard", "paper"])
@@ -122,24 +155,34 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def add_tta_arg(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--tta", action="store_true",
-                        help="average over the image and its 3 mirror images (4x the inference time)")
+    parser.add_argument(
+        "--tta", action="store_true", help="average over the image and its 3 mirror images (4x the inference time)"
+    )
 
 
 def add_overwrite_arg(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--overwrite", action="store_true",
-                        help="replace prediction files that already exist (never input images)")
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace prediction files that already exist (never input images)"
+    )
 
 
 def add_evaluation_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--split", help="split file: evaluate only the names of --stage")
     parser.add_argument("--stage", default="test", help="which split list to use (default: test)")
     parser.add_argument("--size", default="native", help="'native' (default) or a square size, e.g. 224 (paper)")
-    parser.add_argument("--empty", default="standard", choices=["standard", "paper"],
-                        help="both-empty images score 1 (standard) or 0 (paper, as the release)")
-    parser.add_argument("--mask-threshold", type=float, default=None,
-                        help="true masks: foreground = value > THRESHOLD x full scale (default: the mask rule, "
-                        "any non-zero; JPEG 0.5); 0.5 is the release's reader for graded masks")
+    parser.add_argument(
+        "--empty",
+        default="standard",
+        choices=["standard", "paper"],
+        help="both-empty images score 1 (standard) or 0 (paper, as the release)",
+    )
+    parser.add_argument(
+        "--mask-threshold",
+        type=float,
+        default=None,
+        help="true masks: foreground = value > THRESHOLD x full scale (default: the mask rule, "
+        "any non-zero; JPEG 0.5); 0.5 is the release's reader for graded masks",
+    )
 
 
 def print_warnings(warnings: Sequence[str], limit: int = 20) -> None:
@@ -162,15 +205,30 @@ def run(args: argparse.Namespace) -> int:
         if args.dataset == "folders":
             if not (args.images and args.masks):
                 raise GmsegError("'gmseg prepare folders' needs --images DIR and --masks DIR.")
-            report = prepare_folders(args.images, args.masks, args.out, mask_suffix=args.mask_suffix,
-                                     split=args.split, test_fraction=args.test_fraction, seed=args.seed,
-                                     mask_threshold=args.mask_threshold, overwrite=args.overwrite)
+            report = prepare_folders(
+                args.images,
+                args.masks,
+                args.out,
+                mask_suffix=args.mask_suffix,
+                split=args.split,
+                test_fraction=args.test_fraction,
+                seed=args.seed,
+                mask_threshold=args.mask_threshold,
+                overwrite=args.overwrite,
+            )
         else:
             if not args.raw:
                 raise GmsegError(f"'gmseg prepare {args.dataset}' needs --raw DIR (the unpacked download).")
-            report = prepare_dataset(args.dataset, args.raw, args.out, split=args.split,
-                                     test_fraction=args.test_fraction, seed=args.seed,
-                                     mask_threshold=args.mask_threshold, overwrite=args.overwrite)
+            report = prepare_dataset(
+                args.dataset,
+                args.raw,
+                args.out,
+                split=args.split,
+                test_fraction=args.test_fraction,
+                seed=args.seed,
+                mask_threshold=args.mask_threshold,
+                overwrite=args.overwrite,
+            )
         print(report.summary())
     elif verb == "train":
         from .train import train
@@ -178,37 +236,74 @@ def run(args: argparse.Namespace) -> int:
         if not args.config and not args.resume:
             raise GmsegError("'gmseg train' needs --config FILE (or --resume RUN_DIR).")
         if args.resume and args.config:
-            raise GmsegError("--config and --resume exclude each other: a resumed run keeps its own "
-                             "RUN_DIR/config.yaml; change settings with --set KEY=VALUE.")
+            raise GmsegError(
+                "--config and --resume exclude each other: a resumed run keeps its own "
+                "RUN_DIR/config.yaml; change settings with --set KEY=VALUE."
+            )
         if args.resume and args.run_dir:
             raise GmsegError("--run-dir names a new run folder; with --resume the run folder is RESUME itself.")
-        run_dir = train(args.config, overrides=args.overrides, resume=args.resume, run_dir=args.run_dir,
-                        progress=not args.no_progress)
+        run_dir = train(
+            args.config,
+            overrides=args.overrides,
+            resume=args.resume,
+            run_dir=args.run_dir,
+            progress=not args.no_progress,
+        )
         print(f"Run folder: {run_dir}\nBest model: {run_dir / 'checkpoints' / 'best'}")
     elif verb == "predict":
         from .model import load_model
         from .predict import predict_files
 
-        report = predict_files(load_model(args.model), args.input, args.output, save_prob=args.save_prob,
-                               overlay=args.overlay, gt_dir=args.gt, batch_size=args.batch_size, device=args.device,
-                               precision=args.precision, channels_last=args.channels_last, compile=args.compile,
-                               tta=args.tta, overwrite=args.overwrite)
+        report = predict_files(
+            load_model(args.model),
+            args.input,
+            args.output,
+            save_prob=args.save_prob,
+            overlay=args.overlay,
+            gt_dir=args.gt,
+            batch_size=args.batch_size,
+            device=args.device,
+            precision=args.precision,
+            channels_last=args.channels_last,
+            compile=args.compile,
+            tta=args.tta,
+            overwrite=args.overwrite,
+        )
         print(report.summary())
         return 0 if report.ok else 1
     elif verb == "evaluate":
         from .evaluate import format_summary, run_evaluate
 
-        result = run_evaluate(args.pred, args.gt, out_dir=args.out, split=args.split, stage=args.stage,
-                              size=args.size, empty=args.empty, threshold=args.mask_threshold)
+        result = run_evaluate(
+            args.pred,
+            args.gt,
+            out_dir=args.out,
+            split=args.split,
+            stage=args.stage,
+            size=args.size,
+            empty=args.empty,
+            threshold=args.mask_threshold,
+        )
         print(format_summary(result.summary))
         print_warnings(result.warnings)
     elif verb == "test":
         from .evaluate import format_summary
         from .testing import run_test
 
-        result = run_test(args.model, args.data, args.out, split=args.split, stage=args.stage, size=args.size,
-                          empty=args.empty, batch_size=args.batch_size, device=args.device, tta=args.tta,
-                          mask_threshold=args.mask_threshold, overwrite=args.overwrite)
+        result = run_test(
+            args.model,
+            args.data,
+            args.out,
+            split=args.split,
+            stage=args.stage,
+            size=args.size,
+            empty=args.empty,
+            batch_size=args.batch_size,
+            device=args.device,
+            tta=args.tta,
+            mask_threshold=args.mask_threshold,
+            overwrite=args.overwrite,
+        )
         print(format_summary(result.summary))
         print_warnings(result.warnings)
         print(f"Per-image metrics, summary and report.png in {args.out}")
@@ -217,9 +312,19 @@ def run(args: argparse.Namespace) -> int:
         from .generalize import parse_dataset_arg, run_generalize
 
         datasets = [parse_dataset_arg(text) for text in args.data]
-        result = run_generalize(args.model, datasets, args.out, stages=args.stages, size=parse_size(args.size),
-                                empty=args.empty, batch_size=args.batch_size, device=args.device, tta=args.tta,
-                                in_domain=args.in_domain, overwrite=args.overwrite)
+        result = run_generalize(
+            args.model,
+            datasets,
+            args.out,
+            stages=args.stages,
+            size=parse_size(args.size),
+            empty=args.empty,
+            batch_size=args.batch_size,
+            device=args.device,
+            tta=args.tta,
+            in_domain=args.in_domain,
+            overwrite=args.overwrite,
+        )
         print(result.to_markdown(args.model), end="")
         print(f"Table in {Path(args.out) / 'generalization.md'}; per-dataset reports under {args.out}/")
     elif verb == "plot":
@@ -231,8 +336,14 @@ def run(args: argparse.Namespace) -> int:
 
         if not args.vae:
             raise GmsegError("import-official needs --vae (e.g. 768-v-ema-first-stage-VAE.ckpt with --vae-config).")
-        import_official(args.lmm, args.vae, args.vae_config, image_size=args.image_size, out_dir=args.out,
-                        include_first_stage=args.include_first_stage)
+        import_official(
+            args.lmm,
+            args.vae,
+            args.vae_config,
+            image_size=args.image_size,
+            out_dir=args.out,
+            include_first_stage=args.include_first_stage,
+        )
         print(f"Model folder written to {Path(args.out)}")
     return 0
 

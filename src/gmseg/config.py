@@ -169,13 +169,19 @@ def check_ranges(config: Config) -> None:
     d, m, t, loss = config.data, config.model, config.train, config.loss
     need(d.protocol in ("standard", "paper"), f"data.protocol must be 'standard' or 'paper', got {d.protocol!r}")
     need(0.0 <= d.val_fraction < 1.0, f"data.val_fraction must be in [0, 1), got {d.val_fraction}")
-    need(d.image_size >= 32 and d.image_size % 8 == 0, f"data.image_size must be a multiple of 8, >= 32, got {d.image_size}")
+    need(
+        d.image_size >= 32 and d.image_size % 8 == 0,
+        f"data.image_size must be a multiple of 8, >= 32, got {d.image_size}",
+    )
     unknown_aug = [a for a in d.augmentations if a not in RELEASE_AUGMENTATIONS]
     need(not unknown_aug, f"data.augmentations has unknown {unknown_aug}; valid: {RELEASE_AUGMENTATIONS}")
     need(d.mask_threshold is None or 0.0 <= d.mask_threshold < 1.0, "data.mask_threshold must be in [0, 1) or null")
     need(d.num_workers >= 0, "data.num_workers must be >= 0")
     need(m.ch > 0 and m.ch % 16 == 0, f"model.ch must be a positive multiple of 16, got {m.ch}")
-    need(len(m.ch_mult) >= 1 and all(x >= 1 for x in m.ch_mult), f"model.ch_mult must be positive integers, got {m.ch_mult}")
+    need(
+        len(m.ch_mult) >= 1 and all(x >= 1 for x in m.ch_mult),
+        f"model.ch_mult must be positive integers, got {m.ch_mult}",
+    )
     need(0.0 <= m.noise_probability <= 1.0, f"model.noise_probability must be in [0, 1], got {m.noise_probability}")
     need(len(m.supervised_levels) >= 1, "model.supervised_levels must name at least one level, e.g. [out]")
     need(loss.rec_weight >= 0 and loss.dice_weight >= 0, "loss weights must be >= 0")
@@ -185,7 +191,10 @@ def check_ranges(config: Config) -> None:
     need(0.0 < t.lr < 1.0, f"train.lr must be in (0, 1), got {t.lr}")
     need(t.weight_decay >= 0, "train.weight_decay must be >= 0")
     need(0 <= t.warmup_epochs < t.epochs, f"train.warmup_epochs must be in [0, epochs), got {t.warmup_epochs}")
-    need(t.mixed_precision in ("no", "bf16", "fp16"), f"train.mixed_precision must be no, bf16 or fp16, got {t.mixed_precision!r}")
+    need(
+        t.mixed_precision in ("no", "bf16", "fp16"),
+        f"train.mixed_precision must be no, bf16 or fp16, got {t.mixed_precision!r}",
+    )
     need(t.gradient_accumulation_steps >= 1, "train.gradient_accumulation_steps must be >= 1")
     need(t.save_every >= 0, "train.save_every must be >= 0")
     need(0 <= t.latent_epochs <= t.epochs, f"train.latent_epochs must be in [0, epochs], got {t.latent_epochs}")

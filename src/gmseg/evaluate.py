@@ -99,14 +99,15 @@ def summarize(
         "n_hd95": metrics["hd95"]["n"],
     }
     settings: dict = {"size": size, "empty": empty}
-    settings["masks"] = "non-zero is foreground (JPEG: > half scale)" if threshold is None else (
-        f"foreground > {threshold} of full scale")
+    settings["masks"] = (
+        "non-zero is foreground (JPEG: > half scale)"
+        if threshold is None
+        else (f"foreground > {threshold} of full scale")
+    )
     return {"metrics": metrics, "counts": counts, "settings": settings}
 
 
-def evaluate_masks(
-    pairs: Iterable[tuple[str, np.ndarray, np.ndarray]], empty: str = "standard"
-) -> EvaluationResult:
+def evaluate_masks(pairs: Iterable[tuple[str, np.ndarray, np.ndarray]], empty: str = "standard") -> EvaluationResult:
     """Score in-memory ``(name, pred, gt)`` binary masks (e.g. straight from a model, no files)."""
     check_empty_mode(empty)
     rows = [{"name": name, **binary_metrics(pred, gt, empty)} for name, pred, gt in pairs]
@@ -130,9 +131,7 @@ def _image_size(path: Path) -> tuple[int, int]:
 
 def _prediction_names(pred_dir: Path) -> list[str]:
     return sorted(
-        p.name[: -len(".png")]
-        for p in pred_dir.glob("*.png")
-        if p.is_file() and not p.name.endswith(_NOT_PREDICTIONS)
+        p.name[: -len(".png")] for p in pred_dir.glob("*.png") if p.is_file() and not p.name.endswith(_NOT_PREDICTIONS)
     )
 
 
@@ -204,9 +203,7 @@ def evaluate_folders(
                 continue
         todo.append((name, pred_path, gt_path))
     if problems:
-        raise DataError(
-            f"cannot evaluate {pred_dir} against {mask_dir}: {len(problems)} problem(s)", problems
-        )
+        raise DataError(f"cannot evaluate {pred_dir} against {mask_dir}: {len(problems)} problem(s)", problems)
 
     rows = []
     readings: dict[str, MaskReading] = {}
@@ -225,8 +222,11 @@ def evaluate_folders(
     if problems:
         raise DataError(f"cannot evaluate {pred_dir}: {len(problems)} unreadable file(s)", problems)
     warnings = odd_encodings({p: r.encoding for p, r in readings.items()})
-    warnings += [f"{p}: soft ground truth ({r.levels} grey levels) binarised at > 0" for p, r in readings.items()
-                 if r.soft and threshold is None]
+    warnings += [
+        f"{p}: soft ground truth ({r.levels} grey levels) binarised at > 0"
+        for p, r in readings.items()
+        if r.soft and threshold is None
+    ]
     summary = summarize(rows, empty, size=size, threshold=threshold)
     return EvaluationResult(rows=rows, summary=summary, warnings=warnings)
 
@@ -256,9 +256,7 @@ def write_results(result: EvaluationResult, out_dir: str | os.PathLike) -> tuple
         writer.writerow([row[c] for c in CSV_COLUMNS])
     csv_path, json_path = out / "metrics.csv", out / "summary.json"
     atomic_write_text(csv_path, buf.getvalue())
-    atomic_write_text(
-        json_path, json.dumps(_json_safe(result.summary), indent=2, allow_nan=False) + "\n"
-    )
+    atomic_write_text(json_path, json.dumps(_json_safe(result.summary), indent=2, allow_nan=False) + "\n")
     return csv_path, json_path
 
 

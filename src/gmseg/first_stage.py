@@ -220,7 +220,7 @@ def _load_diffusers(spec: FirstStageSource, local_files_only: bool = False) -> F
         config = AutoencoderKL.load_config(spec.path, **kwargs)
         cls = AutoencoderTiny if config.get("_class_name") == "AutoencoderTiny" else AutoencoderKL
         autoencoder = cls.from_pretrained(spec.path, **kwargs)
-    except (OSError, ValueError, EnvironmentError) as error:
+    except (OSError, ValueError) as error:
         where = "the Hugging Face Hub" if spec.kind == "hub" else "disk"
         name = spec.path + (f"/{spec.subfolder}" if spec.subfolder else "")
         raise FirstStageError(

@@ -37,14 +37,23 @@ class GeneralizationResult:
     rows: list[dict[str, Any]] = field(default_factory=list)
 
     def to_markdown(self, model: str) -> str:
-        lines = [f"Model: `{model}`", "",
-                 "| dataset | domain | stage | images | Dice | IoU | HD95 (px) |", "|---|---|---|---:|---|---|---|"]
+        lines = [
+            f"Model: `{model}`",
+            "",
+            "| dataset | domain | stage | images | Dice | IoU | HD95 (px) |",
+            "|---|---|---|---:|---|---|---|",
+        ]
         for row in self.rows:
-            cells = [f"{100 * row['dice']['mean']:.2f} ± {100 * row['dice']['se']:.2f}",
-                     f"{100 * row['iou']['mean']:.2f} ± {100 * row['iou']['se']:.2f}",
-                     f"{row['hd95']['mean']:.1f} ± {row['hd95']['se']:.1f}"]
-            lines.append(f"| {row['dataset']} | {row.get('domain') or '-'} | {row['stage']} | {row['n_images']} | "
-                         + " | ".join(cells) + " |")
+            cells = [
+                f"{100 * row['dice']['mean']:.2f} ± {100 * row['dice']['se']:.2f}",
+                f"{100 * row['iou']['mean']:.2f} ± {100 * row['iou']['se']:.2f}",
+                f"{row['hd95']['mean']:.1f} ± {row['hd95']['se']:.1f}",
+            ]
+            lines.append(
+                f"| {row['dataset']} | {row.get('domain') or '-'} | {row['stage']} | {row['n_images']} | "
+                + " | ".join(cells)
+                + " |"
+            )
         lines += ["", "Mean ± standard error of the mean over images (Dice and IoU in %)."]
         return "\n".join(lines) + "\n"
 
@@ -119,12 +128,26 @@ def run_generalize(
         folder = Path(folder)
         domain = "in" if name == in_domain else ("cross" if in_domain else "")
         for stage in ["test"] if domain == "in" else _stages_for(folder, stages):
-            tested = run_test(model, folder, out / name / stage, stage=stage, size=size, empty=empty,
-                              batch_size=batch_size, device=device, progress=progress, tta=tta,
-                              overwrite=overwrite)
+            tested = run_test(
+                model,
+                folder,
+                out / name / stage,
+                stage=stage,
+                size=size,
+                empty=empty,
+                batch_size=batch_size,
+                device=device,
+                progress=progress,
+                tta=tta,
+                overwrite=overwrite,
+            )
             result.rows.append({**_row(name, stage, tested.summary), "domain": domain})
-    payload = {"model": label, "in_domain": in_domain, "settings": {"size": size, "empty": empty, "tta": tta},
-               "rows": result.rows}
+    payload = {
+        "model": label,
+        "in_domain": in_domain,
+        "settings": {"size": size, "empty": empty, "tta": tta},
+        "rows": result.rows,
+    }
     atomic_write_text(out / "generalization.json", json.dumps(payload, indent=2, default=str) + "\n")
     atomic_write_text(out / "generalization.md", result.to_markdown(label))
     return result

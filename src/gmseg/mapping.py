@@ -95,9 +95,7 @@ class ResAttBlock(nn.Module):
 
 
 def output_head(channels: int, out_channels: int) -> nn.Sequential:
-    return nn.Sequential(
-        group_norm(channels), nn.SiLU(), nn.Conv2d(channels, out_channels, 3, padding=1, bias=False)
-    )
+    return nn.Sequential(group_norm(channels), nn.SiLU(), nn.Conv2d(channels, out_channels, 3, padding=1, bias=False))
 
 
 def level_name(depth: int) -> str:

@@ -67,8 +67,12 @@ class GMSConfig:
             return isinstance(value, (int, float)) and not isinstance(value, bool)
 
         problems = []
-        if not (isinstance(self.image_size, int) and not isinstance(self.image_size, bool)
-                and self.image_size >= 8 and self.image_size % 8 == 0):
+        if not (
+            isinstance(self.image_size, int)
+            and not isinstance(self.image_size, bool)
+            and self.image_size >= 8
+            and self.image_size % 8 == 0
+        ):
             problems.append(f"image_size must be a positive multiple of 8, got {self.image_size!r}")
         for key in ("threshold", "noise_probability"):
             value = getattr(self, key)
@@ -98,9 +102,7 @@ class GMS(nn.Module, PyTorchModelHubMixin, library_name="gmseg", tags=["medical-
     Inputs are images in [-1, 1] (B, 3, H, W) with H, W multiples of 8, and masks in {0, 1} (B, 1, H, W).
     """
 
-    def __init__(
-        self, config: GMSConfig | dict[str, Any] | None = None, first_stage_module: FirstStage | None = None
-    ):
+    def __init__(self, config: GMSConfig | dict[str, Any] | None = None, first_stage_module: FirstStage | None = None):
         super().__init__()
         if config is None:
             config = GMSConfig()
@@ -113,7 +115,9 @@ class GMS(nn.Module, PyTorchModelHubMixin, library_name="gmseg", tags=["medical-
         self.mapping = LatentMappingModel(**self.gms_config.mapping)
         supervised = self.gms_config.supervised_levels
         if not supervised or set(supervised) - set(self.mapping.level_names):
-            raise ConfigError(f"supervised_levels {supervised} must be a non-empty subset of {self.mapping.level_names}")
+            raise ConfigError(
+                f"supervised_levels {supervised} must be a non-empty subset of {self.mapping.level_names}"
+            )
         if set(self.dice_levels) - set(supervised):
             raise ConfigError(f"dice_levels {self.dice_levels} must be a subset of supervised_levels {supervised}")
         from monai.losses import DiceLoss
@@ -246,8 +250,9 @@ class GMS(nn.Module, PyTorchModelHubMixin, library_name="gmseg", tags=["medical-
         # save_model de-duplicates the PReLU weights the release registers under two names.
         from .fileio import atomic_save_file
 
-        atomic_save_file(Path(save_directory) / WEIGHTS_NAME,
-                         lambda name: save_model(self.mapping, name, metadata={"format": "pt"}))
+        atomic_save_file(
+            Path(save_directory) / WEIGHTS_NAME, lambda name: save_model(self.mapping, name, metadata={"format": "pt"})
+        )
 
     @classmethod
     def _from_pretrained(  # type: ignore[override]

@@ -43,9 +43,7 @@ class PredictionReport:
 
 def collect_inputs(inputs: str | os.PathLike | Sequence[str | os.PathLike]) -> list[Path]:
     """Expand folders into their image files (sorted); keep explicitly named files as given."""
-    from .data.io import IMAGE_SUFFIXES
-
-    from .data.io import is_image_file
+    from .data.io import IMAGE_SUFFIXES, is_image_file
 
     items = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
     files: list[Path] = []
@@ -75,25 +73,37 @@ def check_outputs(files: Sequence[Path], output: Path, overwrite: bool, protecte
         raise GmsegError(f"--output {output} is an existing file, not a folder; choose another path.")
     for folder in protected:
         if Path(folder).resolve() == out:
-            raise GmsegError(f"--output {output} is the ground-truth folder {folder}: masks would be written over "
-                             "it; choose another output folder.")
+            raise GmsegError(
+                f"--output {output} is the ground-truth folder {folder}: masks would be written over "
+                "it; choose another output folder."
+            )
     inside = [f for f in files if f.resolve().parent == out]
     if inside:
-        raise GmsegError(f"--output {output} holds the input image {inside[0]}: predicted masks would be written "
-                         "over the inputs; choose another output folder.")
+        raise GmsegError(
+            f"--output {output} holds the input image {inside[0]}: predicted masks would be written "
+            "over the inputs; choose another output folder."
+        )
     stems: dict[str, Path] = {}
     for path in files:
         if path.stem in stems and stems[path.stem] != path:
-            raise GmsegError(f"inputs {stems[path.stem]} and {path} share the name {path.stem!r}: both would write "
-                             f"{output / path.stem}.png; rename one or predict them into separate folders.")
+            raise GmsegError(
+                f"inputs {stems[path.stem]} and {path} share the name {path.stem!r}: both would write "
+                f"{output / path.stem}.png; rename one or predict them into separate folders."
+            )
         stems[path.stem] = path
     if overwrite or not output.is_dir():
         return
-    existing = [output / f"{stem}{suffix}" for stem in stems for suffix in OUTPUT_SUFFIXES
-                if (output / f"{stem}{suffix}").exists()]
+    existing = [
+        output / f"{stem}{suffix}"
+        for stem in stems
+        for suffix in OUTPUT_SUFFIXES
+        if (output / f"{stem}{suffix}").exists()
+    ]
     if existing:
-        raise GmsegError(f"{len(existing)} output file(s) already exist in {output}, e.g. {existing[0]}; pass "
-                         "--overwrite to replace them, or choose an empty output folder.")
+        raise GmsegError(
+            f"{len(existing)} output file(s) already exist in {output}, e.g. {existing[0]}; pass "
+            "--overwrite to replace them, or choose an empty output folder."
+        )
 
 
 def pick_device(device: str = "auto") -> torch.device:

@@ -67,9 +67,7 @@ def _sigmoid(z: np.ndarray) -> np.ndarray:
     return 0.5 * (1.0 + np.tanh(0.5 * z))
 
 
-def _tissue(
-    rng: np.random.Generator, size: int, yy: np.ndarray, fy2: np.ndarray, fx2: np.ndarray
-) -> np.ndarray:
+def _tissue(rng: np.random.Generator, size: int, yy: np.ndarray, fy2: np.ndarray, fx2: np.ndarray) -> np.ndarray:
     """Echogenicity (backscatter power, ~0..1) of layered breast tissue without the lesion.
 
     Layers top to bottom: bright skin line, dark subcutaneous fat crossed by bright oblique Cooper's
@@ -93,9 +91,7 @@ def _tissue(
     in_skin = _sigmoid((skin_end - d) / (w * 0.5))
     below_fat = _sigmoid((d - fat_end) / w)
     below_gland = _sigmoid((d - gland_end) / w)
-    echo = skin * in_skin + (1 - in_skin) * (
-        fat + (gland - fat) * below_fat + (muscle - gland) * below_gland
-    )
+    echo = skin * in_skin + (1 - in_skin) * (fat + (gland - fat) * below_fat + (muscle - gland) * below_gland)
 
     # Horizontal streaks (tissue planes) everywhere, strongest as striations in the muscle.
     streak = _smooth_noise(rng, size, 1.2 * s, 10 * s, fy2, fx2)
@@ -264,7 +260,8 @@ def make_synthetic_dataset(
         image, mask = synthetic_pair(np.random.default_rng(child), size=int(size))
         atomic_write(out / "images" / f"{name}.png", lambda handle: Image.fromarray(image).save(handle, format="PNG"))
         atomic_write(
-            out / "masks" / f"{name}.png", lambda handle: Image.fromarray(mask * np.uint8(255)).save(handle, format="PNG")
+            out / "masks" / f"{name}.png",
+            lambda handle: Image.fromarray(mask * np.uint8(255)).save(handle, format="PNG"),
         )
     split = {"train": names[: int(n_train)], "test": names[int(n_train) :]}
     atomic_write_text(out / "split.json", json.dumps(split, indent=2) + "\n")

@@ -18,7 +18,6 @@ from .evaluate import EvaluationResult, run_evaluate
 from .model import load_model
 from .predict import predict_files
 
-
 ALL_STAGE = "all"
 
 
@@ -38,8 +37,10 @@ def stage_names(data_dir: Path, split: str | os.PathLike | None, stage: str) -> 
         if split:
             raise GmsegError(f"Split file {split_path} does not exist.")
         if stage != "test":
-            raise GmsegError(f"{data_dir} has no split.json, so it has no stage {stage!r}; use --stage all "
-                             "(every image) or pass --split FILE.")
+            raise GmsegError(
+                f"{data_dir} has no split.json, so it has no stage {stage!r}; use --stage all "
+                "(every image) or pass --split FILE."
+            )
         return None
     stages = load_split(split_path)
     if stage not in stages:
@@ -81,19 +82,31 @@ def run_test(
         if missing:
             from .errors import DataError
 
-            raise DataError(f"{len(missing)} test image(s) missing in {images_dir}", [f"{images_dir / n}.*" for n in missing])
+            raise DataError(
+                f"{len(missing)} test image(s) missing in {images_dir}", [f"{images_dir / n}.*" for n in missing]
+            )
         inputs = [find_file(images_dir, n) for n in names]
     predictions = out_dir / "predictions"
     report = predict_files(
-        model, inputs, predictions, batch_size=batch_size, device=device, progress=progress, tta=tta,
+        model,
+        inputs,
+        predictions,
+        batch_size=batch_size,
+        device=device,
+        progress=progress,
+        tta=tta,
         overwrite=overwrite,
     )
     if not report.ok:
         raise GmsegError(report.summary())
     out_dir.mkdir(parents=True, exist_ok=True)
-    timing = {"images": len(report.written), "predict_seconds": round(report.seconds, 3),
-              "seconds_per_image": round(report.seconds / max(1, len(report.written)), 4), "device": device,
-              "tta": tta}
+    timing = {
+        "images": len(report.written),
+        "predict_seconds": round(report.seconds, 3),
+        "seconds_per_image": round(report.seconds / max(1, len(report.written)), 4),
+        "device": device,
+        "tta": tta,
+    }
     (out_dir / "timing.json").write_text(json.dumps(timing, indent=2))
     names = names or report.written
     split_file = None
@@ -102,8 +115,16 @@ def run_test(
 
         split_file = out_dir / "tested_names.json"
         save_split({"test": names}, split_file)
-    result = run_evaluate(predictions, data_dir, out_dir=out_dir, split=split_file, stage="test", size=size, empty=empty,
-                          threshold=mask_threshold)
+    result = run_evaluate(
+        predictions,
+        data_dir,
+        out_dir=out_dir,
+        split=split_file,
+        stage="test",
+        size=size,
+        empty=empty,
+        threshold=mask_threshold,
+    )
     write_report(result, images_dir, predictions, data_dir, out_dir / "report.png")
     return result
 

@@ -31,9 +31,9 @@ import torch
 from torch.utils.data import DataLoader
 
 from .config import Config, check_resume_config, load_config
+from .data.dataset import item_seed
 from .errors import CheckpointError, GmsegError
 from .fileio import atomic_write_text
-from .data.dataset import item_seed
 from .model import GMS, GMSConfig
 
 LOG_COLUMNS = ["epoch", "lr", "loss", "loss_rec", "loss_dice", "val_dice", "val_iou", "seconds"]
@@ -366,8 +366,10 @@ class Trainer:
         from accelerate.utils import DataLoaderConfiguration, broadcast_object_list
 
         if config.train.device == "cuda" and not torch.cuda.is_available():
-            raise GmsegError("train.device is 'cuda' but no CUDA device is available; use --set train.device=auto "
-                             "(or cpu) to train on the CPU.")
+            raise GmsegError(
+                "train.device is 'cuda' but no CUDA device is available; use --set train.device=auto "
+                "(or cpu) to train on the CPU."
+            )
         self.config = config
         self.progress = progress
         cpu = config.train.device == "cpu" or (config.train.device == "auto" and not torch.cuda.is_available())
@@ -457,8 +459,11 @@ class Trainer:
         self.latent_cache: dict[str, torch.Tensor] | None = None
         if self.is_main:
             if not val_names:
-                print(f"{self.run_dir}: no validation set (data.val_fraction=0): checkpoints/best will be the "
-                      "last epoch.", file=sys.stderr)
+                print(
+                    f"{self.run_dir}: no validation set (data.val_fraction=0): checkpoints/best will be the "
+                    "last epoch.",
+                    file=sys.stderr,
+                )
             self.run_dir.mkdir(parents=True, exist_ok=True)
             config.save(self.run_dir / "config.yaml")
             save_split(self.split, self.run_dir / "split.json")
@@ -500,8 +505,13 @@ class Trainer:
         from tqdm.auto import tqdm
 
         cache = []
-        for batch in tqdm(self.val_loader, desc="encode validation", unit="batch", leave=False,
-                          disable=not (self.progress and self.is_main)):
+        for batch in tqdm(
+            self.val_loader,
+            desc="encode validation",
+            unit="batch",
+            leave=False,
+            disable=not (self.progress and self.is_main),
+        ):
             latent, _ = self.model.first_stage.encode(batch["image"] * 2 - 1)
             cache.append((list(batch["name"]), latent, batch["mask"]))
         return cache
@@ -529,14 +539,19 @@ class Trainer:
 
     # ------------------------------------------------------------------ training epochs
     def noise_generator(self, epoch: int, step: int) -> torch.Generator:
-        return torch.Generator().manual_seed(item_seed(self.config.train.seed, epoch, step, self.accelerator.process_index, 7))
+        return torch.Generator().manual_seed(
+            item_seed(self.config.train.seed, epoch, step, self.accelerator.process_index, 7)
+        )
 
     def check_finite(self, loss: torch.Tensor, epoch: int, step: int) -> None:
         bad = torch.tensor([0.0 if torch.isfinite(loss).item() else 1.0], device=self.accelerator.device)
         if self.accelerator.reduce(bad, reduction="sum").item() > 0:
             last = checkpoint_target(self.checkpoints, "last")
-            kept = f"the last good checkpoint is {last} (epoch {self.state.epoch})" if last else (
-                "no checkpoint had been written yet")
+            kept = (
+                f"the last good checkpoint is {last} (epoch {self.state.epoch})"
+                if last
+                else ("no checkpoint had been written yet")
+            )
             raise TrainingDivergedError(
                 f"Loss became {loss.item()} at epoch {epoch + 1}, step {step + 1}; training stopped and "
                 f"{kept}. Lower train.lr or try train.mixed_precision=no."
@@ -595,8 +610,13 @@ class Trainer:
 
         cache = []
         clean = make_dataset(self.config, self.split["train"], augment=False)
-        bar = tqdm(total=self.config.train.latent_views * len(clean), desc="encode latent views", unit="img",
-                   leave=False, disable=not (self.progress and self.is_main))
+        bar = tqdm(
+            total=self.config.train.latent_views * len(clean),
+            desc="encode latent views",
+            unit="img",
+            leave=False,
+            disable=not (self.progress and self.is_main),
+        )
         for view in range(self.config.train.latent_views):
             # Views use epochs -1, -2, ... so they never coincide with a full epoch's augmentation.
             self.train_set.epoch = -(view + 1)
@@ -624,7 +644,9 @@ class Trainer:
         pool = self.latent_cache
         views = self.config.train.latent_views
         per_view = pool["image"].shape[0] // views
-        generator = torch.Generator().manual_seed(item_seed(self.config.train.seed, epoch, self.accelerator.process_index, 11))
+        generator = torch.Generator().manual_seed(
+            item_seed(self.config.train.seed, epoch, self.accelerator.process_index, 11)
+        )
         chosen = torch.randint(views, (per_view,), generator=generator) * per_view + torch.arange(per_view)
         order = chosen[torch.randperm(per_view, generator=generator)]
         batch_size = self.config.train.batch_size
@@ -692,9 +714,12 @@ class Trainer:
         config = self.config
         if self.finished:
             if self.is_main:
-                print(f"{self.run_dir} has already trained {self.state.epoch} epochs (train.epochs="
-                      f"{config.train.epochs}): nothing to do. To train longer: gmseg train --resume "
-                      f"{self.run_dir} --set train.epochs=N (N > {self.state.epoch}).", file=sys.stderr)
+                print(
+                    f"{self.run_dir} has already trained {self.state.epoch} epochs (train.epochs="
+                    f"{config.train.epochs}): nothing to do. To train longer: gmseg train --resume "
+                    f"{self.run_dir} --set train.epochs=N (N > {self.state.epoch}).",
+                    file=sys.stderr,
+                )
             return self.run_dir
         writer = None
         log = None
@@ -730,7 +755,9 @@ class Trainer:
             lr = self.optimizer.param_groups[0]["lr"]
             run_epoch = self.epoch_kind(epoch)
             steps = len(self.train_loader) if run_epoch == self.full_epoch else None
-            with tqdm(total=steps, desc=f"epoch {epoch + 1}", leave=False, disable=not (self.progress and self.is_main)) as bar:
+            with tqdm(
+                total=steps, desc=f"epoch {epoch + 1}", leave=False, disable=not (self.progress and self.is_main)
+            ) as bar:
                 metrics = run_epoch(epoch, bar)
             self.scheduler.step()
             extra_state = ema_checkpoint_state(self.ema, self.model.mapping) if self.is_main else {}
@@ -762,8 +789,9 @@ class Trainer:
             # Log first: a resume drops log rows newer than its checkpoint, never the reverse.
             row["seconds"] = round(time.time() - started, 3)
             log.append(row)
-            save_checkpoint(self.model, self.optimizer, self.scheduler, self.state, self.checkpoints, names,
-                            extra_state=extra_state)
+            save_checkpoint(
+                self.model, self.optimizer, self.scheduler, self.state, self.checkpoints, names, extra_state=extra_state
+            )
             every = self.config.train.save_every
             if every and (epoch + 1) % every == 0:
                 copy_checkpoint(self.checkpoints / "last", self.checkpoints / f"periodic-{epoch + 1:04d}")
@@ -786,8 +814,10 @@ def train(
     if resume is not None:
         resume = Path(resume)
         if config is not None:
-            raise GmsegError(f"A resumed run keeps its own {resume / 'config.yaml'}: give no config beside resume "
-                             "(change settings with overrides, --set KEY=VALUE).")
+            raise GmsegError(
+                f"A resumed run keeps its own {resume / 'config.yaml'}: give no config beside resume "
+                "(change settings with overrides, --set KEY=VALUE)."
+            )
         saved = resume / "config.yaml"
         if not saved.is_file():
             raise GmsegError(f"{resume} is not a run folder (no config.yaml): cannot resume it.")
@@ -796,6 +826,8 @@ def train(
     elif not isinstance(config, Config):
         config = load_config(config, overrides)
     if resume is None and run_dir is not None and Path(run_dir).exists() and any(Path(run_dir).iterdir()):
-        raise GmsegError(f"run folder {run_dir} already exists and is not empty: continue it with --resume "
-                         f"{run_dir}, or choose another folder.")
+        raise GmsegError(
+            f"run folder {run_dir} already exists and is not empty: continue it with --resume "
+            f"{run_dir}, or choose another folder."
+        )
     return Trainer(config, run_dir=None if run_dir is None else Path(run_dir), resume=resume, progress=progress).fit()

@@ -66,9 +66,7 @@ def overlay(image: np.ndarray, pred: np.ndarray, gt: np.ndarray | None = None) -
     return out
 
 
-def save_overlay(
-    path: str | os.PathLike, image: np.ndarray, pred: np.ndarray, gt: np.ndarray | None = None
-) -> None:
+def save_overlay(path: str | os.PathLike, image: np.ndarray, pred: np.ndarray, gt: np.ndarray | None = None) -> None:
     """Write :func:`overlay` as a PNG (lossless, so the 1-px contours stay exact)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -206,9 +204,7 @@ def read_training_log(csv_path: str | os.PathLike) -> dict[str, np.ndarray]:
     return {key: np.array([num(rec.get(key)) for rec in records]) for key in columns}
 
 
-def plot_training_curves(
-    run_dir_or_csv: str | os.PathLike, out_path: str | os.PathLike | None = None
-) -> Path:
+def plot_training_curves(run_dir_or_csv: str | os.PathLike, out_path: str | os.PathLike | None = None) -> Path:
     """Plot losses, validation Dice/IoU (best epoch marked) and learning rate from ``train_log.csv``.
 
     Accepts a run folder or the CSV itself; missing columns are skipped so logs from older or partial
@@ -251,8 +247,15 @@ def plot_training_curves(
         dice = log["val_dice"]
         best = int(np.nanargmax(dice))
         ax_val.axvline(epoch[best], color="gray", linestyle="--", linewidth=1)
-        ax_val.plot([epoch[best]], [dice[best]], marker="*", markersize=14, color="red",
-                    label=f"best {dice[best]:.4f} @ epoch {epoch[best]:g}", linestyle="none")
+        ax_val.plot(
+            [epoch[best]],
+            [dice[best]],
+            marker="*",
+            markersize=14,
+            color="red",
+            label=f"best {dice[best]:.4f} @ epoch {epoch[best]:g}",
+            linestyle="none",
+        )
     if has_dice or has_iou:
         ax_val.legend(loc="lower right")
     else:

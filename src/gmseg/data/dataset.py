@@ -29,8 +29,10 @@ def _folder(root: Path, sub: str) -> Path:
     if not folder.is_dir():
         raise DataError(
             f"dataset folder missing: {folder}",
-            [f"{folder}: not a directory; a dataset root needs images/ and masks/ "
-             f"(run `gmseg prepare` to convert a public dataset)"],
+            [
+                f"{folder}: not a directory; a dataset root needs images/ and masks/ "
+                f"(run `gmseg prepare` to convert a public dataset)"
+            ],
         )
     return folder
 
@@ -40,9 +42,7 @@ def list_names(root: str | os.PathLike[str]) -> list[str]:
     return sorted(index_folder(_folder(Path(root), "images")))
 
 
-def check_dataset(
-    root: str | os.PathLike[str], names: list[str] | None = None, check_sizes: bool = True
-) -> None:
+def check_dataset(root: str | os.PathLike[str], names: list[str] | None = None, check_sizes: bool = True) -> None:
     """Raise one DataError listing every problem in the dataset at ``root`` (or in ``names`` of it).
 
     Problems: image or mask missing, name listed but no files, unreadable file, image/mask size differ.
@@ -56,15 +56,15 @@ def check_dataset(
     if names is None:
         names = sorted(set(images) | set(masks))
         if not names:
-            raise DataError(
-                f"no images found in {image_dir}", [f"{image_dir}: expected files {_SUFFIX_HELP}"]
-            )
+            raise DataError(f"no images found in {image_dir}", [f"{image_dir}: expected files {_SUFFIX_HELP}"])
     problems: list[str] = []
     for name in names:
         img, mask = images.get(name), masks.get(name)
         if img is None and mask is None:
-            problems.append(f"{image_dir / name}.*: '{name}' is listed in the split but has no image "
-                            f"and no mask; expected {image_dir / name}.png and {mask_dir / name}.png")
+            problems.append(
+                f"{image_dir / name}.*: '{name}' is listed in the split but has no image "
+                f"and no mask; expected {image_dir / name}.png and {mask_dir / name}.png"
+            )
             continue
         if img is None:
             problems.append(f"{image_dir / name}.*: image missing for mask {mask}")
@@ -82,12 +82,12 @@ def check_dataset(
                 problems.extend(f"unreadable {kind}: {p}" for p in exc.problems)
         if len(sizes) == 2 and sizes["image"] != sizes["mask"]:
             (iw, ih), (mw, mh) = sizes["image"], sizes["mask"]
-            problems.append(f"{mask}: mask is {mw}x{mh} but image {img} is {iw}x{ih} (width x height); "
-                            "they must match pixel for pixel")
+            problems.append(
+                f"{mask}: mask is {mw}x{mh} but image {img} is {iw}x{ih} (width x height); "
+                "they must match pixel for pixel"
+            )
     if problems:
-        raise DataError(
-            f"dataset at {root} has {len(problems)} problem(s); fix them before training", problems
-        )
+        raise DataError(f"dataset at {root} has {len(problems)} problem(s); fix them before training", problems)
 
 
 class SegmentationDataset(Dataset):
@@ -162,8 +162,10 @@ class SegmentationDataset(Dataset):
             if mask.shape != (h, w):
                 raise DataError(
                     f"image and mask sizes differ for '{name}'",
-                    [f"{mask_path}: mask is {mask.shape[1]}x{mask.shape[0]} but image {image_path} is "
-                     f"{w}x{h} (width x height)"],
+                    [
+                        f"{mask_path}: mask is {mask.shape[1]}x{mask.shape[0]} but image {image_path} is "
+                        f"{w}x{h} (width x height)"
+                    ],
                 )
         if self.transform is None:
             item["image"] = torch.from_numpy(image.astype(np.float32) / 255.0).permute(2, 0, 1).contiguous()
@@ -180,9 +182,7 @@ class SegmentationDataset(Dataset):
         try:
             out = self.transform(**inputs)
         except Exception as exc:  # a transform error is useless without the file that triggered it
-            raise DataError(
-                f"transform failed on '{name}'", [f"{image_path}: {type(exc).__name__}: {exc}"]
-            ) from exc
+            raise DataError(f"transform failed on '{name}'", [f"{image_path}: {type(exc).__name__}: {exc}"]) from exc
         item["image"] = _as_chw_float(out["image"])
         if mask is not None:
             # Binarise: a user transform may hand back 0/255 or interpolated values.

@@ -90,9 +90,7 @@ def _open(path: Path, kind: str) -> Image.Image:
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
         if img is not None:
             img.close()
-        raise DataError(
-            f"cannot read {kind} {path}", [f"{path}: {type(exc).__name__}: {exc}; {_FIX_HINT}"]
-        ) from exc
+        raise DataError(f"cannot read {kind} {path}", [f"{path}: {type(exc).__name__}: {exc}; {_FIX_HINT}"]) from exc
 
 
 def read_size(path: str | os.PathLike[str]) -> tuple[int, int]:
@@ -142,8 +140,10 @@ def _to_uint8(data: np.ndarray, notes: list[str] | None = None, path: Path | Non
         depth = max(bit_depth(hi), 8)
         scaled = x / ((2**depth - 1) / 255.0)
         if notes is not None:
-            notes.append(f"{path}: {data.dtype} pixels up to {int(hi)} read as {depth}-bit data "
-                         f"(divided by {(2**depth - 1) / 255.0:.4g})")
+            notes.append(
+                f"{path}: {data.dtype} pixels up to {int(hi)} read as {depth}-bit data "
+                f"(divided by {(2**depth - 1) / 255.0:.4g})"
+            )
     elif np.issubdtype(data.dtype, np.floating) and lo >= 0 and hi <= 1.0:
         scaled = x * 255.0
     elif lo >= 0 and hi <= 255:
@@ -180,15 +180,11 @@ def read_image(path: str | os.PathLike[str], notes: list[str] | None = None) -> 
         else:  # CMYK, YCbCr, LAB, HSV ...
             arr = np.asarray(img.convert("RGB"))
     except (OSError, ValueError) as exc:
-        raise DataError(
-            f"cannot convert image {path} (mode {mode}) to RGB", [f"{path}: {exc}; {_FIX_HINT}"]
-        ) from exc
+        raise DataError(f"cannot convert image {path} (mode {mode}) to RGB", [f"{path}: {exc}; {_FIX_HINT}"]) from exc
     finally:
         img.close()
     if arr.ndim != 3 or arr.shape[2] != 3:
-        raise DataError(
-            f"unexpected image layout in {path}", [f"{path}: array shape {arr.shape}; {_FIX_HINT}"]
-        )
+        raise DataError(f"unexpected image layout in {path}", [f"{path}: array shape {arr.shape}; {_FIX_HINT}"])
     return np.ascontiguousarray(arr, dtype=np.uint8)
 
 
@@ -318,8 +314,11 @@ def odd_encodings(readings: dict[str, str]) -> list[str]:
     if len(counts) < 2:
         return []
     usual = counts.most_common(1)[0][0]
-    return [f"{f}: encoded as {e!r}, unlike the folder's usual {usual!r}" for f, e in readings.items()
-            if e != usual and not e.endswith(" empty")]
+    return [
+        f"{f}: encoded as {e!r}, unlike the folder's usual {usual!r}"
+        for f, e in readings.items()
+        if e != usual and not e.endswith(" empty")
+    ]
 
 
 def _atomic_save(img: Image.Image, path: Path) -> None:

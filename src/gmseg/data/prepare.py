@@ -213,9 +213,7 @@ def _collect_bus(raw: Path, exclude: Path | None, unmatched: list[str]) -> list[
     """UDIAT dataset B: original/<id>.png and GT/<id>.png."""
     root = _find_dir(raw, ("original", "GT"), exclude)
     if root is None:
-        raise _layout_error(
-            "BUS", raw, "folders original/ and GT/ with files named <id>.png (e.g. 000001.png)"
-        )
+        raise _layout_error("BUS", raw, "folders original/ and GT/ with files named <id>.png (e.g. 000001.png)")
     images = _index(_walk_files(_subdir(root, "original"), exclude), lambda p: p.stem, unmatched)
     masks = _index(_walk_files(_subdir(root, "GT"), exclude), lambda p: p.stem, unmatched)
     return _pair(images, masks, unmatched)
@@ -227,9 +225,7 @@ def _collect_glas(raw: Path, exclude: Path | None, unmatched: list[str]) -> list
     images = _index(files, lambda p: None if p.stem.lower().endswith("_anno") else p.stem, unmatched)
     masks = _index(files, lambda p: p.stem[:-5] if p.stem.lower().endswith("_anno") else None, unmatched)
     if not masks:
-        raise _layout_error(
-            "GlaS", raw, "files <name>.bmp with annotations <name>_anno.bmp (e.g. train_1_anno.bmp)"
-        )
+        raise _layout_error("GlaS", raw, "files <name>.bmp with annotations <name>_anno.bmp (e.g. train_1_anno.bmp)")
     return _pair(images, masks, unmatched)
 
 
@@ -261,7 +257,8 @@ def _collect_kvasir_instrument(raw: Path, exclude: Path | None, unmatched: list[
             mask_files += _walk_files(siblings[0], exclude)
     if not mask_files:
         raise _layout_error(
-            "Kvasir-Instrument", raw,
+            "Kvasir-Instrument",
+            raw,
             "folders images/ (<id>.jpg) and masks/ (<id>.png); extract images.tar.gz and masks.tar.gz first",
         )
     images = _index(image_files, lambda p: p.stem, unmatched)
@@ -291,13 +288,17 @@ def check_output_folder(out: Path, inputs: Iterable[Path], overwrite: bool) -> N
     target = out.resolve()
     for folder in inputs:
         if _under(folder, target):
-            raise ConfigError(f"output folder {out} contains the input folder {folder}: preparing there would "
-                              "write over the originals; choose an --out outside the inputs")
+            raise ConfigError(
+                f"output folder {out} contains the input folder {folder}: preparing there would "
+                "write over the originals; choose an --out outside the inputs"
+            )
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out} is an existing file, not a folder; choose another path")
     if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise ConfigError(f"output folder {out} is not empty: choose a new folder, or pass --overwrite to "
-                          "replace it whole (its old files are removed once the new dataset is complete)")
+        raise ConfigError(
+            f"output folder {out} is not empty: choose a new folder, or pass --overwrite to "
+            "replace it whole (its old files are removed once the new dataset is complete)"
+        )
 
 
 def _swap_in(staging: Path, out: Path) -> None:
@@ -316,10 +317,11 @@ def _mask_notes(masks: dict[str, MaskReading]) -> list[str]:
     soft = [str(p) for p, r in masks.items() if r.soft]
     notes = []
     if soft:
-        notes.append(f"{len(soft)} mask(s) have more than {SOFT_LEVELS} grey levels (resized, blurred or "
-                     "probability maps?) and were binarised at > 0, which inflates lesions; set "
-                     "--mask-threshold (e.g. 0.5) if that is wrong: " + ", ".join(soft[:10])
-                     + (" ..." if len(soft) > 10 else ""))
+        notes.append(
+            f"{len(soft)} mask(s) have more than {SOFT_LEVELS} grey levels (resized, blurred or "
+            "probability maps?) and were binarised at > 0, which inflates lesions; set "
+            "--mask-threshold (e.g. 0.5) if that is wrong: " + ", ".join(soft[:10]) + (" ..." if len(soft) > 10 else "")
+        )
     notes += odd_encodings({p: r.encoding for p, r in masks.items()})
     return notes
 
@@ -336,8 +338,10 @@ def _convert(
     mask_threshold: float | None = None,
 ) -> PrepareReport:
     if not pairs:
-        raise DataError(f"no {dataset} image/mask pairs found under {source}",
-                        [f"{u}" for u in unmatched[:50]] or [f"{source}: no matching files"])
+        raise DataError(
+            f"no {dataset} image/mask pairs found under {source}",
+            [f"{u}" for u in unmatched[:50]] or [f"{source}: no matching files"],
+        )
     loaded_split = load_split(split) if split is not None else None  # fail on a bad split before writing
 
     problems: list[str] = []
@@ -354,8 +358,10 @@ def _convert(
                 problems += [f"unreadable mask: {p}" for p in exc.problems]
                 continue
             if msize != size:
-                problems.append(f"{mask}: mask is {msize[0]}x{msize[1]} but image {pair.image} is "
-                                f"{size[0]}x{size[1]} (width x height)")
+                problems.append(
+                    f"{mask}: mask is {msize[0]}x{msize[1]} but image {pair.image} is "
+                    f"{size[0]}x{size[1]} (width x height)"
+                )
     if problems:
         raise DataError(f"{dataset}: {len(problems)} problem(s) in {source}; nothing was written", problems)
     duplicate_groups = _identical_images(pairs)
@@ -387,8 +393,7 @@ def _convert(
             if pair.name in duplicate_names:
                 duplicate_masks[pair.name] = mask
         if problems:
-            raise DataError(f"{dataset}: {len(problems)} file(s) could not be decoded; nothing was written",
-                            problems)
+            raise DataError(f"{dataset}: {len(problems)} file(s) could not be decoded; nothing was written", problems)
         names = sorted(p.name for p in pairs)
         if loaded_split is None:
             final = random_split(names, test_fraction=test_fraction, seed=seed)
@@ -404,8 +409,7 @@ def _convert(
         raise
     duplicates = _describe_duplicates(duplicate_groups, duplicate_masks, final)
     notes = _summarise_depth_notes(notes) + _mask_notes(readings)
-    return PrepareReport(dataset, out, len(pairs), {k: len(v) for k, v in final.items()}, unmatched, duplicates,
-                         notes)
+    return PrepareReport(dataset, out, len(pairs), {k: len(v) for k, v in final.items()}, unmatched, duplicates, notes)
 
 
 def _summarise_depth_notes(notes: list[str]) -> list[str]:
@@ -437,8 +441,11 @@ def _describe_duplicates(
             second = masks[other] > 0
             union = np.logical_or(first, second).sum()
             ious.append(1.0 if union == 0 else float(np.logical_and(first, second).sum() / union))
-        agreement = "identical masks" if all(i == 1.0 for i in ious) else (
-            "masks differ, IoU " + ", ".join(f"{i:.2f}" for i in ious))
+        agreement = (
+            "identical masks"
+            if all(i == 1.0 for i in ious)
+            else ("masks differ, IoU " + ", ".join(f"{i:.2f}" for i in ious))
+        )
         stages = sorted({k for k, v in split.items() for n in names if n in v})
         where = f"in split list(s) {stages}" if stages else "in no split list"
         leak = " -- LEAK: the same image in train and test" if {"train", "test"} <= set(stages) else ""
@@ -502,9 +509,7 @@ def prepare_folders(
     check_output_folder(Path(out), [image_dir, mask_dir], overwrite)
     same = image_dir.resolve() == mask_dir.resolve()
     if same and not mask_suffix:
-        raise ConfigError(
-            "images and masks are in the same folder: set mask_suffix (e.g. '_mask') to tell them apart"
-        )
+        raise ConfigError("images and masks are in the same folder: set mask_suffix (e.g. '_mask') to tell them apart")
     unmatched: list[str] = []
 
     def mask_key(p: Path) -> str | None:

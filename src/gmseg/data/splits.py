@@ -57,8 +57,7 @@ def validate_split(split: Any, source: str = "split") -> dict[str, list[str]]:
     if not isinstance(split, Mapping):
         raise DataError(
             f"split file {source} has the wrong structure",
-            [f"{source}: top level is {type(split).__name__}, "
-             f"expected a mapping with keys {list(SPLIT_KEYS)}"],
+            [f"{source}: top level is {type(split).__name__}, expected a mapping with keys {list(SPLIT_KEYS)}"],
         )
     problems: list[str] = []
     out: dict[str, list[str]] = {}
@@ -113,20 +112,29 @@ def load_split(path: str | os.PathLike[str]) -> dict[str, list[str]]:
                 [
                     f"{path}: {exc}. A split pickle should contain only dicts, lists and strings; this one "
                     "references code and may be malicious. Do not load it with pickle; if you trust its "
-                    "source, convert it to JSON ({\"train\": [...], \"test\": [...]}) and use that instead"
+                    'source, convert it to JSON ({"train": [...], "test": [...]}) and use that instead'
                 ],
             ) from exc
-        except (OSError, EOFError, ValueError, TypeError, IndexError, KeyError, AttributeError,
-                RecursionError, MemoryError) as exc:
+        except (
+            OSError,
+            EOFError,
+            ValueError,
+            TypeError,
+            IndexError,
+            KeyError,
+            AttributeError,
+            RecursionError,
+            MemoryError,
+        ) as exc:
             raise DataError(
                 f"cannot read split file {path}",
-                [f"{path}: corrupt or truncated pickle ({type(exc).__name__}: {exc}); re-download it or "
-                 "provide the split as JSON"],
+                [
+                    f"{path}: corrupt or truncated pickle ({type(exc).__name__}: {exc}); re-download it or "
+                    "provide the split as JSON"
+                ],
             ) from exc
     else:
-        raise DataError(
-            f"unsupported split file {path}", [f"{path}: expected a .json, .pkl or .pickle file"]
-        )
+        raise DataError(f"unsupported split file {path}", [f"{path}: expected a .json, .pkl or .pickle file"])
     return validate_split(data, str(path))
 
 

@@ -86,9 +86,7 @@ def _augmentation(name: str) -> A.BasicTransform:
     raise AssertionError(name)  # unreachable: names are validated first
 
 
-def build_transform(
-    image_size: int, augmentations: list[str] | None = None, *, seed: int | None = None
-) -> A.Compose:
+def build_transform(image_size: int, augmentations: list[str] | None = None, *, seed: int | None = None) -> A.Compose:
     """The training (``augmentations`` given) or evaluation (None / []) pipeline.
 
     Input: image (H, W, 3) float32 in 0..255 (uint8 also works), mask (H, W) uint8 {0, 1}.
@@ -101,14 +99,13 @@ def build_transform(
     requested = list(augmentations or [])
     unknown = [a for a in requested if a not in RELEASE_AUGMENTATIONS]
     if unknown:
-        raise ConfigError(
-            f"unknown augmentation(s) {unknown}; valid names: {RELEASE_AUGMENTATIONS}"
-        )
+        raise ConfigError(f"unknown augmentation(s) {unknown}; valid names: {RELEASE_AUGMENTATIONS}")
     steps: list[A.BasicTransform] = [ScaleToUnit(max_value=255.0)]
     steps += [_augmentation(name) for name in RELEASE_AUGMENTATIONS if name in requested]
     steps += [
-        A.Resize(int(image_size), int(image_size), interpolation=cv2.INTER_LINEAR,
-                 mask_interpolation=cv2.INTER_NEAREST),
+        A.Resize(
+            int(image_size), int(image_size), interpolation=cv2.INTER_LINEAR, mask_interpolation=cv2.INTER_NEAREST
+        ),
         FinalizeTargets(),
         ToTensorV2(transpose_mask=True),
     ]
