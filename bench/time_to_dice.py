@@ -7,7 +7,7 @@ epoch includes the encoding of cached latents) and its validation Dice, so two r
 can be raced without re-running anything:
 
     python bench/time_to_dice.py "latent first=RUN_A" "full loss from the start=RUN_B" \
-        --json bench/results/busi/time_to_dice.json
+        --json time_to_dice.json
 
 ``RUN`` is a run folder or its ``train_log.csv``. At every moment a run's answer is its best validation
 epoch so far (the checkpoint it would hand over if stopped then), so the curves compared are best-so-far.

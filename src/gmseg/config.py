@@ -63,28 +63,18 @@ class TrainConfig:
     mixed_precision: str = "no"  # "no", "bf16", "fp16"
     gradient_accumulation_steps: int = 1
     save_every: int = 0  # also keep checkpoints/periodic-NNNN every N epochs (0: never)
-    # Schedule option: the first N epochs train the latent loss alone on cached, encoded augmented views
-    # (no decoder in the loop), the rest add the Dice term. 0 reproduces the paper.
+    # CPU-budget schedule (BENCHMARKS.md, "Quality on BUSI"): the first N epochs train the latent loss alone
+    # on cached, encoded views (no decoder in the loop), the rest add the Dice term. 0 is the paper.
     latent_epochs: int = 0
-    # Views encoded per training image for the latent epochs: the image itself, then views augmented in
-    # image space (with train.latent_dihedral, random flips/rot90 of the latents come on top).
+    # Views cached per training image: the image itself, then views augmented in image space.
     latent_views: int = 4
-    # Schedule option: the full-loss epochs also draw from those cached views (with their masks) instead of
-    # encoding fresh augmentations: no encoder in the loop, a third off an epoch on TAESD, at the price
-    # of fewer distinct augmentations. Off reproduces the paper.
+    # The full-loss epochs draw from the cached views too (no encoder in the loop). Off is the paper.
     cached_full_loss: bool = False
-    # Peak lr of the full-loss phase after latent epochs, as a fraction of train.lr. The restart at the full
-    # lr costs part of what the latent phase learned (BUSI validation Dice 0.70 -> 0.54 in the first
-    # full-loss epoch of one 60 + 28 run; at 0.25 there is no drop), so configs/busi-taesd-cpu.yaml uses 0.25.
-    # 1.0 (the default) restarts the configured schedule unchanged. No effect without latent epochs.
+    # Peak lr of the full-loss phase after latent epochs, as a fraction of train.lr: a full-lr restart can
+    # undo what the latent phase learned. 1.0 restarts the schedule unchanged.
     full_loss_lr_scale: float = 1.0
-    # Random flips/rot90 of the cached latents (and masks). TAESD's image latents are not equivariant to them
-    # (encode(rot(x)) differs from rot(encode(x)) by about the latent's own norm), so turning latents shows the
-    # mapping model inputs no real image encodes to; off leaves the views' image-space augmentation alone.
-    # Off wins every latent-only comparison on BUSI, but the lead survives the full-loss phase only when
-    # that phase restarts at a lower lr (train.full_loss_lr_scale), as configs/busi-taesd-cpu.yaml does;
-    # at the full restart lr both runs with it off ended below turned latents (BENCHMARKS.md, "Quality on
-    # BUSI"). The default stays on, which did better with the default restart lr.
+    # Random flips/rot90 of the cached latents. TAESD's latents are not equivariant to them, so off shows the
+    # mapping only inputs a real image encodes to; on stays the default (better at a full-lr restart).
     latent_dihedral: bool = True
     # "release": the paper's per-epoch warm-up + cosine (epoch 0 at lr 0). "smooth": the same shape
     # evaluated every step, warm-up from lr/25; recommended for short schedules, where the release's
