@@ -144,3 +144,15 @@ def test_prepare_folders_cli(tmp_path, capsys):
     assert len(list((out / "masks").glob("*.png"))) == 5
     assert main(["prepare", "busi", "--out", str(out)]) == 2
     assert "--raw" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_full_demo_reaches_its_dice_bar(taesd_dir, tmp_path, capsys):
+    """The README's main job, as a user runs it (minutes: `python -m pytest -m slow`; CI runs --quick)."""
+    out = tmp_path / "demo"
+    assert main(["demo", "--vae", str(taesd_dir), "--out", str(out)]) == 0
+    summary = json.loads((out / "demo_summary.json").read_text())
+    assert summary["test_dice"] > 0.85 and summary["n_test"] == 40 and not summary["stopped_by_budget"]
+    printed = capsys.readouterr().out
+    for line in ("[1/5", "[2/5", "[3/5", "[4/5", "[5/5", "report", "metrics", "curves"):
+        assert line in printed

@@ -16,9 +16,10 @@ from safetensors.torch import load_file
 from conftest import BUSI, need
 from gmseg import train as train_module
 from gmseg.config import config_from_dict
+from gmseg.errors import ConfigError
 from gmseg.model import load_model
 from gmseg.synthetic import make_synthetic_dataset
-from gmseg.train import TrainingDivergedError, checkpoint_epoch, release_lr_factor, train
+from gmseg.train import Trainer, TrainingDivergedError, checkpoint_epoch, release_lr_factor, train
 
 
 @pytest.fixture(scope="module")
@@ -601,3 +602,14 @@ def test_cuda_device_without_cuda_is_an_error(tiny_data, tiny_vae_dir, tmp_path,
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(options))
     assert main(["train", "--config", str(tmp_path / "c.yaml"), "--no-progress"]) == 2
     assert "train.device" in capsys.readouterr().err
+
+
+def test_a_wall_clock_budget_stops_after_the_epoch_that_spends_it(tiny_data, tiny_vae_dir, tmp_path, capsys):
+    config = config_from_dict(tiny_config(tiny_data, tiny_vae_dir, tmp_path, epochs=3, max_minutes=1e-6))
+    trainer = Trainer(config, progress=False)
+    run_dir = trainer.fit()
+    assert trainer.stopped_by_budget
+    assert [row["epoch"] for row in read_log(run_dir)] == ["1"]
+    assert "train.max_minutes" in capsys.readouterr().err
+    with pytest.raises(ConfigError, match="max_minutes"):
+        config_from_dict(tiny_config(tiny_data, tiny_vae_dir, tmp_path, max_minutes=0))

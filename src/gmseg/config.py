@@ -87,6 +87,9 @@ class TrainConfig:
     # Exponential moving average of the trained weights (diffusers' EMAModel), e.g. 0.995; 0 turns it off
     # (the paper). When on, validation, model selection and the saved model folders use the average.
     ema_decay: float = 0.0
+    # Wall-clock budget in minutes for this process's epochs: training stops after the first epoch that ends
+    # past it (the lr schedule still spans train.epochs), and says so. None: no budget.
+    max_minutes: float | None = None
 
 
 @dataclass
@@ -165,6 +168,7 @@ def check_ranges(config: Config) -> None:
     )
     unknown_aug = [a for a in d.augmentations if a not in RELEASE_AUGMENTATIONS]
     need(not unknown_aug, f"data.augmentations has unknown {unknown_aug}; valid: {RELEASE_AUGMENTATIONS}")
+    need(t.max_minutes is None or t.max_minutes > 0, "train.max_minutes must be a positive number of minutes or null")
     need(d.mask_threshold is None or 0.0 <= d.mask_threshold < 1.0, "data.mask_threshold must be in [0, 1) or null")
     need(d.num_workers >= 0, "data.num_workers must be >= 0")
     need(m.ch > 0 and m.ch % 16 == 0, f"model.ch must be a positive multiple of 16, got {m.ch}")

@@ -385,6 +385,7 @@ class Trainer:
         self.run_dir = Path(chosen[0])
         self.checkpoints = self.run_dir / "checkpoints"
         self.resume = resume is not None
+        self.stopped_by_budget = False
         self.created = not self.resume and not self.run_dir.exists()  # only then may a failure remove it
 
     @property
@@ -749,6 +750,8 @@ class Trainer:
             total=config.train.epochs,
             disable=not (self.progress and self.is_main),
         )
+        budget_start = time.monotonic()
+        self.stopped_by_budget = False
         for epoch in epochs:
             started = time.time()
             self.apply_step_lr(epoch, 0, 1)
@@ -763,6 +766,26 @@ class Trainer:
             extra_state = ema_checkpoint_state(self.ema, self.model.mapping) if self.is_main else {}
             with averaged_weights(self.ema, self.model.mapping.parameters()):
                 self.end_epoch(epoch, started, lr, metrics, extra_state, log, writer, epochs)
+            if epoch + 1 < config.train.epochs and self.over_budget(budget_start):
+                if self.is_main:
+                    print(
+                        f"train.max_minutes={config.train.max_minutes} reached after epoch {epoch + 1} of "
+                        f"{config.train.epochs}: stopped; best is epoch {self.state.best_epoch}.",
+                        file=sys.stderr,
+                    )
+                self.stopped_by_budget = True
+                break
+
+    def over_budget(self, since: float) -> bool:
+        """Whether train.max_minutes is spent; the main process decides for all, so DDP ranks stop together."""
+        from accelerate.utils import broadcast_object_list
+
+        limit = self.config.train.max_minutes
+        if limit is None:
+            return False
+        decision = [time.monotonic() - since >= limit * 60]
+        broadcast_object_list(decision)
+        return bool(decision[0])
 
     def end_epoch(
         self,
