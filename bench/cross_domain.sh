@@ -2,7 +2,8 @@
 # The paper's cross-domain study on real data: GMS-TAESD and MONAI's U-Net, each trained on BUSI and on BUS
 # (validation carved from the training names), each tested in-domain and on the other dataset (its test split
 # and all of its images). One command, resumable: every part leaves a `done` file and is skipped next time;
-# an interrupted GMS training resumes from its last checkpoint, an interrupted U-Net restarts its part.
+# an interrupted GMS training resumes from its last checkpoint, an interrupted U-Net restarts its part
+# (the baseline trainer has no resume yet).
 #
 #   bash bench/cross_domain.sh                    # the full study (~5 h on 2 cores)
 #   SCALE=quick bash bench/cross_domain.sh        # the same four trainings, shorter (< 60 min of training)
@@ -11,7 +12,7 @@
 #
 # Budget: each model gets a fixed number of epochs on both datasets (GMS: the schedule of
 # configs/busi-taesd-cpu.yaml; U-Net: the epochs that filled GMS's BUSI time on an idle machine), so
-# the results do not depend on what else the machine runs; the minutes are measured and reported.
+# the results do not depend on what else the machine runs; training minutes come from the run logs.
 # Writes $OUT/data/{busi,bus}, $OUT/{gms,unet}-{busi,bus}/ (run folder, model, generalization table) and
 # $OUT/table.md + table.json.
 set -euo pipefail
@@ -31,7 +32,6 @@ else
 fi
 mkdir -p "$OUT"
 has_part() { [[ " $PARTS " == *" $1 "* ]]; }
-minutes_since() { python -c "print(round(($(date +%s) - $1) / 60, 2))"; }
 
 if has_part data; then
   [ -f "$OUT/data/busi/split.json" ] || gmseg prepare folders --images "$SHARED/data/busi/images" \
@@ -53,7 +53,6 @@ train_gms() {
   local part="$OUT/gms-$1" run="$OUT/gms-$1/run"
   [ -f "$part/done" ] && { echo "gms-$1: done (delete $part/done to redo)"; return; }
   mkdir -p "$part"
-  local start; start=$(date +%s)
   if [ -d "$run/checkpoints/last" ]; then
     gmseg train --resume "$run" --no-progress | tee -a "$part/train.txt"
   else
@@ -62,7 +61,7 @@ train_gms() {
       --set "data.split=$OUT/data/$1/split.json" --set "model.vae=$SHARED/weights/taesd" --run-dir "$run" \
       --no-progress | tee "$part/train.txt"
   fi
-  echo "{\"session_minutes\": $(minutes_since "$start")}" > "$part/minutes.json"
+
   score "$run/checkpoints/best" "$part" "$1"
   touch "$part/done"
 }
