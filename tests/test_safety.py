@@ -272,49 +272,18 @@ def test_high_bit_depth_images_are_scaled_by_their_bit_depth(bits, tmp_path):
 
 
 def test_an_unknown_or_missing_stage_is_an_error_not_every_image(model_dir, dataset, tmp_path, capsys):
+    def test_stage(stage: str) -> int:
+        out = tmp_path / f"out-{stage}-{len(list(tmp_path.iterdir()))}"
+        return main(["test", "--model", str(model_dir), "--data", str(dataset), "--stage", stage, "--out", str(out)])
+
     (dataset / "split.json").write_text(json.dumps({"train": ["c0", "c1", "c2"], "test": ["c3"]}))
     for stage in ("tset", "val"):
-        assert (
-            main(
-                [
-                    "test",
-                    "--model",
-                    str(model_dir),
-                    "--data",
-                    str(dataset),
-                    "--stage",
-                    stage,
-                    "--out",
-                    str(tmp_path / stage),
-                ]
-            )
-            == 2
-        )
+        assert test_stage(stage) == 2
         assert "has no stage" in capsys.readouterr().err
     # Variant: a folder without split.json asked for a stage other than test or all.
     (dataset / "split.json").unlink()
-    assert (
-        main(
-            ["test", "--model", str(model_dir), "--data", str(dataset), "--stage", "val", "--out", str(tmp_path / "v")]
-        )
-        == 2
-    )
-    assert (
-        main(
-            [
-                "test",
-                "--model",
-                str(model_dir),
-                "--data",
-                str(dataset),
-                "--stage",
-                "all",
-                "--out",
-                str(tmp_path / "all"),
-            ]
-        )
-        == 0
-    )
+    assert test_stage("val") == 2
+    assert test_stage("all") == 0
 
 
 # ----------------------------------------------------------------------------- errors a user reads

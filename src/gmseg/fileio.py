@@ -8,6 +8,7 @@ that a later step trusts. Each writer gets an open binary handle on a temporary 
 from __future__ import annotations
 
 import os
+import shutil
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -66,3 +67,26 @@ def honour_umask(path: str | os.PathLike) -> None:
     mask = os.umask(0)
     os.umask(mask)
     os.chmod(path, 0o666 & ~mask)
+
+
+def remove_path(path: Path) -> None:
+    """Remove a folder, or a symlink (an old run's ``best``/``last``) without following it."""
+    if path.is_symlink():
+        path.unlink()
+    elif path.exists():
+        shutil.rmtree(path)
+
+
+def swap_in(temp: Path, final: Path) -> None:
+    """Move the complete folder ``temp`` to ``final`` by rename, replacing what was there.
+
+    A folder cannot be renamed over a non-empty one, so the old one is first renamed aside to
+    ``.NAME.old`` (where a reader can find it if a kill falls between the two renames), then removed.
+    Used for checkpoints and for prepared datasets alike: a folder is never a mix of old and new files.
+    """
+    aside = final.with_name(f".{final.name}.old")
+    if final.is_symlink() or final.exists():
+        remove_path(aside)
+        os.replace(final, aside)
+    os.replace(temp, final)
+    remove_path(aside)

@@ -33,7 +33,7 @@ from torch.utils.data import DataLoader
 from .config import Config, check_resume_config, load_config
 from .data.dataset import item_seed
 from .errors import CheckpointError, GmsegError
-from .fileio import atomic_write_text
+from .fileio import atomic_write_text, remove_path, swap_in
 from .model import GMS, GMSConfig
 
 LOG_COLUMNS = ["epoch", "lr", "loss", "loss_rec", "loss_dice", "val_dice", "val_iou", "seconds"]
@@ -194,28 +194,6 @@ def new_run_dir(config: Config) -> Path:
         run_dir = Path(config.train.output_dir) / f"{config.name}-{stamp}-{suffix}"
         suffix += 1
     return run_dir
-
-
-def remove_path(path: Path) -> None:
-    """Remove a folder, or a symlink (an old run's ``best``/``last``) without following it."""
-    if path.is_symlink():
-        path.unlink()
-    elif path.exists():
-        shutil.rmtree(path)
-
-
-def swap_in(temp: Path, final: Path) -> None:
-    """Move the complete folder ``temp`` to ``final`` by rename, replacing what was there.
-
-    A folder cannot be renamed over a non-empty one, so the old one is first renamed aside to
-    ``.NAME.old``; if a kill falls between the two renames, :func:`checkpoint_target` reads that one.
-    """
-    aside = final.with_name(f".{final.name}.old")
-    if final.is_symlink() or final.exists():
-        remove_path(aside)
-        os.replace(final, aside)
-    os.replace(temp, final)
-    remove_path(aside)
 
 
 def checkpoint_target(checkpoints: Path, name: str) -> Path | None:

@@ -34,6 +34,7 @@ from gmseg.data.io import (
 )
 from gmseg.data.splits import load_split, random_split, save_split
 from gmseg.errors import ConfigError, DataError
+from gmseg.fileio import swap_in
 
 __all__ = ["DATASETS", "PrepareReport", "prepare_dataset", "prepare_folders"]
 
@@ -301,17 +302,6 @@ def check_output_folder(out: Path, inputs: Iterable[Path], overwrite: bool) -> N
         )
 
 
-def _swap_in(staging: Path, out: Path) -> None:
-    """Put the complete dataset in place by renames, so ``out`` is never a mix of old and new files."""
-    import shutil
-
-    old = out.parent / f".{out.name}.old-{os.getpid()}"
-    if out.exists():
-        os.replace(out, old)
-    os.replace(staging, out)
-    shutil.rmtree(old, ignore_errors=True)
-
-
 def _mask_notes(masks: dict[str, MaskReading]) -> list[str]:
     """Warnings a user should see before training: soft masks and masks encoded unlike their folder."""
     soft = [str(p) for p, r in masks.items() if r.soft]
@@ -403,7 +393,7 @@ def _convert(
             for k, v in loaded_split.items():
                 unmatched += [f"{n} (in split '{k}' of {split}, no image/mask found)" for n in v if n not in have]
         save_split(final, staging / "split.json")
-        _swap_in(staging, out)
+        swap_in(staging, out)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
