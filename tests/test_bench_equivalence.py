@@ -17,7 +17,7 @@ sys.path.insert(0, str(BENCH))
 import common  # noqa: E402
 from gmseg.errors import GmsegError  # noqa: E402
 from gmseg.first_stage import load_first_stage  # noqa: E402
-from gmseg.model import GMS, GMSConfig  # noqa: E402
+from gmseg.models import GMS, GMSConfig  # noqa: E402
 from gmseg.predict import make_predictor, mirror_averaged, predict_files  # noqa: E402
 
 

@@ -46,7 +46,11 @@ def test_unknown_key_lists_the_valid_ones():
         ({"train": {"warmup_epochs": 10, "epochs": 5}}, "warmup_epochs"),
         ({"loss": {"rec_weight": 0, "dice_weight": 0}}, "at least one loss weight"),
         ({"train": {"shuffle": True}}, "train.shuffle"),
-        ({"train": {"full_loss_lr_scale": 0}}, "train.full_loss_lr_scale must be in"),
+        ({"trainer": {"name": "cached_latents", "full_loss_lr_scale": 0}}, "trainer.full_loss_lr_scale must be in"),
+        ({"trainer": {"name": "cached_latents", "latent_epochs": 2000}}, "trainer.latent_epochs must be in"),
+        ({"trainer": {"name": "fast"}}, "trainer.name 'fast' is unknown"),
+        ({"trainer": {"latent_epochs": 3}}, "trainer.latent_epochs"),  # not an option of the default trainer
+        ({"model": {"name": "unet", "channels": [8]}}, "model.channels must be at least two"),
     ],
 )
 def test_bad_values_are_rejected(data, message):
@@ -102,3 +106,24 @@ def test_resume_config_check_names_the_frozen_keys_only():
         ConfigError, match=r"data\.split: None -> 'x\.json', model\.ch_mult: \[1, 2, 4, 4\] -> \[1, 2\]:"
     ):
         check_resume_config(saved, changed, "run")
+
+
+def test_named_sections_select_their_own_options():
+    config = config_from_dict({"trainer": {"name": "cached_latents", "latent_epochs": 40}, "train": {"epochs": 44}})
+    assert type(config.trainer).__qualname__ == "CachedLatentTrainer.Options"
+    assert (config.trainer.latent_epochs, config.trainer.latent_views) == (40, 4)
+    assert config.model.name == "gms" and config.model.ch == 32
+    # Switching the model by name drops the other model's options; the saved config holds only its own.
+    unet = config_from_dict({"model": {"vae": "madebyollin/taesd", "ch": 64}}, ["model.name=unet"])
+    assert unet.to_dict()["model"] == {"name": "unet", "channels": [16, 32, 64, 128, 256], "num_res_units": 2}
+    assert config_from_dict(unet.to_dict()).to_dict() == unet.to_dict()
+
+
+def test_configs_written_before_the_trainer_variants_still_load():
+    old = {"train": {"epochs": 44, "latent_epochs": 40, "latent_views": 2, "latent_dihedral": False}}
+    config = config_from_dict(old)
+    assert config.trainer.name == "cached_latents"
+    assert (config.trainer.latent_epochs, config.trainer.latent_views, config.trainer.latent_dihedral) == (40, 2, False)
+    # The same keys as --set overrides (old scripts), and a schedule without latent epochs: the paper's trainer.
+    assert config_from_dict({}, ["train.latent_epochs=3", "train.epochs=10"]).trainer.latent_epochs == 3
+    assert config_from_dict({"train": {"latent_epochs": 0, "latent_views": 4}}).trainer.name == "default"

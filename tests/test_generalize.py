@@ -12,7 +12,7 @@ from gmseg.cli import main
 from gmseg.config import config_from_dict
 from gmseg.errors import ConfigError
 from gmseg.generalize import parse_dataset_arg, run_generalize
-from gmseg.model import load_model
+from gmseg.models import load_model
 from gmseg.synthetic import make_synthetic_dataset
 
 
@@ -37,11 +37,11 @@ def tiny_config(data: Path, out: Path, vae: Path | None = None) -> dict:
 
 @pytest.fixture(scope="module")
 def unet_run(domains, tmp_path_factory) -> Path:
-    from gmseg.baseline import train_unet
+    from gmseg.training import train
 
     out = tmp_path_factory.mktemp("unet")
-    config = config_from_dict(tiny_config(domains[0], out))
-    return train_unet(config, run_dir=out / "run", channels=(8, 16), progress=False)
+    config = config_from_dict(tiny_config(domains[0], out), ["model.name=unet", "model.channels=[8,16]"])
+    return train(config, run_dir=out / "run", progress=False)
 
 
 @pytest.fixture(scope="module")

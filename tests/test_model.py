@@ -10,7 +10,7 @@ from safetensors.torch import load_file
 
 from gmseg.errors import CheckpointError, ConfigError
 from gmseg.first_stage import load_first_stage
-from gmseg.model import GMS, GMSConfig, load_model
+from gmseg.models import GMS, GMSConfig, load_model
 
 
 def relative_error(actual: torch.Tensor, expected: torch.Tensor) -> float:

@@ -17,7 +17,7 @@ from gmseg.data.io import read_image, read_mask
 from gmseg.data.prepare import prepare_folders
 from gmseg.errors import CheckpointError, ConfigError, DataError
 from gmseg.first_stage import load_first_stage
-from gmseg.model import GMS, GMSConfig, load_model
+from gmseg.models import GMS, GMSConfig, load_model
 
 S = 32
 
@@ -428,23 +428,17 @@ def test_long_silent_steps_show_progress(dataset, tmp_path, tiny_vae_dir, capsys
     prepare_folders(dataset / "images", dataset / "masks", tmp_path / "p")
     assert "prepare folders" in capsys.readouterr().err
     from gmseg.config import config_from_dict
-    from gmseg.train import Trainer
+    from gmseg.training import make_trainer
 
     config = config_from_dict(
         {
             "name": "bar",
             "data": {"root": str(tmp_path / "p"), "image_size": S, "val_fraction": 0.25},
             "model": {"vae": str(tiny_vae_dir), "ch": 16, "ch_mult": [1, 2, 2]},
-            "train": {
-                "epochs": 1,
-                "latent_epochs": 1,
-                "latent_views": 1,
-                "batch_size": 2,
-                "warmup_epochs": 0,
-                "output_dir": str(tmp_path / "runs"),
-            },
+            "train": {"epochs": 1, "batch_size": 2, "warmup_epochs": 0, "output_dir": str(tmp_path / "runs")},
+            "trainer": {"name": "cached_latents", "latent_epochs": 1, "latent_views": 1},
         }
     )
-    Trainer(config, progress=True).fit()
+    make_trainer(config, progress=True).fit()
     err = capsys.readouterr().err
     assert "encode latent views" in err and "encode validation" in err

@@ -12,7 +12,7 @@ from PIL import Image
 from conftest import KVASIR5, need
 from gmseg.cli import main
 from gmseg.first_stage import load_first_stage
-from gmseg.model import GMS, GMSConfig
+from gmseg.models import GMS, GMSConfig
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ sys.path.insert(0, str(BENCH))
 
 import time_to_dice  # noqa: E402
 from gmseg.errors import GmsegError  # noqa: E402
-from gmseg.train import LOG_COLUMNS  # noqa: E402
+from gmseg.training import LOG_COLUMNS  # noqa: E402
 
 
 def write_log(path: Path, seconds: list[float], val_dice: list[float | str]) -> Path:

@@ -14,12 +14,12 @@ import torch
 from safetensors.torch import load_file
 
 from conftest import BUSI, need
-from gmseg import train as train_module
+from gmseg.training import trainer as train_module
 from gmseg.config import config_from_dict
 from gmseg.errors import ConfigError
-from gmseg.model import load_model
+from gmseg.models import load_model
 from gmseg.synthetic import make_synthetic_dataset
-from gmseg.train import Trainer, TrainingDivergedError, checkpoint_epoch, release_lr_factor, train
+from gmseg.training import Trainer, TrainingDivergedError, checkpoint_epoch, release_lr_factor, train
 
 
 @pytest.fixture(scope="module")
@@ -27,9 +27,16 @@ def tiny_data(tmp_path_factory) -> Path:
     return make_synthetic_dataset(tmp_path_factory.mktemp("data"), n_train=12, n_test=2, size=32, seed=1)
 
 
+VARIANT_KEYS = ("latent_epochs", "latent_views", "cached_full_loss", "full_loss_lr_scale", "latent_dihedral")
+
+
 def tiny_config(data: Path, vae: Path, out: Path, **train_options) -> dict:
+    """A tiny GMS run; the CPU-budget keys among ``train_options`` select the cached-latents trainer."""
+    variant = {key: train_options.pop(key) for key in VARIANT_KEYS if key in train_options}
+    trainer = {"name": "cached_latents", **variant} if variant else {"name": "default"}
     return {
         "name": "tiny",
+        "trainer": trainer,
         "data": {"root": str(data), "image_size": 32, "val_fraction": 0.25},
         "model": {"vae": str(vae), "ch": 16, "ch_mult": [1, 2, 2]},
         "train": {
@@ -57,7 +64,7 @@ def test_release_schedule_matches_the_closed_form():
 
 
 def test_two_phase_schedule_restarts_the_cosine_for_the_full_loss():
-    from gmseg.train import schedule_factor
+    from gmseg.training import schedule_factor
 
     assert [schedule_factor(e, 5, 100) for e in range(100)] == [release_lr_factor(e, 5, 100) for e in range(100)]
     phase_one = [schedule_factor(e, 2, 10, latent_epochs=8) for e in range(10)]
@@ -125,7 +132,7 @@ def test_resume_continues_exactly(tiny_data, tiny_vae_dir, tmp_path, monkeypatch
 
 
 def test_smooth_schedule_ramps_then_restarts_for_the_full_loss():
-    from gmseg.train import SMOOTH_START, smooth_lr_factor, smooth_schedule_factor
+    from gmseg.training import SMOOTH_START, smooth_lr_factor, smooth_schedule_factor
 
     assert smooth_lr_factor(0.0, 2, 10) == pytest.approx(SMOOTH_START)
     assert smooth_lr_factor(1.0, 2, 10) == pytest.approx((1 + SMOOTH_START) / 2)
@@ -143,13 +150,12 @@ def test_smooth_schedule_ramps_then_restarts_for_the_full_loss():
 
 
 def test_smooth_two_phase_run_resumes_exactly(tiny_data, tiny_vae_dir, tmp_path, monkeypatch):
-    from gmseg.train import smooth_schedule_factor
+    from gmseg.training import smooth_schedule_factor
 
     options = tiny_config(tiny_data, tiny_vae_dir, tmp_path, epochs=3)
     options["data"]["augmentations"] = ["hflip", "color_jitter", "shift_scale_rotate"]
-    options["train"].update(
-        lr_schedule="smooth", warmup_epochs=1, latent_epochs=2, latent_views=2, full_loss_lr_scale=0.5
-    )
+    options["train"].update(lr_schedule="smooth", warmup_epochs=1)
+    options["trainer"] = {"name": "cached_latents", "latent_epochs": 2, "latent_views": 2, "full_loss_lr_scale": 0.5}
     rows = assert_resume_matches_uninterrupted(options, tmp_path, monkeypatch)
     # Each epoch logs the lr of its first step: the schedule evaluated at the epoch's start; the full-loss
     # epoch restarts at half the peak.
@@ -160,11 +166,11 @@ def test_smooth_two_phase_run_resumes_exactly(tiny_data, tiny_vae_dir, tmp_path,
 
 
 def test_first_latent_view_is_the_unaugmented_image(tiny_data, tiny_vae_dir, tmp_path):
-    from gmseg.train import Trainer, make_dataset
+    from gmseg.training import make_dataset, make_trainer
 
     options = tiny_config(tiny_data, tiny_vae_dir, tmp_path, latent_epochs=1, latent_views=2)
     options["data"]["augmentations"] = ["hflip", "vflip", "rot90", "shift_scale_rotate"]
-    trainer = Trainer(config_from_dict(options), run_dir=tmp_path / "run", progress=False)
+    trainer = make_trainer(config_from_dict(options), run_dir=tmp_path / "run", progress=False)
     trainer.setup()
     cache = trainer.build_latent_cache()
     clean = make_dataset(trainer.config, trainer.split["train"], augment=False)
@@ -200,10 +206,10 @@ def test_cached_full_loss_trains_on_cached_views_without_the_encoder(tiny_data, 
 
 
 def test_cached_batches_turn_latents_and_masks_together(tiny_data, tiny_vae_dir, tmp_path):
-    from gmseg.train import Trainer
+    from gmseg.training import make_trainer
 
     options = tiny_config(tiny_data, tiny_vae_dir, tmp_path, latent_epochs=1, latent_views=2, cached_full_loss=True)
-    trainer = Trainer(config_from_dict(options), run_dir=tmp_path / "run", progress=False)
+    trainer = make_trainer(config_from_dict(options), run_dir=tmp_path / "run", progress=False)
     trainer.setup()
     assert "pixels" in trainer.build_latent_cache()
     # A cache whose 'mask latent' is the mask pooled to the latent grid: any batch must still be.
@@ -217,8 +223,8 @@ def test_cached_batches_turn_latents_and_masks_together(tiny_data, tiny_vae_dir,
             assert torch.equal(torch.nn.functional.avg_pool2d(batch["pixels"].float(), 8), batch["mask"])
             turned += sum(not any(torch.equal(row, original) for original in pixels) for row in batch["pixels"])
     assert turned > 0  # some masks really were flipped or rotated, not just reordered
-    # train.latent_dihedral off: the cached views come back as encoded, only shuffled.
-    trainer.config.train.latent_dihedral = False
+    # trainer.latent_dihedral off: the cached views come back as encoded, only shuffled.
+    trainer.options.latent_dihedral = False
     latents = trainer.latent_cache["image"]
     for epoch in range(6):
         for _, _, batch in trainer.cached_batches(epoch):
@@ -237,7 +243,7 @@ def test_resume_with_more_epochs_follows_the_new_schedule(tiny_data, tiny_vae_di
 
 
 def test_nan_loss_stops_with_last_good_checkpoint(tiny_data, tiny_vae_dir, tmp_path, monkeypatch):
-    from gmseg.model import GMS
+    from gmseg.models import GMS
 
     original = GMS.loss_from_latents
     calls = {"n": 0}
@@ -260,7 +266,7 @@ def test_nan_loss_stops_with_last_good_checkpoint(tiny_data, tiny_vae_dir, tmp_p
 
 
 def test_a_kill_while_saving_keeps_the_previous_checkpoint(tiny_data, tiny_vae_dir, tmp_path, monkeypatch):
-    from gmseg.model import GMS
+    from gmseg.models import GMS
 
     original = GMS._save_pretrained
 
@@ -345,7 +351,7 @@ def test_real_taesd_trains_on_real_busi_images(taesd_dir, tmp_path):
 
 # ---------------------------------------------------------------------------------------------- weight average
 def test_averaged_weights_are_in_place_only_inside_the_block():
-    from gmseg.train import averaged_weights, make_ema
+    from gmseg.training import averaged_weights, make_ema
 
     assert make_ema(torch.nn.Linear(2, 2).parameters(), 0.0) is None
     layer = torch.nn.Linear(2, 2)
@@ -366,8 +372,8 @@ def test_averaged_weights_are_in_place_only_inside_the_block():
 
 
 def test_ema_is_validated_saved_and_resumed_exactly(tiny_data, tiny_vae_dir, tmp_path, monkeypatch):
-    from gmseg.model import GMS
-    from gmseg.train import STATE_NAME
+    from gmseg.models import GMS
+    from gmseg.training import STATE_NAME
 
     options = tiny_config(tiny_data, tiny_vae_dir, tmp_path, epochs=2, ema_decay=0.9)
     # Resuming must bring back both the average and the training weights it averages, or the resumed
@@ -452,7 +458,7 @@ def test_a_fresh_run_that_fails_before_its_first_checkpoint_leaves_no_folder(
     tiny_data, tiny_vae_dir, tmp_path, monkeypatch
 ):
     from gmseg.errors import GmsegError
-    from gmseg.model import GMS
+    from gmseg.models import GMS
 
     out = tmp_path / "runs"
     with pytest.raises(GmsegError, match="First stage"):
@@ -530,7 +536,8 @@ def test_an_old_run_with_symlinked_checkpoints_still_resumes(finished_run, tmp_p
 
 
 def test_a_kill_between_the_two_renames_of_a_swap_keeps_a_readable_checkpoint(tmp_path):
-    from gmseg.train import checkpoint_target, swap_in
+    from gmseg.fileio import swap_in
+    from gmseg.training import checkpoint_target
 
     checkpoints = tmp_path / "checkpoints"
     (checkpoints / ".last.old").mkdir(parents=True)  # renamed aside, the new one not yet in place

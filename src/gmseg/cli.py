@@ -231,7 +231,7 @@ def run(args: argparse.Namespace) -> int:
             )
         print(report.summary())
     elif verb == "train":
-        from .train import train
+        from .training import train
 
         if not args.config and not args.resume:
             raise GmsegError("'gmseg train' needs --config FILE (or --resume RUN_DIR).")
@@ -251,7 +251,7 @@ def run(args: argparse.Namespace) -> int:
         )
         print(f"Run folder: {run_dir}\nBest model: {run_dir / 'checkpoints' / 'best'}")
     elif verb == "predict":
-        from .model import load_model
+        from .models import load_model
         from .predict import predict_files
 
         report = predict_files(

@@ -1,7 +1,8 @@
 """One typed, validated training configuration, stored as YAML.
 
 A typo in a config should fail in the first second, with the valid names, not silently train the default
-for a day. Sections mirror the concepts: ``data``, ``model``, ``loss``, ``train``. Command-line overrides
+for a day. Sections mirror the concepts: ``data``, ``model`` (``name`` + that model's options), ``loss``, ``train``
+and ``trainer`` (``name`` of the trainer variant + its options). Command-line overrides
 use dotted keys (``--set train.epochs=20``) with YAML-parsed values.
 """
 
@@ -18,7 +19,6 @@ from typing import Any
 import yaml
 
 from .errors import ConfigError
-from .first_stage import DEFAULT_VAE
 
 RELEASE_AUGMENTATIONS = ["hflip", "vflip", "rot90", "color_jitter", "shift_scale_rotate"]
 
@@ -33,16 +33,6 @@ class DataConfig:
     augmentations: list[str] = field(default_factory=lambda: list(RELEASE_AUGMENTATIONS))
     mask_threshold: float | None = None
     num_workers: int = 0
-
-
-@dataclass
-class ModelConfig:
-    vae: str = DEFAULT_VAE
-    vae_config: str | None = None
-    ch: int = 32
-    ch_mult: list[int] = field(default_factory=lambda: [1, 2, 4, 4])
-    supervised_levels: list[str] = field(default_factory=lambda: ["level2", "level1", "out"])
-    noise_probability: float = 0.5
 
 
 @dataclass
@@ -63,19 +53,6 @@ class TrainConfig:
     mixed_precision: str = "no"  # "no", "bf16", "fp16"
     gradient_accumulation_steps: int = 1
     save_every: int = 0  # also keep checkpoints/periodic-NNNN every N epochs (0: never)
-    # CPU-budget schedule (BENCHMARKS.md, "Quality on BUSI"): the first N epochs train the latent loss alone
-    # on cached, encoded views (no decoder in the loop), the rest add the Dice term. 0 is the paper.
-    latent_epochs: int = 0
-    # Views cached per training image: the image itself, then views augmented in image space.
-    latent_views: int = 4
-    # The full-loss epochs draw from the cached views too (no encoder in the loop). Off is the paper.
-    cached_full_loss: bool = False
-    # Peak lr of the full-loss phase after latent epochs, as a fraction of train.lr: a full-lr restart can
-    # undo what the latent phase learned. 1.0 restarts the schedule unchanged.
-    full_loss_lr_scale: float = 1.0
-    # Random flips/rot90 of the cached latents. TAESD's latents are not equivariant to them, so off shows the
-    # mapping only inputs a real image encodes to; on stays the default (better at a full-lr restart).
-    latent_dihedral: bool = True
     # "release": the paper's per-epoch warm-up + cosine (epoch 0 at lr 0). "smooth": the same shape
     # evaluated every step, warm-up from lr/25; recommended for short schedules, where the release's
     # jump from 0 to the full lr after one epoch wastes an epoch and can stall the mapping at the mean.
@@ -96,9 +73,12 @@ class TrainConfig:
 class Config:
     name: str = "gms"
     data: DataConfig = field(default_factory=DataConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
-    loss: LossConfig = field(default_factory=LossConfig)
+    # The model and the trainer variant are chosen by name; each section holds that choice's own options
+    # (gmseg.models.MODELS, gmseg.training.TRAINERS), checked when the config is read.
+    model: Any = field(default_factory=lambda: section_options("model", "gms", {}))
+    loss: LossConfig = field(default_factory=LossConfig)  # GMS's loss weights (the U-Net's loss has none)
     train: TrainConfig = field(default_factory=TrainConfig)
+    trainer: Any = field(default_factory=lambda: section_options("trainer", "default", {}))
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -120,8 +100,68 @@ def build(cls: type, data: Any, where: str) -> Any:
         raise ConfigError(f"Unknown key(s) {', '.join(where + k for k in unknown)}; valid keys: {', '.join(valid)}")
     values = {}
     for key, value in data.items():
-        values[key] = coerce(hints[key], value, where + key)
+        if cls is Config and key in NAMED_SECTIONS:
+            values[key] = named_section(key, value)
+        else:
+            values[key] = coerce(hints[key], value, where + key)
     return cls(**values)
+
+
+#: Sections whose ``name`` selects a registered class, whose ``Options`` dataclass is the section's schema.
+NAMED_SECTIONS = {"model": "gms", "trainer": "default"}
+
+
+def section_registry(section: str) -> dict[str, Any]:
+    if section == "model":
+        from .models import MODELS
+
+        return MODELS
+    from .training.variants import TRAINERS
+
+    return TRAINERS
+
+
+def section_options(section: str, name: str, values: dict[str, Any]) -> Any:
+    """The options dataclass of ``section.name`` built from ``values`` (every key and type checked)."""
+    registry = section_registry(section)
+    if name not in registry:
+        raise ConfigError(f"{section}.name {name!r} is unknown; choose one of {', '.join(sorted(registry))}")
+    return build(registry[name].Options, {**values, "name": name}, section + ".")
+
+
+def named_section(section: str, data: Any) -> Any:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{section} must be a mapping, got {type(data).__name__}")
+    name = data.get("name", NAMED_SECTIONS[section])
+    if not isinstance(name, str):
+        raise ConfigError(f"{section}.name must be a string, got {name!r}")
+    registry = section_registry(section)
+    own = {f.name for f in dataclasses.fields(registry[name].Options)} if name in registry else set()
+    # Switching by name (--set model.name=unet on a GMS config) drops the other choices' options; a key
+    # that no choice knows is still an error.
+    foreign = {f.name for cls in registry.values() for f in dataclasses.fields(cls.Options)} - own
+    if "name" not in data:  # no switch: every key must be the default choice's own
+        foreign = set()
+    return section_options(section, name, {k: v for k, v in data.items() if k != "name" and k not in foreign})
+
+
+#: Keys of the CPU-budget schedule that used to sit in ``train`` (run folders before the trainer variants).
+LEGACY_TRAIN_KEYS = ("latent_epochs", "latent_views", "cached_full_loss", "full_loss_lr_scale", "latent_dihedral")
+
+
+def migrate_legacy(data: dict[str, Any]) -> dict[str, Any]:
+    """Configs written before the trainer variants: their CPU-budget keys move from ``train`` to the
+    ``trainer: {name: cached_latents}`` section, so old run folders still load and resume."""
+    train = data.get("train")
+    if not isinstance(train, dict) or not any(key in train for key in LEGACY_TRAIN_KEYS):
+        return data
+    train = dict(train)
+    moved = {key: train.pop(key) for key in LEGACY_TRAIN_KEYS if key in train}
+    data = {**data, "train": train}
+    if moved.get("latent_epochs", 0) or moved.get("cached_full_loss", False):
+        trainer = data.get("trainer") if isinstance(data.get("trainer"), dict) else {}
+        data["trainer"] = {"name": "cached_latents", **moved, **trainer}
+    return data
 
 
 def coerce(hint: Any, value: Any, key: str) -> Any:
@@ -159,7 +199,7 @@ def check_ranges(config: Config) -> None:
         if not ok:
             problems.append(message)
 
-    d, m, t, loss = config.data, config.model, config.train, config.loss
+    d, t, loss = config.data, config.train, config.loss
     need(d.protocol in ("standard", "paper"), f"data.protocol must be 'standard' or 'paper', got {d.protocol!r}")
     need(0.0 <= d.val_fraction < 1.0, f"data.val_fraction must be in [0, 1), got {d.val_fraction}")
     need(
@@ -171,13 +211,6 @@ def check_ranges(config: Config) -> None:
     need(t.max_minutes is None or t.max_minutes > 0, "train.max_minutes must be a positive number of minutes or null")
     need(d.mask_threshold is None or 0.0 <= d.mask_threshold < 1.0, "data.mask_threshold must be in [0, 1) or null")
     need(d.num_workers >= 0, "data.num_workers must be >= 0")
-    need(m.ch > 0 and m.ch % 16 == 0, f"model.ch must be a positive multiple of 16, got {m.ch}")
-    need(
-        len(m.ch_mult) >= 1 and all(x >= 1 for x in m.ch_mult),
-        f"model.ch_mult must be positive integers, got {m.ch_mult}",
-    )
-    need(0.0 <= m.noise_probability <= 1.0, f"model.noise_probability must be in [0, 1], got {m.noise_probability}")
-    need(len(m.supervised_levels) >= 1, "model.supervised_levels must name at least one level, e.g. [out]")
     need(loss.rec_weight >= 0 and loss.dice_weight >= 0, "loss weights must be >= 0")
     need(loss.rec_weight + loss.dice_weight > 0, "at least one loss weight must be > 0")
     need(t.epochs >= 1, f"train.epochs must be >= 1, got {t.epochs}")
@@ -191,12 +224,11 @@ def check_ranges(config: Config) -> None:
     )
     need(t.gradient_accumulation_steps >= 1, "train.gradient_accumulation_steps must be >= 1")
     need(t.save_every >= 0, "train.save_every must be >= 0")
-    need(0 <= t.latent_epochs <= t.epochs, f"train.latent_epochs must be in [0, epochs], got {t.latent_epochs}")
-    need(t.latent_views >= 1, "train.latent_views must be >= 1")
-    need(0.0 < t.full_loss_lr_scale <= 1.0, f"train.full_loss_lr_scale must be in (0, 1], got {t.full_loss_lr_scale}")
     need(t.lr_schedule in ("release", "smooth"), f"train.lr_schedule must be release or smooth, got {t.lr_schedule!r}")
     need(0.0 <= t.ema_decay < 1.0, f"train.ema_decay must be in [0, 1) (0: off), got {t.ema_decay}")
     need(t.device in ("auto", "cpu", "cuda"), f"train.device must be auto, cpu or cuda, got {t.device!r}")
+    problems += config.model.problems()
+    problems += config.trainer.problems(config)
     if problems:
         raise ConfigError("Invalid configuration:\n" + "\n".join(f"  - {p}" for p in problems))
 
@@ -221,7 +253,7 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
 
 
 def config_from_dict(data: dict[str, Any], overrides: list[str] | None = None) -> Config:
-    config = build(Config, apply_overrides(dict(data or {}), overrides or []), "")
+    config = build(Config, migrate_legacy(apply_overrides(dict(data or {}), overrides or [])), "")
     check_ranges(config)
     return config
 

@@ -13,7 +13,7 @@ import os
 import time
 from pathlib import Path
 
-from .config import Config, DataConfig, LossConfig, ModelConfig, TrainConfig, check_ranges
+from .config import Config, config_from_dict
 from .first_stage import TAESD_HUB_ID
 
 DEMO_IMAGE_SIZE = 128
@@ -29,25 +29,23 @@ DEMO_IMAGES = {"full": (160, 40), "quick": (24, 8)}
 def demo_config(data_dir: Path, runs_dir: Path, vae: str, vae_config: str | None, quick: bool) -> Config:
     """Latent-only epochs on cached views (no decoder in the loop), then the paper's full loss."""
     epochs, latent_epochs, views = DEMO_SCHEDULE["quick" if quick else "full"]
-    config = Config(
-        name="demo",
-        data=DataConfig(root=str(data_dir), image_size=DEMO_IMAGE_SIZE, val_fraction=0.15),
-        model=ModelConfig(vae=vae, vae_config=vae_config),
-        loss=LossConfig(),
-        train=TrainConfig(
-            epochs=epochs,
-            batch_size=8,
-            lr=2e-3,
-            warmup_epochs=1,
-            latent_epochs=latent_epochs,
-            latent_views=views,
-            seed=0,
-            output_dir=str(runs_dir),
-            max_minutes=DEMO_TRAIN_MINUTES,
-        ),
+    return config_from_dict(
+        {
+            "name": "demo",
+            "data": {"root": str(data_dir), "image_size": DEMO_IMAGE_SIZE, "val_fraction": 0.15},
+            "model": {"name": "gms", "vae": vae, "vae_config": vae_config},
+            "train": {
+                "epochs": epochs,
+                "batch_size": 8,
+                "lr": 2e-3,
+                "warmup_epochs": 1,
+                "seed": 0,
+                "output_dir": str(runs_dir),
+                "max_minutes": DEMO_TRAIN_MINUTES,
+            },
+            "trainer": {"name": "cached_latents", "latent_epochs": latent_epochs, "latent_views": views},
+        }
     )
-    check_ranges(config)
-    return config
 
 
 def run_demo(
@@ -62,7 +60,7 @@ def run_demo(
     from .first_stage import load_first_stage
     from .synthetic import make_synthetic_dataset
     from .testing import run_test
-    from .train import Trainer
+    from .training import make_trainer
     from .visualize import plot_training_curves
 
     out = Path(out_dir)
@@ -81,10 +79,10 @@ def run_demo(
     config = demo_config(data_dir, out / "runs", vae, vae_config, quick)
     stage(
         3,
-        f"training {config.train.epochs} epochs ({config.train.latent_epochs} latent-only), "
+        f"training {config.train.epochs} epochs ({config.trainer.latent_epochs} latent-only), "
         f"at most {DEMO_TRAIN_MINUTES:g} min",
     )
-    trainer = Trainer(config, progress=progress)
+    trainer = make_trainer(config, progress=progress)
     run_dir = trainer.fit()
     if trainer.stopped_by_budget:
         print(

@@ -109,7 +109,7 @@ def run_generalize(
     other images trained or selected the model). The model is loaded once; a dataset folder is the layout
     of ``gmseg prepare``.
     """
-    from .model import load_model
+    from .models import load_model
 
     if not datasets:
         raise ConfigError("gmseg generalize needs at least one --data NAME=FOLDER")

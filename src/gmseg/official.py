@@ -16,7 +16,7 @@ import torch
 
 from .errors import CheckpointError, ConfigError
 from .first_stage import load_first_stage, load_state_dict_safely
-from .model import GMS, GMSConfig
+from .models import GMS, GMSConfig
 
 
 def read_release_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:

@@ -15,7 +15,7 @@ import numpy as np
 
 from .errors import GmsegError
 from .evaluate import EvaluationResult, run_evaluate
-from .model import load_model
+from .models import load_model
 from .predict import predict_files
 
 ALL_STAGE = "all"

@@ -1,4 +1,4 @@
-"""GMS = frozen first stage + latent mapping model.
+"""GMS = frozen first stage + latent mapping model (registered as ``model.name: gms``).
 
 This module owns the paper's maths end to end: image -> latent -> mask latent -> probability map, and the
 training loss (latent MSE + Dice on decoded masks over the deep-supervision levels). It also owns the model
@@ -9,9 +9,7 @@ folder format: ``config.json`` (mapping architecture, how to obtain the first st
 
 from __future__ import annotations
 
-import json
-import os
-import re
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -21,13 +19,41 @@ import torch.nn.functional as F
 from huggingface_hub import PyTorchModelHubMixin
 from torch import nn
 
-from .errors import CheckpointError, ConfigError
-from .first_stage import DEFAULT_VAE, FirstStage, identify_source, load_first_stage
-from .hub import hub_reachable
-from .mapping import LatentMappingModel
+from ..errors import CheckpointError, ConfigError
+from ..first_stage import DEFAULT_VAE, FirstStage, identify_source, load_first_stage
+from ..mapping import LatentMappingModel
+from .base import CLASS_KEY, WEIGHTS_NAME, Autocast, SegmentationModel, load_weights, resolve_folder, save_weights
 
-WEIGHTS_NAME = "model.safetensors"
 FIRST_STAGE_DIR = "first_stage"
+
+
+@dataclass
+class GMSOptions:
+    """The ``model`` section of a run config for GMS: how to get the first stage and the mapping's size.
+
+    The mapping's input and output widths are not options: they follow the first stage.
+    """
+
+    name: str = "gms"
+    vae: str = DEFAULT_VAE
+    vae_config: str | None = None
+    ch: int = 32
+    ch_mult: list[int] = field(default_factory=lambda: [1, 2, 4, 4])
+    supervised_levels: list[str] = field(default_factory=lambda: ["level2", "level1", "out"])
+    noise_probability: float = 0.5
+
+    def problems(self) -> list[str]:
+        """Values that parse but make no sense, with the accepted range."""
+        found = []
+        if not (self.ch > 0 and self.ch % 16 == 0):
+            found.append(f"model.ch must be a positive multiple of 16, got {self.ch}")
+        if not (len(self.ch_mult) >= 1 and all(x >= 1 for x in self.ch_mult)):
+            found.append(f"model.ch_mult must be positive integers, got {self.ch_mult}")
+        if not 0.0 <= self.noise_probability <= 1.0:
+            found.append(f"model.noise_probability must be in [0, 1], got {self.noise_probability}")
+        if len(self.supervised_levels) < 1:
+            found.append("model.supervised_levels must name at least one level, e.g. [out]")
+        return found
 
 
 @dataclass
@@ -53,7 +79,7 @@ class GMSConfig:
         if not isinstance(data, dict):
             raise ConfigError(f"a GMS config must be a JSON object, got {type(data).__name__}")
         known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known - {"gmseg_version"})
+        unknown = sorted(set(data) - known - {"gmseg_version", CLASS_KEY})
         if unknown:
             raise ConfigError(f"Unknown GMS config keys {unknown}; valid keys: {sorted(known)}")
         config = cls(**{k: v for k, v in data.items() if k in known})
@@ -91,16 +117,21 @@ class GMSConfig:
             raise ConfigError("invalid GMS config: " + "; ".join(problems))
 
     def to_dict(self) -> dict[str, Any]:
-        from . import __version__
+        from .. import __version__
 
-        return {**asdict(self), "gmseg_version": __version__}
+        return {CLASS_KEY: GMS.__name__, **asdict(self), "gmseg_version": __version__}
 
 
-class GMS(nn.Module, PyTorchModelHubMixin, library_name="gmseg", tags=["medical-image-segmentation", "gms"]):
+class GMS(
+    SegmentationModel, PyTorchModelHubMixin, library_name="gmseg", tags=["medical-image-segmentation", "gms"]
+):
     """Generative Medical Segmentation: segment by mapping latents of a frozen autoencoder.
 
     Inputs are images in [-1, 1] (B, 3, H, W) with H, W multiples of 8, and masks in {0, 1} (B, 1, H, W).
     """
+
+    name = "gms"
+    Options = GMSOptions
 
     def __init__(self, config: GMSConfig | dict[str, Any] | None = None, first_stage_module: FirstStage | None = None):
         super().__init__()
@@ -112,6 +143,7 @@ class GMS(nn.Module, PyTorchModelHubMixin, library_name="gmseg", tags=["medical-
         elif first_stage_module.source is not None:
             self.gms_config.first_stage = first_stage_module.source.to_dict()
         self.first_stage = first_stage_module
+        check_widths(self.gms_config.mapping, first_stage_module)
         self.mapping = LatentMappingModel(**self.gms_config.mapping)
         supervised = self.gms_config.supervised_levels
         if not supervised or set(supervised) - set(self.mapping.level_names):
@@ -123,6 +155,28 @@ class GMS(nn.Module, PyTorchModelHubMixin, library_name="gmseg", tags=["medical-
         from monai.losses import DiceLoss
 
         self.dice_loss = DiceLoss()
+
+    @classmethod
+    def from_run_config(cls, config: Any) -> GMS:
+        """GMS as a run config describes it: the first stage from ``model.vae``, the mapping's widths from
+        the first stage's latent channels, the loss from the ``loss`` section."""
+        options, loss = config.model, config.loss
+        first_stage = load_first_stage(options.vae, options.vae_config)
+        channels = int(getattr(first_stage, "latent_channels", 4))
+        gms_config = GMSConfig(
+            mapping={"in_channels": channels, "out_channels": channels, "ch": options.ch, "ch_mult": list(options.ch_mult)},
+            image_size=config.data.image_size,
+            supervised_levels=list(options.supervised_levels),
+            rec_weight=loss.rec_weight,
+            dice_weight=loss.dice_weight,
+            dice_levels=None if loss.dice_levels is None else list(loss.dice_levels),
+            noise_probability=options.noise_probability,
+        )
+        return cls(gms_config, first_stage_module=first_stage)
+
+    @property
+    def trainable(self) -> nn.Module:
+        return self.mapping
 
     @property
     def image_size(self) -> int:
@@ -224,11 +278,35 @@ class GMS(nn.Module, PyTorchModelHubMixin, library_name="gmseg", tags=["medical-
         return {"loss": loss_rec + loss_dice, "loss_rec": loss_rec, "loss_dice": loss_dice}
 
     def training_loss(
-        self, image: torch.Tensor, mask: torch.Tensor, generator: torch.Generator | None = None
+        self,
+        image: torch.Tensor,
+        mask: torch.Tensor,
+        generator: torch.Generator | None = None,
+        net: nn.Module | None = None,
+        autocast: Autocast = nullcontext,
     ) -> dict[str, torch.Tensor]:
-        """One training step's loss from pixels (image in [-1, 1], mask in {0, 1})."""
+        """The paper's step from pixels (image in [-1, 1], mask in {0, 1}): encode (image, mask), latent
+        noise, map (``net``: the mapping as the trainer prepared it), decode levels, MSE + Dice. Mixed
+        precision covers the mapping and the loss, not the frozen encoder."""
         mean, logvar, mask_latent = self.encode_pair(image, mask)
-        return self.loss_from_latents(self.noisy_latent(mean, logvar, generator), mask_latent, mask)
+        latent = self.noisy_latent(mean, logvar, generator)
+        with autocast():
+            outputs = (net or self.mapping)(latent, levels=self.gms_config.supervised_levels)
+            return self.loss_from_latents(latent, mask_latent, mask, outputs=outputs)
+
+    def validation_inputs(self, image: torch.Tensor) -> torch.Tensor:
+        """The image latent: the first stage is frozen, so validation encodes once per run."""
+        return self.encode(image)[0]
+
+    def validation_probabilities(
+        self, inputs: torch.Tensor, net: nn.Module | None = None, autocast: Autocast = nullcontext
+    ) -> torch.Tensor:
+        with autocast():
+            out = (net or self.mapping)(inputs, levels=["out"])["out"]
+        return self.latent_to_probability(out.float())
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "first_stage": self.gms_config.first_stage}
 
     # ------------------------------------------------------------------ persistence
     def save_pretrained(  # type: ignore[override]
@@ -245,14 +323,7 @@ class GMS(nn.Module, PyTorchModelHubMixin, library_name="gmseg", tags=["medical-
         return super().save_pretrained(save_directory, config=config, **kwargs)
 
     def _save_pretrained(self, save_directory: Path) -> None:
-        from safetensors.torch import save_model
-
-        # save_model de-duplicates the PReLU weights the release registers under two names.
-        from .fileio import atomic_save_file
-
-        atomic_save_file(
-            Path(save_directory) / WEIGHTS_NAME, lambda name: save_model(self.mapping, name, metadata={"format": "pt"})
-        )
+        save_weights(self.mapping, Path(save_directory))  # de-duplicates the release's shared PReLU weights
 
     @classmethod
     def _from_pretrained(  # type: ignore[override]
@@ -270,20 +341,14 @@ class GMS(nn.Module, PyTorchModelHubMixin, library_name="gmseg", tags=["medical-
         first_stage_module: FirstStage | None = None,
         **unused: Any,
     ) -> GMS:
-        folder = Path(model_id)
-        if not folder.is_dir():
-            from huggingface_hub import snapshot_download
-
-            folder = Path(
-                snapshot_download(
-                    repo_id=model_id,
-                    revision=revision,
-                    cache_dir=cache_dir,
-                    force_download=force_download,
-                    local_files_only=local_files_only,
-                    token=token,
-                )
-            )
+        folder = resolve_folder(
+            model_id,
+            revision=revision,
+            cache_dir=cache_dir,
+            force_download=force_download,
+            local_files_only=local_files_only,
+            token=token,
+        )
         if config is None:
             raise CheckpointError(f"{folder} has no config.json: it is not a gmseg model folder.")
         gms_config = GMSConfig.from_dict(config)
@@ -301,16 +366,7 @@ class GMS(nn.Module, PyTorchModelHubMixin, library_name="gmseg", tags=["medical-
 
 
 def load_mapping_weights(mapping: LatentMappingModel, path: Path, strict: bool = True) -> None:
-    from safetensors.torch import load_model
-
-    if not path.is_file():
-        raise CheckpointError(f"{path} is missing: the model folder holds no weights.")
-    try:
-        load_model(mapping, str(path), strict=strict)
-    except Exception as error:  # safetensors raises its own error types for corrupt headers
-        raise CheckpointError(
-            f"{path} cannot be loaded into the mapping model described by config.json: {error}"
-        ) from error
+    load_weights(mapping, path, strict=strict)
 
 
 def mask_to_image(mask: torch.Tensor) -> torch.Tensor:
@@ -318,53 +374,14 @@ def mask_to_image(mask: torch.Tensor) -> torch.Tensor:
     return (2.0 * mask - 1.0).expand(-1, 3, -1, -1)
 
 
-HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
-
-
-def read_model_config(folder: Path) -> dict[str, Any]:
-    """``config.json`` of a model folder, with an error naming the file and what is wrong with it."""
-    path = folder / "config.json"
-    if not path.is_file():
-        raise CheckpointError(
-            f"{folder} is not a gmseg model folder (expected config.json and model.safetensors). Create one "
-            "with 'gmseg train' or 'gmseg import-official'."
+def check_widths(mapping: dict[str, Any], first_stage: FirstStage) -> None:
+    """A mapping trained on one latent width cannot read another first stage's latents: say so by name."""
+    width = getattr(first_stage, "latent_channels", None)
+    wanted = {key: mapping.get(key, 4) for key in ("in_channels", "out_channels")}
+    if width is not None and any(int(value) != int(width) for value in wanted.values()):
+        raise ConfigError(
+            f"the mapping model expects {wanted['in_channels']}-channel latents (in_channels="
+            f"{wanted['in_channels']}, out_channels={wanted['out_channels']}) but the first stage "
+            f"{getattr(first_stage, 'source', None) or type(first_stage).__name__} has {width} latent channels; "
+            "use the first stage the model was trained with, or train a new model on this one."
         )
-    try:
-        config = json.loads(path.read_text())
-    except (OSError, ValueError) as error:
-        raise CheckpointError(f"{path} is not valid JSON ({error}); restore it from the run's checkpoints.") from error
-    try:
-        GMSConfig.from_dict(config)
-    except (ConfigError, TypeError) as error:
-        raise ConfigError(f"{path}: {error}") from error
-    return config
-
-
-def load_model(path: str | os.PathLike, first_stage: FirstStage | None = None, **kwargs: Any) -> Any:
-    """A model folder as a model: a U-Net baseline run folder, else ``GMS.from_pretrained`` (with an error
-    naming the path when it is neither)."""
-    path_text = str(path)
-    if os.path.isdir(path_text):
-        from .baseline import is_unet_folder, load_unet_model
-
-        if is_unet_folder(path_text):
-            return load_unet_model(path_text)
-        read_model_config(Path(path_text))  # a clear error for a missing or broken config.json
-    elif os.path.exists(path_text) or not HUB_ID.match(path_text):
-        why = "it is a file" if os.path.exists(path_text) else "it does not exist, and is not a Hub id (owner/name)"
-        raise CheckpointError(
-            f"{path_text} is not a gmseg model folder ({why}); a model folder holds config.json and "
-            "model.safetensors, or is a U-Net run folder. Create one with 'gmseg train' or 'gmseg import-official'."
-        )
-    elif not hub_reachable():
-        kwargs["local_files_only"] = True  # offline: the Hub cache, or the error below without retries
-    try:
-        return GMS.from_pretrained(path_text, first_stage_module=first_stage, **kwargs)
-    except (OSError, ValueError) as error:  # Hub errors (offline, unknown repo) derive from these
-        if isinstance(error, CheckpointError | ConfigError):
-            raise
-        raise CheckpointError(
-            f"{path_text!r} is not a local folder, and the Hugging Face Hub could not provide it "
-            f"({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}). Check the path, or "
-            "pass a local model folder."
-        ) from error

@@ -1,0 +1,178 @@
+"""Trainer variants, selected by name as nnU-Net selects trainers (``trainer.name`` in a run config).
+
+A variant is a small subclass of :class:`~gmseg.training.trainer.Trainer` with its own ``Options`` (the
+``trainer`` section) plus one line in :data:`TRAINERS`. The default trainer is the paper's.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader
+
+from ..config import Config
+from ..data.dataset import item_seed
+from ..errors import ConfigError
+from .schedules import lr_factor
+from .trainer import Trainer, make_dataset
+
+
+class CachedLatentTrainer(Trainer):
+    """The CPU-budget schedule (BENCHMARKS.md, "Quality on BUSI"): the first ``latent_epochs`` train GMS's
+    latent loss alone on cached, encoded views (no autoencoder in the loop), the rest add the Dice term,
+    on freshly encoded augmentations or (``cached_full_loss``) on the cached views too."""
+
+    name = "cached_latents"
+
+    @dataclass
+    class Options:
+        name: str = "cached_latents"
+        latent_epochs: int = 0
+        # Views cached per training image: the image itself, then views augmented in image space.
+        latent_views: int = 4
+        # The full-loss epochs draw from the cached views too (no encoder in the loop).
+        cached_full_loss: bool = False
+        # Peak lr of the full-loss phase, as a fraction of train.lr: a full-lr restart can undo what the
+        # latent phase learned. 1.0 restarts the schedule unchanged.
+        full_loss_lr_scale: float = 1.0
+        # Random flips/rot90 of the cached latents. TAESD's latents are not equivariant to them, so off
+        # shows the mapping only inputs a real image encodes to; on (the default) is better at a full-lr restart.
+        latent_dihedral: bool = True
+
+        def problems(self, config: Config) -> list[str]:
+            found = []
+            if not 0 <= self.latent_epochs <= config.train.epochs:
+                found.append(f"trainer.latent_epochs must be in [0, train.epochs], got {self.latent_epochs}")
+            if self.latent_views < 1:
+                found.append("trainer.latent_views must be >= 1")
+            if not 0.0 < self.full_loss_lr_scale <= 1.0:
+                found.append(f"trainer.full_loss_lr_scale must be in (0, 1], got {self.full_loss_lr_scale}")
+            return found
+
+    def __init__(self, config: Config, *args: Any, **kwargs: Any):
+        super().__init__(config, *args, **kwargs)
+        self.options = config.trainer
+        self.latent_cache: dict[str, torch.Tensor] | None = None
+
+    def check_model(self) -> None:
+        if not hasattr(self.model, "encode_pair"):
+            raise ConfigError(
+                f"trainer.name {self.name!r} trains a latent model (GMS) but model.name is "
+                f"{self.config.model.name!r}; use trainer.name=default for it."
+            )
+
+    def lr_factor(self, progress: float) -> float:
+        t, o = self.config.train, self.options
+        return lr_factor(t.lr_schedule, progress, t.warmup_epochs, t.epochs, o.latent_epochs, o.full_loss_lr_scale)
+
+    def epoch_kind(self, epoch: int) -> Any:
+        """The latent loss on cached views, the full loss on cached views, or the paper's full loss on
+        freshly encoded augmentations."""
+        if epoch < self.options.latent_epochs:
+            return self.latent_epoch
+        return self.cached_full_epoch if self.options.cached_full_loss else self.full_epoch
+
+    @torch.no_grad()
+    def build_latent_cache(self) -> dict[str, torch.Tensor]:
+        """Encode ``latent_views`` views of every local training image once: view 0 is the image itself,
+        the others are augmented in image space. Random flips/rot90 of the latents come on top when the
+        cache is used (``trainer.latent_dihedral``), and no image is only ever seen distorted.
+        With ``trainer.cached_full_loss`` the views' masks are kept too (as bytes), for the Dice term.
+        Returned as one tensor per key, views one after another, so epochs index it without copying."""
+        from tqdm.auto import tqdm
+
+        cache = []
+        clean = make_dataset(self.config, self.split["train"], augment=False)
+        bar = tqdm(
+            total=self.options.latent_views * len(clean),
+            desc="encode latent views",
+            unit="img",
+            leave=False,
+            disable=not (self.progress and self.is_main),
+        )
+        for view in range(self.options.latent_views):
+            # Views use epochs -1, -2, ... so they never coincide with a full epoch's augmentation.
+            self.train_set.epoch = -(view + 1)
+            dataset = clean if view == 0 else self.train_set
+            loader = DataLoader(dataset, batch_size=self.config.train.batch_size, shuffle=False)
+            loader = self.accelerator.prepare_data_loader(loader)
+            for batch in loader:
+                image_mean, image_logvar, mask_latent = self.model.encode_pair(batch["image"] * 2 - 1, batch["mask"])
+                entry = {"image": image_mean, "mask": mask_latent}
+                if image_logvar is not None:
+                    entry["logvar"] = image_logvar
+                if self.options.cached_full_loss:
+                    entry["pixels"] = (batch["mask"] > 0.5).to(torch.uint8)
+                cache.append(entry)
+                bar.update(len(batch["image"]))
+        bar.close()
+        return {key: torch.cat([entry[key] for entry in cache]) for key in cache[0]}
+
+    def cached_batches(self, epoch: int) -> Iterator[tuple[int, int, dict[str, torch.Tensor]]]:
+        """(step, steps, batch) over the cached views: one view per image per epoch, shuffled, each batch
+        under one random flip/rot90 unless ``trainer.latent_dihedral`` is off. Latents and masks turn
+        together: a latent cell covers a fixed 8x8 pixel block, so the same turn keeps them aligned."""
+        if self.latent_cache is None:
+            self.latent_cache = self.build_latent_cache()
+        pool = self.latent_cache
+        views = self.options.latent_views
+        per_view = pool["image"].shape[0] // views
+        generator = torch.Generator().manual_seed(
+            item_seed(self.config.train.seed, epoch, self.accelerator.process_index, 11)
+        )
+        chosen = torch.randint(views, (per_view,), generator=generator) * per_view + torch.arange(per_view)
+        order = chosen[torch.randperm(per_view, generator=generator)]
+        batch_size = self.config.train.batch_size
+        steps = math.ceil(per_view / batch_size)
+        for step, start in enumerate(range(0, per_view, batch_size)):
+            index = order[start : start + batch_size]
+            k, flip = int(torch.randint(4, (), generator=generator)), bool(torch.randint(2, (), generator=generator))
+            if not self.options.latent_dihedral:
+                k, flip = 0, False
+            batch = {}
+            for key, values in pool.items():
+                turned = torch.rot90(values[index], k, dims=(-2, -1))
+                batch[key] = torch.flip(turned, dims=(-1,)) if flip else turned
+            yield step, steps, batch
+
+    def latent_epoch(self, epoch: int, bar: Any) -> dict[str, float]:
+        """Latent loss only, on the cached views: no decoder in the loop."""
+        return self.cached_epoch(epoch, bar, with_dice=False)
+
+    def cached_full_epoch(self, epoch: int, bar: Any) -> dict[str, float]:
+        """The full loss (latent MSE + Dice) on the cached views: the decoder is in the loop, the encoder
+        is not, which on TAESD cuts an epoch by a third; the price is fewer distinct augmentations."""
+        return self.cached_epoch(epoch, bar, with_dice=True)
+
+    def cached_epoch(self, epoch: int, bar: Any, with_dice: bool) -> dict[str, float]:
+        totals, count = {"loss": 0.0, "loss_rec": 0.0, "loss_dice": 0.0}, 0
+        levels = self.model.gms_config.supervised_levels
+        for step, steps, batch in self.cached_batches(epoch):
+            self.apply_step_lr(epoch, step, steps)
+            latent = self.model.noisy_latent(batch["image"], batch.get("logvar"), self.noise_generator(epoch, step))
+            with self.accelerator.accumulate(self.net):
+                with self.accelerator.autocast():
+                    outputs = self.net(latent, levels=levels)
+                    pixels = batch["pixels"].float() if with_dice else None
+                    losses = self.model.loss_from_latents(latent, batch["mask"], pixels, outputs=outputs)
+                self.optimisation_step(losses, epoch, step)
+            for key in totals:
+                totals[key] += losses[key].item()
+            count += 1
+            self.state.global_step += 1
+            bar.update(1)
+        return {k: v / max(1, count) for k, v in totals.items()}
+
+
+#: trainer.name -> class. One line per variant.
+TRAINERS: dict[str, type[Trainer]] = {"default": Trainer, "cached_latents": CachedLatentTrainer}
+
+
+def trainer_class(name: str) -> type[Trainer]:
+    if name not in TRAINERS:
+        raise ConfigError(f"trainer.name {name!r} is unknown; choose one of {', '.join(sorted(TRAINERS))}")
+    return TRAINERS[name]
