@@ -16,12 +16,12 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from gmseg.data.io import index_folder, read_image, read_mask, read_size
+from gmseg.data.io import IMAGE_SUFFIXES, index_folder, read_image, read_mask, read_size
 from gmseg.errors import DataError
 
 __all__ = ["SegmentationDataset", "check_dataset", "list_names"]
 
-_SUFFIX_HELP = "NAME.png (or .jpg/.jpeg/.bmp/.tif/.tiff)"
+_SUFFIX_HELP = f"NAME{IMAGE_SUFFIXES[0]} (or {'/'.join(IMAGE_SUFFIXES[1:])})"
 
 
 def _folder(root: Path, sub: str) -> Path:
