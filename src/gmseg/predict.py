@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from .errors import DataError, GmsegError
+from .labels import BINARY
 
 
 @dataclass
@@ -316,8 +317,8 @@ def predict_files(
             probabilities = predict(batch)
             for name, image, probability in zip(names, images, probabilities):
                 prob = probability_at_size(probability, *image.shape[:2])
-                mask = prob > threshold
-                write_mask_png(output / f"{name}.png", mask.astype(np.uint8))
+                mask = BINARY.to_mask(prob, threshold)
+                write_mask_png(output / f"{name}.png", mask)
                 if save_prob:
                     save_npy_atomic(output / f"{name}.prob.npy", prob.astype(np.float32))
                 if overlay:
