@@ -2,7 +2,7 @@
 # Real segmentation quality on BUSI: GMS with the TAESD first stage, and MONAI's U-Net trained on the same
 # split, augmentation and wall-clock budget; both scored on the 130 test images of the paper's split.
 #
-#   bash bench/busi_quality.sh                  # the full schedule (configs/busi-taesd-cpu.yaml), ~105 min per model
+#   bash bench/busi_quality.sh                  # the full schedule (src/gmseg/configs/busi-taesd-cpu.yaml), ~105 min per model
 #   SCALE=quick bash bench/busi_quality.sh      # GMS 30 latent + 6 full epochs (~35 min), U-Net 120 epochs
 #   PARTS=gms bash bench/busi_quality.sh        # only one side (gms or unet); the table uses what is in $OUT
 #
@@ -12,7 +12,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 SHARED=${SHARED:-../shared}
 OUT=${OUT:-bench/results/busi}
-CONFIG=configs/busi-taesd-cpu.yaml
+CONFIG=src/gmseg/configs/busi-taesd-cpu.yaml
 SPLIT="$SHARED/data/busi/busi_train_test_names.pkl"
 COMMON=(--set "data.root=$SHARED/data/busi" --set "data.split=$SPLIT" --set "train.output_dir=$OUT/runs")
 GMS=() UNET=(--set train.epochs=450 --set train.warmup_epochs=2 --set train.latent_epochs=0)

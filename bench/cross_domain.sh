@@ -11,7 +11,7 @@
 #   EXTRA="kvasir=path/to/prepared" ...           # also score every model on a dataset of your own
 #
 # Budget: each model gets a fixed number of epochs on both datasets (GMS: the schedule of
-# configs/busi-taesd-cpu.yaml; U-Net: the epochs that filled GMS's BUSI time on an idle machine), so
+# src/gmseg/configs/busi-taesd-cpu.yaml; U-Net: the epochs that filled GMS's BUSI time on an idle machine), so
 # the results do not depend on what else the machine runs; training minutes come from the run logs.
 # Writes $OUT/data/{busi,bus}, $OUT/{gms,unet}-{busi,bus}/ (run folder, model, generalization table) and
 # $OUT/table.md + table.json.
@@ -20,7 +20,7 @@ cd "$(dirname "$0")/.."
 SHARED=${SHARED:-../shared}
 SCALE=${SCALE:-full}
 OUT=${OUT:-bench/results/cross_domain/$SCALE}
-CONFIG=${CONFIG:-configs/busi-taesd-cpu.yaml}
+CONFIG=${CONFIG:-src/gmseg/configs/busi-taesd-cpu.yaml}
 PARTS=${PARTS:-data gms-busi unet-busi gms-bus unet-bus table}
 EXTRA=${EXTRA:-}
 if [ "$SCALE" = quick ]; then

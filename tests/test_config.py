@@ -10,7 +10,7 @@ from gmseg.cli import main
 from gmseg.config import Config, config_from_dict, load_config
 from gmseg.errors import ConfigError
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+CONFIGS = Path(__file__).resolve().parents[1] / "src" / "gmseg" / "configs"
 
 
 def test_defaults_are_the_paper_protocol():

@@ -24,9 +24,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from gmseg.data.io import MaskReading, inspect_mask, odd_encodings
+from gmseg.data.readers import header_size
+from gmseg.data.resample import resize_mask
 from gmseg.errors import ConfigError, DataError
 from gmseg.fileio import atomic_write_text
 from gmseg.metrics import METRIC_KEYS, binary_metrics, check_empty_mode
@@ -119,14 +120,13 @@ def _load_mask(path: Path, size: int | str, threshold: float | None) -> tuple[np
     reading = inspect_mask(path, threshold)
     mask = reading.mask.astype(bool)
     if size != "native":
-        mask = np.asarray(Image.fromarray(reading.mask * np.uint8(255)).resize((size, size), Image.NEAREST)) > 0
+        mask = resize_mask(reading.mask, (size, size))
     return mask, reading
 
 
 def _image_size(path: Path) -> tuple[int, int]:
     """(width, height) from the header only, so sizes are checked before any pixel is decoded."""
-    with Image.open(path) as img:
-        return img.size
+    return header_size(path)
 
 
 def _prediction_names(pred_dir: Path) -> list[str]:
@@ -191,7 +191,7 @@ def evaluate_folders(
         if size == "native":
             try:
                 pred_wh, gt_wh = _image_size(pred_path), _image_size(gt_path)
-            except OSError as exc:
+            except (OSError, DataError) as exc:
                 problems.append(f"{name}: unreadable: {exc}")
                 continue
             if pred_wh != gt_wh:

@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from .errors import DataError, GmsegError
+from .labels import BINARY
 
 
 @dataclass
@@ -83,14 +84,17 @@ def check_outputs(files: Sequence[Path], output: Path, overwrite: bool, protecte
             f"--output {output} holds the input image {inside[0]}: predicted masks would be written "
             "over the inputs; choose another output folder."
         )
+    from .data.readers import split_name
+
     stems: dict[str, Path] = {}
     for path in files:
-        if path.stem in stems and stems[path.stem] != path:
+        stem = split_name(path)[0]
+        if stem in stems and stems[stem] != path:
             raise GmsegError(
-                f"inputs {stems[path.stem]} and {path} share the name {path.stem!r}: both would write "
-                f"{output / path.stem}.png; rename one or predict them into separate folders."
+                f"inputs {stems[stem]} and {path} share the name {stem!r}: both would write "
+                f"{output / stem}.png; rename one or predict them into separate folders."
             )
-        stems[path.stem] = path
+        stems[stem] = path
     if overwrite or not output.is_dir():
         return
     existing = [
@@ -252,6 +256,7 @@ def read_batches(
     all failed yields empty names and no batch.
     """
     from .data.io import read_image
+    from .data.readers import split_name
 
     for chunk in batched(files, max(1, batch_size)):
         names, images, tensors = [], [], []
@@ -261,7 +266,7 @@ def read_batches(
             except (DataError, OSError) as error:
                 failed[path.name] = str(error).splitlines()[0]
                 continue
-            names.append(path.stem)
+            names.append(split_name(path)[0])
             images.append(image)
             tensors.append(image_to_tensor(image, size))
         yield chunk, names, images, (torch.stack(tensors) if tensors else None)
@@ -312,8 +317,8 @@ def predict_files(
             probabilities = predict(batch)
             for name, image, probability in zip(names, images, probabilities):
                 prob = probability_at_size(probability, *image.shape[:2])
-                mask = prob > threshold
-                write_mask_png(output / f"{name}.png", mask.astype(np.uint8))
+                mask = BINARY.to_mask(prob, threshold)
+                write_mask_png(output / f"{name}.png", mask)
                 if save_prob:
                     save_npy_atomic(output / f"{name}.prob.npy", prob.astype(np.float32))
                 if overlay:

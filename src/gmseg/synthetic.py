@@ -18,10 +18,9 @@ import os
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from gmseg.errors import ConfigError
-from gmseg.fileio import atomic_write, atomic_write_text
+from gmseg.fileio import atomic_write_text
 
 __all__ = ["synthetic_pair", "make_synthetic_dataset"]
 
@@ -255,14 +254,13 @@ def make_synthetic_dataset(
     n = int(n_train) + int(n_test)
     width = max(3, len(str(n - 1)))
     names = [f"case_{i:0{width}d}" for i in range(n)]
+    from gmseg.data.io import write_image_png, write_mask_png  # lazy: importing gmseg.data loads torch
+
     children = np.random.SeedSequence(int(seed)).spawn(n)
     for name, child in zip(names, children):
         image, mask = synthetic_pair(np.random.default_rng(child), size=int(size))
-        atomic_write(out / "images" / f"{name}.png", lambda handle: Image.fromarray(image).save(handle, format="PNG"))
-        atomic_write(
-            out / "masks" / f"{name}.png",
-            lambda handle: Image.fromarray(mask * np.uint8(255)).save(handle, format="PNG"),
-        )
+        write_image_png(out / "images" / f"{name}.png", image)
+        write_mask_png(out / "masks" / f"{name}.png", mask)
     split = {"train": names[: int(n_train)], "test": names[int(n_train) :]}
     atomic_write_text(out / "split.json", json.dumps(split, indent=2) + "\n")
     return out

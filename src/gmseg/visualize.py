@@ -14,7 +14,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 from scipy import ndimage
 
 from gmseg.errors import GmsegError
@@ -67,10 +66,10 @@ def overlay(image: np.ndarray, pred: np.ndarray, gt: np.ndarray | None = None) -
 
 
 def save_overlay(path: str | os.PathLike, image: np.ndarray, pred: np.ndarray, gt: np.ndarray | None = None) -> None:
-    """Write :func:`overlay` as a PNG (lossless, so the 1-px contours stay exact)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(overlay(image, pred, gt)).save(path, format="PNG")
+    """Write :func:`overlay` as a PNG (lossless, so the 1-px contours stay exact), atomically."""
+    from gmseg.data.io import write_image_png  # lazy: importing gmseg.data loads torch
+
+    write_image_png(path, overlay(image, pred, gt))
 
 
 def _new_figure(width_in: float, height_in: float):
@@ -123,13 +122,10 @@ def _shrink(
     if scale >= 1:
         return img, pred, gt
     size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    from gmseg.data.resample import resize_image, resize_mask  # lazy: importing gmseg.data loads torch
 
-    def nearest(mask: np.ndarray) -> np.ndarray:
-        img8 = Image.fromarray(np.asarray(mask, dtype=np.uint8) * 255)
-        return np.asarray(img8.resize(size, Image.NEAREST)) > 127
-
-    small = np.asarray(Image.fromarray(img).resize(size, Image.BILINEAR))
-    return small, nearest(pred), (nearest(gt) if gt is not None else None)
+    small = resize_image(img, size)
+    return small, resize_mask(pred, size), (resize_mask(gt, size) if gt is not None else None)
 
 
 def report_grid(cases: list[dict], path: str | os.PathLike, title: str = "") -> Path:

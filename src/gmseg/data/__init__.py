@@ -11,6 +11,7 @@ from gmseg.data.io import (
     read_image,
     read_mask,
     read_size,
+    split_name,
     write_image_png,
     write_mask_png,
 )
@@ -37,6 +38,7 @@ __all__ = [
     "read_mask",
     "read_size",
     "save_split",
+    "split_name",
     "validate_split",
     "with_validation",
     "write_image_png",

@@ -16,12 +16,13 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from gmseg.data.io import index_folder, read_image, read_mask, read_size
+from gmseg.data.io import IMAGE_SUFFIXES, index_folder, read_image, read_mask, read_size
 from gmseg.errors import DataError
+from gmseg.labels import BINARY, LabelSet
 
 __all__ = ["SegmentationDataset", "check_dataset", "list_names"]
 
-_SUFFIX_HELP = "NAME.png (or .jpg/.jpeg/.bmp/.tif/.tiff)"
+_SUFFIX_HELP = f"NAME{IMAGE_SUFFIXES[0]} (or {'/'.join(IMAGE_SUFFIXES[1:])})"
 
 
 def _folder(root: Path, sub: str) -> Path:
@@ -94,8 +95,8 @@ class SegmentationDataset(Dataset):
     """Image/mask pairs of one split, as tensors ready for the autoencoder.
 
     Items: ``name``, ``image`` float32 (3, H, W) in [0, 1], ``mask`` float32 (1, H, W) in {0, 1}
-    (when ``with_masks``), ``original_size`` = tensor([H, W]) of the file, so predictions can be resized
-    back. ``transform`` is called as ``transform(image=float32 HxWx3 in 0..255, mask=uint8 HxW {0,1})``,
+    (when ``with_masks``; the target of ``labels``, :meth:`gmseg.labels.LabelSet.to_target`),
+    ``original_size`` = tensor([H, W]) of the file, so predictions can be resized back. ``transform`` is called as ``transform(image=float32 HxWx3 in 0..255, mask=uint8 HxW {0,1})``,
     e.g. :func:`gmseg.data.build_transform`; None only scales to [0, 1].
     """
 
@@ -107,8 +108,10 @@ class SegmentationDataset(Dataset):
         mask_threshold: float | None = None,
         with_masks: bool = True,
         augmentation_seed: int | None = None,
+        labels: LabelSet = BINARY,
     ):
         self.root = Path(root)
+        self.labels = labels
         # With a seed, sample i of epoch e always gets the same augmentation (set ``epoch`` before each
         # epoch): resumed runs, any worker count and any process count see identical views.
         self.augmentation_seed = augmentation_seed
@@ -170,7 +173,7 @@ class SegmentationDataset(Dataset):
         if self.transform is None:
             item["image"] = torch.from_numpy(image.astype(np.float32) / 255.0).permute(2, 0, 1).contiguous()
             if mask is not None:
-                item["mask"] = torch.from_numpy(mask.astype(np.float32))[None]
+                item["mask"] = torch.from_numpy(self.labels.to_target(mask))[None]
             return item
         if self.augmentation_seed is not None and hasattr(self.transform, "set_random_seed"):
             self.transform.set_random_seed(item_seed(self.augmentation_seed, self.epoch, index))
@@ -185,8 +188,8 @@ class SegmentationDataset(Dataset):
             raise DataError(f"transform failed on '{name}'", [f"{image_path}: {type(exc).__name__}: {exc}"]) from exc
         item["image"] = _as_chw_float(out["image"])
         if mask is not None:
-            # Binarise: a user transform may hand back 0/255 or interpolated values.
-            item["mask"] = (_as_chw_float(out["mask"]) > 0.5).to(torch.float32)
+            # A user transform may hand back 0/255 or interpolated values: the target maps them to a class.
+            item["mask"] = self.labels.to_target(_as_chw_float(out["mask"]))
         return item
 
 

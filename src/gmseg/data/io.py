@@ -1,8 +1,11 @@
 """Reading images and masks in whatever format a dataset ships, and writing the prepared PNGs.
 
 Every reader returns one canonical array (RGB uint8 image, {0,1} uint8 mask) so the rest of the package
-never has to care about PIL modes, bit depths or palettes. Failures raise :class:`DataError` naming the
-file, because a traceback from deep inside Pillow does not tell a user which of 10,000 files is bad.
+never has to care about file formats, modes, bit depths or palettes. Which reader reads a file is decided
+by its ending, in :mod:`gmseg.data.readers` (the one registry of formats); this module holds what is the
+same for every format: folder indexing by stem, and the one mask rule (:func:`inspect_mask`). Failures
+raise :class:`DataError` naming the file, because a traceback from deep inside an image library does not
+tell a user which of 10,000 files is bad.
 """
 
 from __future__ import annotations
@@ -12,10 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
 
-from gmseg.errors import DataError
-from gmseg.fileio import atomic_write
+from gmseg.data import readers
+from gmseg.data.readers import bit_depth, split_name, suffix_rank
 
 __all__ = [
     "IMAGE_SUFFIXES",
@@ -26,23 +28,22 @@ __all__ = [
     "read_image",
     "read_mask",
     "read_size",
+    "split_name",
     "write_image_png",
     "write_mask_png",
 ]
 
-IMAGE_SUFFIXES: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+IMAGE_SUFFIXES: tuple[str, ...] = readers.SUFFIXES
 """Recognised file suffixes, in order of preference when one stem has several files (.png first)."""
 
-_FIX_HINT = "check that the file is a complete, valid image (re-export or re-download it, e.g. as PNG)"
+LOSSY_SUFFIXES: tuple[str, ...] = tuple(s for f in readers.FORMATS if f.lossy for s in f.suffixes)
 
-
-def _suffix_rank(path: Path) -> int:
-    return IMAGE_SUFFIXES.index(path.suffix.lower())
+__all__ += ["bit_depth"]  # re-exported: it used to live here
 
 
 def is_image_file(path: Path) -> bool:
     """True for a visible file with a recognised image suffix (hidden files such as ._x.png are skipped)."""
-    return path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".")
+    return readers.find_format(path) is not None and not Path(path).name.startswith(".")
 
 
 def index_folder(folder: str | os.PathLike[str]) -> dict[str, Path]:
@@ -57,9 +58,10 @@ def index_folder(folder: str | os.PathLike[str]) -> dict[str, Path]:
             path = Path(entry.path)
             if not is_image_file(path) or not entry.is_file():
                 continue
-            old = index.get(path.stem)
-            if old is None or (_suffix_rank(path), path.name) < (_suffix_rank(old), old.name):
-                index[path.stem] = path
+            stem = split_name(path)[0]
+            old = index.get(stem)
+            if old is None or (suffix_rank(path), path.name) < (suffix_rank(old), old.name):
+                index[stem] = path
     return index
 
 
@@ -74,83 +76,16 @@ def find_file(folder: str | os.PathLike[str], stem: str) -> Path | None:
     # Mixed-case suffixes (".Png") are rare: only then pay for a directory listing.
     if not folder.is_dir():
         return None
-    matches = [p for p in folder.iterdir() if p.stem == stem and is_image_file(p) and p.is_file()]
-    return min(matches, key=lambda p: (_suffix_rank(p), p.name)) if matches else None
-
-
-def _open(path: Path, kind: str) -> Image.Image:
-    """Open and fully decode an image so that truncated files fail here, with the path in the message."""
-    if not path.is_file():
-        raise DataError(f"{kind} file not found: {path}", [f"{path}: does not exist; check the path"])
-    img = None
-    try:
-        img = Image.open(path)
-        img.load()
-        return img
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
-        if img is not None:
-            img.close()
-        raise DataError(f"cannot read {kind} {path}", [f"{path}: {type(exc).__name__}: {exc}; {_FIX_HINT}"]) from exc
+    matches = [p for p in folder.iterdir() if split_name(p)[0] == stem and is_image_file(p) and p.is_file()]
+    return min(matches, key=lambda p: (suffix_rank(p), p.name)) if matches else None
 
 
 def read_size(path: str | os.PathLike[str]) -> tuple[int, int]:
-    """(width, height) from the file header, after Pillow's integrity check; no pixel decoding.
+    """(width, height) from the file header, after the format's integrity check; no pixel decoding.
 
     Lets dataset checks cover thousands of files in seconds; truncated or garbage files fail here.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"file not found: {path}", [f"{path}: does not exist; check the path"])
-    try:
-        with Image.open(path) as img:
-            size = img.size
-            img.verify()
-        return int(size[0]), int(size[1])
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
-        raise DataError(f"cannot read {path}", [f"{path}: {type(exc).__name__}: {exc}; {_FIX_HINT}"]) from exc
-
-
-_BIT_DEPTHS = (8, 10, 12, 14, 16)
-LOSSY_SUFFIXES: tuple[str, ...] = (".jpg", ".jpeg")
-
-
-def bit_depth(hi: float) -> int:
-    """The smallest common sensor bit depth (8, 10, 12, 14, 16) whose range holds ``hi``.
-
-    12-bit data stored in 16-bit PNGs would come out nearly black divided by 257.
-    """
-    return next(b for b in _BIT_DEPTHS if hi <= 2**b - 1)
-
-
-def _to_uint8(data: np.ndarray, notes: list[str] | None = None, path: Path | None = None) -> np.ndarray:
-    """Scale high-bit-depth or float pixel data to uint8.
-
-    Integer data up to 16 bits is divided by the full scale of its bit depth (:func:`bit_depth`: 4095 for
-    12-bit data stored in 16 bits), so a raw intensity means the same within one depth; what was done is
-    appended to ``notes``. Float data in [0, 1] is multiplied by 255; anything else is min-max scaled
-    because there is no defined full range to divide by.
-    """
-    if data.dtype == np.uint8:
-        return data
-    if data.dtype == np.bool_:
-        return data.astype(np.uint8) * 255
-    x = data.astype(np.float64)
-    lo, hi = (float(x.min()), float(x.max())) if x.size else (0.0, 0.0)
-    if np.issubdtype(data.dtype, np.integer) and lo >= 0 and hi <= 65535:
-        depth = max(bit_depth(hi), 8)
-        scaled = x / ((2**depth - 1) / 255.0)
-        if notes is not None:
-            notes.append(
-                f"{path}: {data.dtype} pixels up to {int(hi)} read as {depth}-bit data "
-                f"(divided by {(2**depth - 1) / 255.0:.4g})"
-            )
-    elif np.issubdtype(data.dtype, np.floating) and lo >= 0 and hi <= 1.0:
-        scaled = x * 255.0
-    elif lo >= 0 and hi <= 255:
-        scaled = x
-    else:
-        scaled = (x - lo) / (hi - lo) * 255.0 if hi > lo else np.zeros_like(x)
-    return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
+    return readers.read_size(path)
 
 
 def read_image(path: str | os.PathLike[str], notes: list[str] | None = None) -> np.ndarray:
@@ -158,65 +93,9 @@ def read_image(path: str | os.PathLike[str], notes: list[str] | None = None) -> 
 
     Gray, palette, LA/RGBA (alpha dropped, not composited: alpha carries no anatomy), CMYK/YCbCr, 16-bit
     and float images all end as RGB, because the autoencoder takes 3-channel input. How high-bit-depth
-    data was scaled is appended to ``notes``.
+    data was scaled (:func:`bit_depth`) is appended to ``notes``.
     """
-    path = Path(path)
-    img = _open(path, "image")
-    mode = img.mode
-    try:
-        if mode in ("RGB", "L"):
-            arr = np.asarray(img.convert("RGB"))
-        elif mode == "1":
-            arr = np.asarray(img.convert("L").convert("RGB"))
-        elif mode in ("RGBA", "RGBX", "RGBa"):
-            arr = np.asarray(img)[..., :3]
-        elif mode in ("LA", "La"):
-            arr = np.repeat(np.asarray(img)[..., :1], 3, axis=2)
-        elif mode in ("P", "PA"):
-            arr = np.asarray(img.convert("RGBA"))[..., :3]
-        elif mode.startswith("I") or mode == "F":
-            gray = _to_uint8(np.asarray(img), notes, path)
-            arr = np.repeat(gray[..., None], 3, axis=2)
-        else:  # CMYK, YCbCr, LAB, HSV ...
-            arr = np.asarray(img.convert("RGB"))
-    except (OSError, ValueError) as exc:
-        raise DataError(f"cannot convert image {path} (mode {mode}) to RGB", [f"{path}: {exc}; {_FIX_HINT}"]) from exc
-    finally:
-        img.close()
-    if arr.ndim != 3 or arr.shape[2] != 3:
-        raise DataError(f"unexpected image layout in {path}", [f"{path}: array shape {arr.shape}; {_FIX_HINT}"])
-    return np.ascontiguousarray(arr, dtype=np.uint8)
-
-
-def _mask_data(img: Image.Image) -> tuple[np.ndarray, float, np.ndarray | None]:
-    """Mask pixel data (H, W) or (H, W, C) without alpha, its dtype's full-scale value, and the alpha
-    channel (None when there is none)."""
-    mode = img.mode
-    if mode == "1":
-        return np.asarray(img).astype(np.uint8), 1.0, None
-    if mode in ("P", "PA"):
-        # Palette indices are arbitrary (an adaptive palette may give white index 0): judge the colours.
-        rgba = np.asarray(img.convert("RGBA"))
-        return rgba[..., :3], 255.0, rgba[..., 3]
-    if mode in ("LA", "La"):
-        la = np.asarray(img)
-        return la[..., 0], 255.0, la[..., 1]
-    if mode in ("RGBA", "RGBa"):
-        rgba = np.asarray(img)
-        return rgba[..., :3], 255.0, rgba[..., 3]
-    if mode in ("L", "RGB"):
-        return np.asarray(img), 255.0, None
-    if mode.startswith("I;16"):
-        return np.asarray(img), 65535.0, None
-    if mode == "I":
-        data = np.asarray(img)
-        in_16 = data.size == 0 or (data.min() >= 0 and data.max() <= 65535)
-        return data, 65535.0 if in_16 else float(np.iinfo(np.int32).max), None
-    if mode == "F":
-        data = np.asarray(img)
-        hi = float(data.max()) if data.size else 1.0
-        return data, 1.0 if hi <= 1.0 else (255.0 if hi <= 255.0 else 65535.0), None
-    return np.asarray(img.convert("RGB")), 255.0, None
+    return readers.read_image(path, notes)
 
 
 SOFT_LEVELS = 16
@@ -236,9 +115,14 @@ class MaskReading:
         return self.levels > SOFT_LEVELS
 
 
+def _lossy(path: Path) -> bool:
+    fmt = readers.find_format(path)
+    return fmt is not None and fmt.lossy
+
+
 def default_mask_threshold(path: Path) -> float | None:
     """JPEG masks carry compression noise around edges: count only pixels above half scale."""
-    return 0.5 if path.suffix.lower() in LOSSY_SUFFIXES else None
+    return 0.5 if _lossy(Path(path)) else None
 
 
 def _encoding(mode: str, data: np.ndarray, full_scale: float) -> tuple[str, int]:
@@ -274,21 +158,15 @@ def inspect_mask(path: str | os.PathLike[str], threshold: float | None = None) -
     path = Path(path)
     if threshold is not None and not 0.0 <= float(threshold) <= 1.0:
         raise ValueError(f"mask threshold must lie in [0, 1], got {threshold}")
-    img = _open(path, "mask")
-    mode = img.mode
-    try:
-        data, full_scale, alpha = _mask_data(img)
-    except (OSError, ValueError) as exc:
-        raise DataError(f"cannot read mask {path}", [f"{path}: {exc}; {_FIX_HINT}"]) from exc
-    finally:
-        img.close()
+    raw = readers.read_mask_data(path)
+    data, full_scale, alpha, mode = raw.data, raw.full_scale, raw.alpha, raw.mode
     if threshold is None:
         threshold = default_mask_threshold(path)
     fraction = 0.0 if threshold is None else float(threshold)
     fg = data > fraction * full_scale
     if fg.ndim == 3:
         fg = fg.any(axis=2)
-    if path.suffix.lower() in LOSSY_SUFFIXES:
+    if _lossy(path):
         encoding, levels = "lossy", 1  # compression noise is expected; the threshold handles it
     else:
         encoding, levels = _encoding(mode, data, full_scale)
@@ -321,11 +199,6 @@ def odd_encodings(readings: dict[str, str]) -> list[str]:
     ]
 
 
-def _atomic_save(img: Image.Image, path: Path) -> None:
-    """Save as PNG atomically: no half-written files."""
-    atomic_write(path, lambda handle: img.save(handle, format="PNG"))
-
-
 def write_mask_png(path: str | os.PathLike[str], mask01: np.ndarray) -> None:
     """Write a binary mask as a 0/255 8-bit grayscale PNG, atomically.
 
@@ -339,7 +212,7 @@ def write_mask_png(path: str | os.PathLike[str], mask01: np.ndarray) -> None:
         raise ValueError(f"mask must be 2-D (H, W), got shape {arr.shape}")
     if arr.dtype != np.bool_ and arr.size and not np.isin(arr, (0, 1)).all():
         raise ValueError("mask values must be 0/1 (threshold probabilities before writing)")
-    _atomic_save(Image.fromarray((arr > 0).astype(np.uint8) * 255), Path(path))
+    readers.write_array(path, (arr > 0).astype(np.uint8) * 255, suffix=".png")
 
 
 def write_image_png(path: str | os.PathLike[str], rgb: np.ndarray) -> None:
@@ -347,4 +220,4 @@ def write_image_png(path: str | os.PathLike[str], rgb: np.ndarray) -> None:
     arr = np.asarray(rgb)
     if arr.ndim != 3 or arr.shape[2] != 3 or arr.dtype != np.uint8:
         raise ValueError(f"image must be (H, W, 3) uint8, got shape {arr.shape} dtype {arr.dtype}")
-    _atomic_save(Image.fromarray(np.ascontiguousarray(arr)), Path(path))
+    readers.write_array(path, arr, suffix=".png")

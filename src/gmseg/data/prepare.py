@@ -21,7 +21,6 @@ from pathlib import Path
 import numpy as np
 
 from gmseg.data.io import (
-    IMAGE_SUFFIXES,
     SOFT_LEVELS,
     MaskReading,
     inspect_mask,
@@ -32,6 +31,7 @@ from gmseg.data.io import (
     write_image_png,
     write_mask_png,
 )
+from gmseg.data.readers import split_name, suffix_rank
 from gmseg.data.splits import load_split, random_split, save_split
 from gmseg.errors import ConfigError, DataError
 from gmseg.fileio import swap_in
@@ -79,6 +79,11 @@ class _Pair:
 # ----------------------------------------------------------------------------------------------- helpers
 
 
+def _stem(path: Path) -> str:
+    """The file name without its ending (multi-part endings such as .nii.gz included)."""
+    return split_name(path)[0]
+
+
 def _under(path: Path, folder: Path | None) -> bool:
     if folder is None:
         return False
@@ -110,7 +115,7 @@ def _walk_dirs(raw: Path, exclude: Path | None) -> list[Path]:
 
 def _preferred(paths: list[Path]) -> list[Path]:
     """Order duplicate candidates: .png first, then the other suffixes, then path."""
-    return sorted(paths, key=lambda p: (IMAGE_SUFFIXES.index(p.suffix.lower()), str(p)))
+    return sorted(paths, key=lambda p: (suffix_rank(p), str(p)))
 
 
 def _index(files: Iterable[Path], key: Callable[[Path], str | None], unmatched: list[str]) -> dict[str, Path]:
@@ -186,7 +191,7 @@ def _collect_busi(raw: Path, exclude: Path | None, unmatched: list[str]) -> list
         if not any(p.is_dir() and p.name.lower() == cls for p in root.iterdir()):
             continue
         for path in _walk_files(_subdir(root, cls), exclude):
-            m = _BUSI_RE.match(path.stem)
+            m = _BUSI_RE.match(_stem(path))
             if m is None:
                 unmatched.append(f"{path} (unrecognised BUSI file name)")
                 continue
@@ -215,16 +220,16 @@ def _collect_bus(raw: Path, exclude: Path | None, unmatched: list[str]) -> list[
     root = _find_dir(raw, ("original", "GT"), exclude)
     if root is None:
         raise _layout_error("BUS", raw, "folders original/ and GT/ with files named <id>.png (e.g. 000001.png)")
-    images = _index(_walk_files(_subdir(root, "original"), exclude), lambda p: p.stem, unmatched)
-    masks = _index(_walk_files(_subdir(root, "GT"), exclude), lambda p: p.stem, unmatched)
+    images = _index(_walk_files(_subdir(root, "original"), exclude), _stem, unmatched)
+    masks = _index(_walk_files(_subdir(root, "GT"), exclude), _stem, unmatched)
     return _pair(images, masks, unmatched)
 
 
 def _collect_glas(raw: Path, exclude: Path | None, unmatched: list[str]) -> list[_Pair]:
     """Warwick GlaS: <name>.bmp with <name>_anno.bmp instance labels (0 = background)."""
     files = _walk_files(raw, exclude)
-    images = _index(files, lambda p: None if p.stem.lower().endswith("_anno") else p.stem, unmatched)
-    masks = _index(files, lambda p: p.stem[:-5] if p.stem.lower().endswith("_anno") else None, unmatched)
+    images = _index(files, lambda p: None if _stem(p).lower().endswith("_anno") else _stem(p), unmatched)
+    masks = _index(files, lambda p: _stem(p)[:-5] if _stem(p).lower().endswith("_anno") else None, unmatched)
     if not masks:
         raise _layout_error("GlaS", raw, "files <name>.bmp with annotations <name>_anno.bmp (e.g. train_1_anno.bmp)")
     return _pair(images, masks, unmatched)
@@ -237,8 +242,8 @@ _ISIC_MASK = re.compile(r"^(ISIC_\d+)_segmentation$")
 def _collect_ham10000(raw: Path, exclude: Path | None, unmatched: list[str]) -> list[_Pair]:
     """HAM10000 / ISIC 2018 task 1: ISIC_<id>.jpg and ISIC_<id>_segmentation.png anywhere under raw."""
     files = _walk_files(raw, exclude)
-    images = _index(files, lambda p: p.stem if _ISIC_IMAGE.match(p.stem) else None, unmatched)
-    masks = _index(files, lambda p: m.group(1) if (m := _ISIC_MASK.match(p.stem)) else None, unmatched)
+    images = _index(files, lambda p: _stem(p) if _ISIC_IMAGE.match(_stem(p)) else None, unmatched)
+    masks = _index(files, lambda p: m.group(1) if (m := _ISIC_MASK.match(_stem(p))) else None, unmatched)
     if not masks:
         raise _layout_error(
             "HAM10000", raw, "images ISIC_<id>.jpg and masks ISIC_<id>_segmentation.png (any sub-folders)"
@@ -262,8 +267,8 @@ def _collect_kvasir_instrument(raw: Path, exclude: Path | None, unmatched: list[
             raw,
             "folders images/ (<id>.jpg) and masks/ (<id>.png); extract images.tar.gz and masks.tar.gz first",
         )
-    images = _index(image_files, lambda p: p.stem, unmatched)
-    masks = _index(mask_files, lambda p: p.stem, unmatched)
+    images = _index(image_files, _stem, unmatched)
+    masks = _index(mask_files, _stem, unmatched)
     return _pair(images, masks, unmatched)
 
 
@@ -503,16 +508,17 @@ def prepare_folders(
     unmatched: list[str] = []
 
     def mask_key(p: Path) -> str | None:
+        stem = _stem(p)
         if not mask_suffix:
-            return p.stem
-        if p.stem.endswith(mask_suffix) and len(p.stem) > len(mask_suffix):
-            return p.stem[: -len(mask_suffix)]
+            return stem
+        if stem.endswith(mask_suffix) and len(stem) > len(mask_suffix):
+            return stem[: -len(mask_suffix)]
         if not same:
             unmatched.append(f"{p} (mask file name lacks suffix {mask_suffix!r})")
         return None
 
     def image_key(p: Path) -> str | None:
-        return None if same and p.stem.endswith(mask_suffix) else p.stem
+        return None if same and _stem(p).endswith(mask_suffix) else _stem(p)
 
     image_files = [p for p in sorted(image_dir.iterdir()) if p.is_file() and is_image_file(p)]
     mask_files = [p for p in sorted(mask_dir.iterdir()) if p.is_file() and is_image_file(p)]

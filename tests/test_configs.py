@@ -1,0 +1,47 @@
+"""The packaged configs: found by name from any folder, a user's file used as is, typos list the names."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from gmseg.config import Config, load_config
+from gmseg.configs import CONFIG_DIR, config_path, packaged_configs
+from gmseg.errors import ConfigError
+
+REPO_CONFIGS = Path(__file__).resolve().parents[1] / "src" / "gmseg" / "configs"
+DATASETS = ("bus", "busi", "glas", "ham10000", "kvasir-instrument")
+
+
+def test_the_configs_live_in_the_package() -> None:
+    assert CONFIG_DIR == REPO_CONFIGS.resolve()
+    assert set(DATASETS) | {"cpu-taesd", "busi-taesd-cpu"} <= set(packaged_configs())
+    assert not (REPO_CONFIGS.parents[2] / "configs").exists()  # no second copy at the repository root
+
+
+@pytest.mark.parametrize("name", ["busi", "busi.yaml", "cpu-taesd"])
+def test_bare_names_resolve_to_the_packaged_file(name: str, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)  # from any folder
+    path = config_path(name)
+    assert path == CONFIG_DIR / f"{name.removesuffix('.yaml')}.yaml" and path.is_file()
+    assert isinstance(load_config(path), Config)
+
+
+def test_an_existing_file_is_returned_as_is(tmp_path: Path, monkeypatch) -> None:
+    own = tmp_path / "mine.yaml"
+    own.write_text("name: mine\n")
+    assert config_path(own) == own and config_path(str(own)) == own
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "busi.yaml").write_text("name: local\n")  # a file in the working folder wins over the package
+    assert config_path("busi.yaml") == Path("busi.yaml")
+    (tmp_path / "busi").mkdir()  # a folder of that name is not a config: the packaged one is meant
+    assert config_path("busi") == CONFIG_DIR / "busi.yaml"
+
+
+@pytest.mark.parametrize("name", ["bussi", "configs/nope.yaml", "/no/such/config.yaml", ""])
+def test_anything_else_lists_the_packaged_names(name: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        config_path(name)
+    message = str(info.value)
+    assert repr(name) in message and all(n in message for n in DATASETS)
