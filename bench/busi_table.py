@@ -33,34 +33,28 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", type=Path, required=True, help="bench/busi_quality.sh's output folder")
     args = parser.parse_args()
-    gms_run = load(args.out / "gms_run.json")  # written by the script's GMS part
+    from gmseg.models import count_trainable, load_model
 
-    from gmseg.mapping import count_parameters
-    from gmseg.model import load_model
-
-    gms = load_model(Path(gms_run["run"]) / "checkpoints" / "best")
-    unet_info = load(args.out / "unet" / "run_info.json")
-    rows = [
-        row(
-            "GMS-TAESD",
-            load(args.out / "gms" / "summary.json"),
-            count_parameters(gms.mapping),
-            gms_run["training_minutes"],
-            load(args.out / "gms" / "timing.json")["seconds_per_image"],
-        ),
-        row(
-            "MONAI U-Net",
-            load(args.out / "unet" / "test" / "summary.json"),
-            unet_info["trainable_parameters"],
-            unet_info["training_seconds"] / 60,
-            unet_info["test_seconds_per_image"],
-        ),
-    ]
+    rows, runs = [], {}
+    for part, label in (("gms", "GMS-TAESD"), ("unet", "MONAI U-Net")):
+        if not (args.out / f"{part}_run.json").is_file():
+            continue
+        runs[part] = load(args.out / f"{part}_run.json")  # written by the script's part
+        model = load_model(runs[part]["run"])
+        rows.append(
+            row(
+                label,
+                load(args.out / part / "summary.json"),
+                count_trainable(model.trainable),
+                runs[part]["training_minutes"],
+                load(args.out / part / "timing.json")["seconds_per_image"],
+            )
+        )
     result = {
         "date": time.strftime("%Y-%m-%d"),
         "machine": f"{platform.processor() or platform.machine()}, {__import__('os').cpu_count()} cores",
         "command": "bash bench/busi_quality.sh",
-        "gms_run": gms_run["run"],
+        "runs": {part: run["run"] for part, run in runs.items()},
         "rows": rows,
         "paper_gms_sd2": PAPER,
     }

@@ -14,7 +14,7 @@ The *release-style* loops reproduce the work the paper's published code does per
 
 gmseg's counterparts are its own code paths: :func:`gmseg.predict.make_predictor` (what ``gmseg predict``
 runs), and :func:`gmseg_losses` / :func:`gmseg_validate`, which make the same calls as
-``gmseg.train.Trainer.full_epoch`` / ``Trainer.validate`` (one batched encode of image + mask, the
+``gmseg.training.Trainer.full_epoch`` / ``Trainer.validate`` (one batched encode of image + mask, the
 supervised levels decoded in one batch, validation latents encoded once per run).
 
 Each benchmark variant runs in its own process (:class:`Worker`), so its peak memory is its own, and the
@@ -53,7 +53,7 @@ except ImportError:  # pragma: no cover
 
 from gmseg.first_stage import FirstStage, load_first_stage  # noqa: E402
 from gmseg.mapping import LatentMappingModel, SpatialSelfAttention  # noqa: E402
-from gmseg.model import GMS, GMSConfig, mask_to_image  # noqa: E402
+from gmseg.models.gms import GMS, GMSConfig, mask_to_image  # noqa: E402
 
 #: The Stable Diffusion VAE architecture (SD 1.x/2.x): random weights cost exactly what the real ones do.
 SD_VAE_CONFIG = dict(

@@ -36,7 +36,7 @@ def main() -> None:
     from gmseg.data.transforms import build_transform
     from gmseg.evaluate import format_summary, run_evaluate
     from gmseg.first_stage import load_first_stage
-    from gmseg.model import GMS, GMSConfig
+    from gmseg.models import GMS, GMSConfig
     from gmseg.predict import probability_at_size
 
     masks_dir = args.data / "masks"

@@ -1,6 +1,6 @@
 """Does the first stage commute with flips and 90-degree rotations? encode(turn(x)) against turn(encode(x)).
 
-The cached-view schedules (``train.latent_epochs``, ``train.cached_full_loss``) augment by turning the
+The cached-view schedules (``trainer.latent_epochs``, ``trainer.cached_full_loss``) augment by turning the
 cached latents instead of re-encoding turned images. That is only the same augmentation if the encoder
 commutes with the turn. This measures, on real images and masks at the model's input size, the relative
 error ||encode(turn(x)) - turn(encode(x))|| / ||encode(x)|| for the 7 non-identity flips/rot90:
@@ -56,8 +56,8 @@ def main() -> None:
     from gmseg.data.dataset import list_names
     from gmseg.data.splits import load_split
     from gmseg.first_stage import load_first_stage
-    from gmseg.model import mask_to_image
-    from gmseg.train import make_dataset
+    from gmseg.models.gms import mask_to_image
+    from gmseg.training import make_dataset
 
     names = list(load_split(args.split)[args.stage]) if args.split else list_names(args.data)
     names = names[: args.count]

@@ -1,6 +1,6 @@
 """Which schedule reaches a validation Dice first: best-so-far validation Dice against training minutes.
 
-The question behind ``train.latent_epochs`` is not which schedule ends higher but which gets to a given
+The question behind ``trainer.latent_epochs`` is not which schedule ends higher but which gets to a given
 Dice *sooner*: the latent-only phase (cached latents, no decoder in the loop) buys cheap epochs, the full
 loss buys the Dice term. Every run's ``train_log.csv`` records each epoch's wall-clock seconds (the first
 epoch includes the encoding of cached latents) and its validation Dice, so two runs on the same machine

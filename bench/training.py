@@ -10,7 +10,7 @@ Variants (each in its own process, same seed, weights checked equal, run one at 
   noise; all four heads with einsum attention; MSE over level2/level1/out; the three levels decoded one after
   another with gradients; MONAI DiceLoss; AdamW) and its validation, which encodes image and mask of every
   validation batch again every epoch;
-- ``gmseg``: the calls of ``gmseg.train.Trainer`` in the paper configuration (one batched encode of image +
+- ``gmseg``: the calls of ``gmseg.training.Trainer`` in the paper configuration (one batched encode of image +
   mask, the supervised heads only, the supervised levels decoded in one batch, validation latents encoded
   once per run and only the ``out`` head decoded per epoch);
 - ``gmseg+channels_last`` (``train.channels_last``), ``gmseg+bf16`` (``train.mixed_precision=bf16``).
@@ -44,7 +44,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
-from gmseg.model import mask_to_image  # noqa: E402
+from gmseg.models.gms import mask_to_image  # noqa: E402
 
 DEFAULTS = {  # per first stage: (batch, size); chosen so the default run fits ~8 minutes on 2 CPU cores
     "taesd": (8, 224),

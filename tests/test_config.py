@@ -5,12 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import yaml
 
 from gmseg.cli import main
-from gmseg.config import Config, config_from_dict, load_config
+from gmseg.config import LEGACY_TRAIN_KEYS, Config, config_from_dict, load_config
 from gmseg.errors import ConfigError
 
 CONFIGS = Path(__file__).resolve().parents[1] / "src" / "gmseg" / "configs"
+BENCH_CONFIGS = Path(__file__).resolve().parents[1] / "bench" / "configs"
 
 
 def test_defaults_are_the_paper_protocol():
@@ -78,8 +80,14 @@ def test_shipped_configs_are_valid():
     assert {"bus.yaml", "busi.yaml", "glas.yaml", "ham10000.yaml", "kvasir-instrument.yaml", "cpu-taesd.yaml"} <= set(
         names
     )
-    for path in CONFIGS.glob("*.yaml"):
+    for path in [*CONFIGS.glob("*.yaml"), *BENCH_CONFIGS.glob("*.yaml")]:
         assert isinstance(load_config(path), Config), path
+    # Written in the current layout: the CPU schedules name their trainer variant, every config its model.
+    for path in CONFIGS.glob("*.yaml"):
+        raw = yaml.safe_load(path.read_text())
+        assert raw["model"]["name"] == "gms" and not set(raw["train"]) & set(LEGACY_TRAIN_KEYS), path
+    assert load_config("cpu-taesd").trainer.name == "cached_latents"
+    assert load_config(BENCH_CONFIGS / "busi-taesd-cpu.yaml").trainer.latent_views == 2
 
 
 def test_cli_reports_config_errors_without_a_traceback(tmp_path, capsys):

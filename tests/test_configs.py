@@ -16,7 +16,7 @@ DATASETS = ("bus", "busi", "glas", "ham10000", "kvasir-instrument")
 
 def test_the_configs_live_in_the_package() -> None:
     assert CONFIG_DIR == REPO_CONFIGS.resolve()
-    assert set(DATASETS) | {"cpu-taesd", "busi-taesd-cpu"} <= set(packaged_configs())
+    assert set(DATASETS) | {"cpu-taesd"} <= set(packaged_configs())
     assert not (REPO_CONFIGS.parents[2] / "configs").exists()  # no second copy at the repository root
 
 

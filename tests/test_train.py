@@ -14,12 +14,12 @@ import torch
 from safetensors.torch import load_file
 
 from conftest import BUSI, need
-from gmseg.training import trainer as train_module
 from gmseg.config import config_from_dict
 from gmseg.errors import ConfigError
 from gmseg.models import load_model
 from gmseg.synthetic import make_synthetic_dataset
 from gmseg.training import Trainer, TrainingDivergedError, checkpoint_epoch, release_lr_factor, train
+from gmseg.training import trainer as train_module
 
 
 @pytest.fixture(scope="module")

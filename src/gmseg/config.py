@@ -291,12 +291,16 @@ def check_resume_config(saved: Config, new: Config, run: str | os.PathLike) -> N
 
 
 def load_config(path: str | os.PathLike | None, overrides: list[str] | None = None) -> Config:
-    """Read a YAML config (or start from defaults when ``path`` is None) and apply ``key=value`` overrides.
+    """Read a YAML config (a file or a packaged config's name; defaults when ``path`` is None) and apply
+    ``key=value`` overrides.
 
     Relative paths inside are relative to the working directory, like every other path on the CLI.
     """
+    from .configs import config_path
+
     data: dict[str, Any] = {}
     if path is not None:
+        path = config_path(path)  # a file, or the name of a packaged config (busi, cpu-taesd, ...)
         try:
             data = yaml.safe_load(Path(path).read_text()) or {}
         except (OSError, yaml.YAMLError) as error:

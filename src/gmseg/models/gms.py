@@ -122,9 +122,7 @@ class GMSConfig:
         return {CLASS_KEY: GMS.__name__, **asdict(self), "gmseg_version": __version__}
 
 
-class GMS(
-    SegmentationModel, PyTorchModelHubMixin, library_name="gmseg", tags=["medical-image-segmentation", "gms"]
-):
+class GMS(SegmentationModel, PyTorchModelHubMixin, library_name="gmseg", tags=["medical-image-segmentation", "gms"]):
     """Generative Medical Segmentation: segment by mapping latents of a frozen autoencoder.
 
     Inputs are images in [-1, 1] (B, 3, H, W) with H, W multiples of 8, and masks in {0, 1} (B, 1, H, W).
@@ -164,7 +162,12 @@ class GMS(
         first_stage = load_first_stage(options.vae, options.vae_config)
         channels = int(getattr(first_stage, "latent_channels", 4))
         gms_config = GMSConfig(
-            mapping={"in_channels": channels, "out_channels": channels, "ch": options.ch, "ch_mult": list(options.ch_mult)},
+            mapping={
+                "in_channels": channels,
+                "out_channels": channels,
+                "ch": options.ch,
+                "ch_mult": list(options.ch_mult),
+            },
             image_size=config.data.image_size,
             supervised_levels=list(options.supervised_levels),
             rec_weight=loss.rec_weight,

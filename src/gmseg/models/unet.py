@@ -43,7 +43,9 @@ class UNetOptions:
     def problems(self) -> list[str]:
         found = []
         if len(self.channels) < 2 or any(c < 1 for c in self.channels):
-            found.append(f"model.channels must be at least two positive integers, e.g. [16, 32, 64]; got {self.channels}")
+            found.append(
+                f"model.channels must be at least two positive integers, e.g. [16, 32, 64]; got {self.channels}"
+            )
         if self.num_res_units < 0:
             found.append(f"model.num_res_units must be >= 0, got {self.num_res_units}")
         return found
@@ -180,7 +182,13 @@ class UNet(SegmentationModel, PyTorchModelHubMixin, library_name="gmseg", tags=[
 
     @classmethod
     def _from_pretrained(  # type: ignore[override]
-        cls, *, model_id: str, config: dict[str, Any] | None = None, map_location: str = "cpu", strict: bool = True, **hub: Any
+        cls,
+        *,
+        model_id: str,
+        config: dict[str, Any] | None = None,
+        map_location: str = "cpu",
+        strict: bool = True,
+        **hub: Any,
     ) -> UNet:
         from .base import resolve_folder
 

@@ -156,5 +156,3 @@ def write_run_info(run_dir: Path, accelerator: Any, facts: dict[str, Any] | None
         }
     )
     atomic_write_text(path, json.dumps(sessions, indent=2))
-
-

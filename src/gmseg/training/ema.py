@@ -8,6 +8,7 @@ from typing import Any
 
 import torch
 
+
 def make_ema(parameters: Iterable[torch.nn.Parameter], decay: float) -> Any:
     """diffusers' ``EMAModel`` over ``parameters``, or None when ``decay`` is 0 (off).
 
@@ -43,5 +44,3 @@ def ema_checkpoint_state(ema: Any, module: torch.nn.Module) -> dict[str, Any]:
         return {}
     training_weights = {name: value.detach().clone() for name, value in module.state_dict().items()}
     return {"ema": ema.state_dict(), "training_weights": training_weights}
-
-

@@ -26,5 +26,3 @@ class EpochLog:
     def append(self, row: dict[str, Any]) -> None:
         with self.path.open("a", newline="") as handle:
             csv.DictWriter(handle, LOG_COLUMNS).writerow({k: row.get(k, "") for k in LOG_COLUMNS})
-
-

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 
+
 def release_lr_factor(epoch: int, warmup_epochs: int, max_epochs: int) -> float:
     """The release's LinearWarmupCosineAnnealingLR (closed form, warm-up from 0, eta_min 0), per epoch.
 
@@ -70,5 +71,3 @@ def lr_factor(
     if schedule == "smooth":
         return smooth_schedule_factor(progress, warmup_epochs, max_epochs, latent_epochs, full_loss_scale)
     return schedule_factor(math.floor(progress), warmup_epochs, max_epochs, latent_epochs, full_loss_scale)
-
-
