@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .errors import CheckpointError, FirstStageError
+from ..errors import CheckpointError, FirstStageError
 
 #: The paper's first stage: the Stable Diffusion 2 (768-v-ema) VAE. ``owner/repo/subfolder`` syntax.
 DEFAULT_VAE = "stabilityai/stable-diffusion-2/vae"
@@ -210,7 +210,7 @@ def _load_diffusers(spec: FirstStageSource, local_files_only: bool = False) -> F
     from diffusers import AutoencoderKL, AutoencoderTiny
 
     if spec.kind == "hub" and not local_files_only:
-        from .hub import hub_reachable
+        from ..hub import hub_reachable
 
         local_files_only = not hub_reachable()  # offline: the local cache or a clear error, no retries
     kwargs: dict[str, Any] = {"local_files_only": local_files_only}
