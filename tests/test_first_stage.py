@@ -26,6 +26,13 @@ def test_ldm_checkpoint_and_yaml_give_the_release_latents(parity):
     io = load_file(str(parity / "pipeline_io.safetensors"))
     assert first_stage.scaling_factor == pytest.approx(0.18215)
     assert first_stage.has_variance
+    assert first_stage.describe() == {
+        "kind": "ldm",
+        "latent_channels": 4,
+        "scaling_factor": pytest.approx(0.18215),
+        "shift_factor": 0.0,
+    }
+    assert first_stage.source.kind == "ldm" and first_stage.source.latent_channels == 4
     with torch.no_grad():
         mean, logvar = first_stage.encode(io["image"])
         mask_mean, _ = first_stage.encode(io["mask"].expand(-1, 3, -1, -1) * 2 - 1)
@@ -98,8 +105,15 @@ def test_unknown_local_sources_are_named(text):
 
 
 def test_folder_without_weights_is_explained(tmp_path):
-    with pytest.raises(FirstStageError, match="config.json"):
+    with pytest.raises(FirstStageError, match="config.json.*taesd3, taef1"):
         identify_source(str(tmp_path))
+
+
+def test_stored_source_with_unknown_keys_is_named():
+    with pytest.raises(FirstStageError, match="'colour' is not a source key"):
+        load_first_stage({"kind": "taesd", "path": ".", "colour": "red"})
+    with pytest.raises(FirstStageError, match="Unknown first-stage kind 'vqgan'"):
+        load_first_stage({"kind": "vqgan", "path": "."})
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
@@ -113,6 +127,7 @@ def test_real_taesd_reconstructs_real_images_and_masks(taesd_dir):
     need(KVASIR5)
     first_stage = load_first_stage(taesd_dir)
     assert first_stage.source.kind == "taesd" and not first_stage.has_variance
+    assert first_stage.source.name == "taesd" and first_stage.latent_channels == 4
     psnrs, dices = [], []
     for image_file in sorted((KVASIR5 / "images").glob("*.png")):
         image = np.asarray(Image.open(image_file).convert("RGB").resize((224, 224), Image.BILINEAR)) / 255.0
