@@ -20,7 +20,7 @@ from huggingface_hub import PyTorchModelHubMixin
 from torch import nn
 
 from ..errors import CheckpointError, ConfigError
-from ..first_stage import DEFAULT_VAE, FirstStage, identify_source, load_first_stage
+from ..first_stage import DEFAULT_VAE, FirstStage, FirstStageSource, identify_source, load_first_stage
 from ..mapping import LatentMappingModel
 from .base import CLASS_KEY, WEIGHTS_NAME, Autocast, SegmentationModel, load_weights, resolve_folder, save_weights
 
@@ -322,7 +322,8 @@ class GMS(SegmentationModel, PyTorchModelHubMixin, library_name="gmseg", tags=["
         config = self.gms_config.to_dict()
         if include_first_stage:
             self.first_stage.save_pretrained(save_directory / FIRST_STAGE_DIR)
-            config["first_stage"] = {"kind": "diffusers", "path": FIRST_STAGE_DIR}
+            recorded = self.first_stage.source.recorded() if self.first_stage.source is not None else {}
+            config["first_stage"] = {"kind": "diffusers", "path": FIRST_STAGE_DIR, **recorded}
         return super().save_pretrained(save_directory, config=config, **kwargs)
 
     def _save_pretrained(self, save_directory: Path) -> None:
@@ -359,6 +360,8 @@ class GMS(SegmentationModel, PyTorchModelHubMixin, library_name="gmseg", tags=["
             first_stage_module = load_first_stage(
                 gms_config.first_stage, base_dir=folder, local_files_only=local_files_only
             )
+        else:  # a first stage given by the caller must be the one the model was trained with
+            FirstStageSource.from_dict(gms_config.first_stage).check(first_stage_module)
         model = cls(gms_config, first_stage_module=first_stage_module)
         # Keep the stored (possibly folder-relative) source so a re-save stays portable.
         model.gms_config.first_stage = dict(config["first_stage"])

@@ -29,6 +29,7 @@ from torch.utils.data import DataLoader
 from ..config import Config, check_resume_config, load_config
 from ..data.dataset import item_seed
 from ..errors import CheckpointError, GmsegError
+from ..labels import BINARY
 from .checkpoints import (
     RunState,
     checkpoint_target,
@@ -250,7 +251,7 @@ class Trainer:
         scores: list[tuple[str, float, float]] = []
         for names, inputs, mask in self.val_cache:
             probability = self.model.validation_probabilities(inputs, self.net, self.accelerator.autocast)
-            prediction = (probability > self.model.threshold).float()
+            prediction = BINARY.to_mask(probability, self.model.threshold).float()
             dice = compute_dice(prediction, mask, include_background=True, ignore_empty=False).view(-1)
             iou = compute_iou(prediction, mask, include_background=True, ignore_empty=False).view(-1)
             scores += zip(names, dice.tolist(), iou.tolist())
