@@ -117,7 +117,10 @@ def test_model_folder_with_first_stage_inside_works_when_the_source_is_gone(rele
     moved = tmp_path / "elsewhere"
     shutil.move(tmp_path / "model", moved)
     loaded = GMS.from_pretrained(str(moved))
-    assert loaded.gms_config.first_stage == {"kind": "diffusers", "path": "first_stage"}
+    stored = loaded.gms_config.first_stage
+    assert {key: stored[key] for key in ("kind", "path")} == {"kind": "diffusers", "path": "first_stage"}
+    # The stored copy is checked against what the model was trained with, like any recorded first stage.
+    assert (stored["latent_channels"], stored["scaling_factor"], stored["shift_factor"]) == (4, 0.18215, 0.0)
     assert relative_error(loaded.predict_proba(io["image"]), io["pred_prob"]) < 1e-4
 
 
