@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from conftest import need
 from gmseg.data.dataset import check_dataset
 from gmseg.data.io import read_mask
 from gmseg.data.prepare import PrepareReport, prepare_dataset, prepare_folders
@@ -337,3 +338,26 @@ def test_prepare_folders_thresholds_jpeg_masks_with_a_seeded_split(tmp_path: Pat
     assert first.split_counts == second.split_counts == {"train": 4, "test": 2}
     mask = read_mask(tmp_path / "one" / "masks" / "p0.png")
     assert mask[2, 2] == 0 and abs(int(mask.sum()) - 256) <= 16
+
+
+def test_prepare_folders_on_kvasir_seg_jpeg_masks_with_a_seeded_split(tmp_path: Path) -> None:
+    """The 998 Kvasir-SEG pairs: JPEG masks (compression grey levels) become clean 0/255 PNGs by the half-scale
+    rule, and the split is seeded (no official one ships)."""
+    kvasir = need(SHARED / "data" / "kvasir-seg-256")
+    report = prepare_folders(kvasir / "images", kvasir / "masks", tmp_path / "k", test_fraction=0.12, seed=0)
+    assert report.n_pairs == 998 and not report.unmatched
+    assert report.split_counts["test"] == 120 and report.split_counts["train"] == 878
+    for jpeg in sorted((kvasir / "masks").glob("*.jpg"))[:25]:
+        grey = np.asarray(Image.open(jpeg).convert("L"))
+        assert len(np.unique(grey)) > 2  # compression noise: this is what the rule must clean up
+        written = np.asarray(Image.open(tmp_path / "k" / "masks" / f"{jpeg.stem}.png"))
+        assert set(np.unique(written)) <= {0, 255}
+        np.testing.assert_array_equal(written > 0, np.asarray(Image.open(jpeg)).max(axis=-1) > 127)
+    from gmseg.data.splits import random_split
+
+    split = load_split(tmp_path / "k" / "split.json")
+    names = sorted(split["train"] + split["test"])
+    assert {k: sorted(v) for k, v in random_split(names, test_fraction=0.12, seed=0).items()} == {
+        k: sorted(v) for k, v in split.items()
+    }, "the same seed gives the same split"
+    assert sorted(random_split(names, test_fraction=0.12, seed=1)["test"]) != sorted(split["test"])
