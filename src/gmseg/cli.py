@@ -22,6 +22,7 @@ def add_first_stage_args(parser: argparse.ArgumentParser, default: str | None, h
 
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
+    from .configs import packaged_configs
 
     parser = argparse.ArgumentParser(prog="gmseg", description="Generative Medical Segmentation (GMS).")
     parser.add_argument("--version", action="version", version=f"gmseg {__version__}")
@@ -52,8 +53,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--overwrite", action="store_true", help="replace a non-empty --out whole, once the new dataset is complete"
     )
 
-    train = verbs.add_parser("train", help="train GMS from a YAML config")
-    train.add_argument("--config", help="YAML config (see configs/)")
+    train = verbs.add_parser(
+        "train", help="train a model (model.name: gms or unet) with a trainer variant (trainer.name) from a config"
+    )
+    train.add_argument(
+        "--config",
+        help=f"a YAML file or a packaged config's name: {', '.join(packaged_configs())}",
+    )
     train.add_argument(
         "--set",
         dest="overrides",
