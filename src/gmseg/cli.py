@@ -122,7 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
     generalize = verbs.add_parser(
         "generalize", help="test one model on several datasets (in-domain and cross-domain): one table"
     )
-    generalize.add_argument("--model", required=True, help="model folder: GMS or a U-Net baseline run folder")
+    generalize.add_argument("--model", required=True, help="a model folder (GMS or the U-Net) or a run folder")
     generalize.add_argument(
         "--data",
         required=True,
