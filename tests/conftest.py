@@ -61,3 +61,21 @@ def tiny_vae_dir(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("tiny_vae")
     make_tiny_kl().save_pretrained(folder)
     return folder
+
+
+def make_shifted_kl():
+    """A random 16-channel AutoencoderKL with a scale and a shift, as the SD3 / FLUX VAEs have."""
+    from diffusers import AutoencoderKL
+
+    torch.manual_seed(0)
+    return AutoencoderKL(
+        down_block_types=("DownEncoderBlock2D",) * 2,
+        up_block_types=("UpDecoderBlock2D",) * 2,
+        block_out_channels=(8, 16),
+        layers_per_block=1,
+        latent_channels=16,
+        norm_num_groups=4,
+        sample_size=16,
+        scaling_factor=0.5,
+        shift_factor=0.1,
+    )

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import KVASIR5, SHARED, need
+from conftest import KVASIR5, SHARED, make_shifted_kl, need
 from gmseg.errors import FirstStageError
 from gmseg.first_stage import FirstStage, FirstStageSource, identify_source, load_first_stage
 from gmseg.first_stage.sources import TINY_HUB_IDS, adapter_for
@@ -115,24 +115,6 @@ def test_mismatched_tiny_encoder_and_decoder_are_refused(tmp_path):
 
 
 # ------------------------------------------------------------------------------ diffusers AutoencoderKL, 16 ch
-def make_shifted_kl():
-    """A random 16-channel AutoencoderKL with a scale and a shift, as the SD3 / FLUX VAEs have."""
-    from diffusers import AutoencoderKL
-
-    torch.manual_seed(0)
-    return AutoencoderKL(
-        down_block_types=("DownEncoderBlock2D",) * 2,
-        up_block_types=("UpDecoderBlock2D",) * 2,
-        block_out_channels=(8, 16),
-        layers_per_block=1,
-        latent_channels=16,
-        norm_num_groups=4,
-        sample_size=16,
-        scaling_factor=0.5,
-        shift_factor=0.1,
-    )
-
-
 @pytest.fixture
 def shifted_kl_dir(tmp_path) -> Path:
     folder = tmp_path / "kl16"

@@ -11,6 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
+from conftest import make_shifted_kl
 from gmseg.cli import main
 from gmseg.config import config_from_dict
 from gmseg.errors import ConfigError, GmsegError
@@ -18,24 +19,6 @@ from gmseg.first_stage import load_first_stage
 from gmseg.models import GMS, MODELS, SegmentationModel, load_model
 from gmseg.synthetic import make_synthetic_dataset
 from gmseg.training import train
-
-
-def make_shifted_kl():
-    """A random 16-channel AutoencoderKL with a scale and a shift, as the SD3 / FLUX VAEs have."""
-    from diffusers import AutoencoderKL
-
-    torch.manual_seed(0)
-    return AutoencoderKL(
-        down_block_types=("DownEncoderBlock2D",) * 2,
-        up_block_types=("UpDecoderBlock2D",) * 2,
-        block_out_channels=(8, 16),
-        layers_per_block=1,
-        latent_channels=16,
-        norm_num_groups=4,
-        sample_size=16,
-        scaling_factor=0.5,
-        shift_factor=0.1,
-    )
 
 
 @pytest.fixture(scope="module")

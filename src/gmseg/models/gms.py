@@ -22,7 +22,7 @@ from torch import nn
 from ..errors import CheckpointError, ConfigError
 from ..first_stage import DEFAULT_VAE, FirstStage, FirstStageSource, identify_source, load_first_stage
 from ..mapping import LatentMappingModel
-from .base import CLASS_KEY, WEIGHTS_NAME, Autocast, SegmentationModel, load_weights, resolve_folder, save_weights
+from .base import CLASS_KEY, Autocast, SegmentationModel, resolve_folder, save_weights
 
 FIRST_STAGE_DIR = "first_stage"
 
@@ -365,14 +365,10 @@ class GMS(SegmentationModel, PyTorchModelHubMixin, library_name="gmseg", tags=["
         model = cls(gms_config, first_stage_module=first_stage_module)
         # Keep the stored (possibly folder-relative) source so a re-save stays portable.
         model.gms_config.first_stage = dict(config["first_stage"])
-        load_mapping_weights(model.mapping, folder / WEIGHTS_NAME, strict=strict)
+        model.load_trainable_weights(folder, strict=strict)
         model.to(map_location)
         model.eval()
         return model
-
-
-def load_mapping_weights(mapping: LatentMappingModel, path: Path, strict: bool = True) -> None:
-    load_weights(mapping, path, strict=strict)
 
 
 def mask_to_image(mask: torch.Tensor) -> torch.Tensor:

@@ -18,6 +18,7 @@ import os
 import shutil
 import sys
 import time
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -304,7 +305,9 @@ class Trainer:
         """One pass over the augmented training set with the model's own loss (GMS: the paper's step)."""
         self.train_set.epoch = epoch
         self.train_loader.set_epoch(epoch)
-        totals, count = {"loss": 0.0, "loss_rec": 0.0, "loss_dice": 0.0}, 0
+        return self.run_steps(self.full_steps(epoch), bar)
+
+    def full_steps(self, epoch: int) -> Iterator[dict[str, torch.Tensor]]:
         for step, batch in enumerate(self.train_loader):
             self.apply_step_lr(epoch, step, len(self.train_loader))
             with self.accelerator.accumulate(self.net):
@@ -316,6 +319,12 @@ class Trainer:
                     autocast=self.accelerator.autocast,
                 )
                 self.optimisation_step(losses, epoch, step)
+            yield losses
+
+    def run_steps(self, steps: Iterable[dict[str, torch.Tensor]], bar: Any) -> dict[str, float]:
+        """Drive an epoch's optimisation steps (each yields its losses); the epoch's mean losses."""
+        totals, count = {"loss": 0.0, "loss_rec": 0.0, "loss_dice": 0.0}, 0
+        for losses in steps:
             for key in totals:
                 totals[key] += losses[key].item()
             count += 1

@@ -149,7 +149,9 @@ class CachedLatentTrainer(Trainer):
         return self.cached_epoch(epoch, bar, with_dice=True)
 
     def cached_epoch(self, epoch: int, bar: Any, with_dice: bool) -> dict[str, float]:
-        totals, count = {"loss": 0.0, "loss_rec": 0.0, "loss_dice": 0.0}, 0
+        return self.run_steps(self.cached_steps(epoch, with_dice), bar)
+
+    def cached_steps(self, epoch: int, with_dice: bool) -> Iterator[dict[str, torch.Tensor]]:
         levels = self.model.gms_config.supervised_levels
         for step, steps, batch in self.cached_batches(epoch):
             self.apply_step_lr(epoch, step, steps)
@@ -160,12 +162,7 @@ class CachedLatentTrainer(Trainer):
                     pixels = batch["pixels"].float() if with_dice else None
                     losses = self.model.loss_from_latents(latent, batch["mask"], pixels, outputs=outputs)
                 self.optimisation_step(losses, epoch, step)
-            for key in totals:
-                totals[key] += losses[key].item()
-            count += 1
-            self.state.global_step += 1
-            bar.update(1)
-        return {k: v / max(1, count) for k, v in totals.items()}
+            yield losses
 
 
 #: trainer.name -> class. One line per variant.
