@@ -66,10 +66,29 @@ def test_from_dataset_json(tmp_path: Path) -> None:
     three = LabelSet.from_labels({"background": 0, "gland": 1, "lumen": 2})
     assert three.num_classes == 3 and not three.is_binary
     assert LabelSet.from_dataset_json({"labels": three.to_labels()}) == three
-    with pytest.raises(ConfigError, match="only binary"):
-        three.to_target(np.zeros((2, 2), np.uint8))
-    with pytest.raises(ConfigError, match="only binary"):
-        three.to_mask(np.zeros((2, 2), np.float32))
+
+
+def test_multi_class_target_and_mask_numpy_and_torch() -> None:
+    # Values need not be contiguous: the target holds class indices, the mask class values again.
+    three = LabelSet(("background", "benign", "malignant"), (0, 1, 5))
+    mask = np.array([[0, 1], [5, 5]], np.uint8)
+    target = three.to_target(mask)
+    assert target.dtype == np.float32 and target.tolist() == [[0, 1], [2, 2]]
+    assert torch.equal(three.to_target(torch.from_numpy(mask)), torch.from_numpy(target))
+    probability = np.eye(3, dtype=np.float32)[target.astype(int)].transpose(2, 0, 1)  # (K, H, W) one-hot
+    assert np.array_equal(three.to_mask(probability), mask)
+    assert torch.equal(three.to_mask(torch.from_numpy(probability)[None])[0], torch.from_numpy(mask))
+    with pytest.raises(ConfigError, match=r"3 class probabilities"):
+        three.to_mask(np.zeros((2, 2, 2), np.float32))
+    assert three.colours.shape == (3, 3) and three.colours[0].tolist() == [0, 0, 0]
+
+
+def test_undeclared_label_value_names_the_file_and_values() -> None:
+    three = LabelSet.from_labels({"background": 0, "gland": 1, "lumen": 2})
+    with pytest.raises(ConfigError, match=r"masks/case7.png: label value\(s\) \[3, 9\] are not declared"):
+        three.check_values(np.array([0, 3, 9, 1]), "masks/case7.png")
+    with pytest.raises(ConfigError, match=r"\[4\]"):
+        three.to_target(np.array([[0, 4]], np.uint8))
 
 
 @pytest.mark.parametrize(

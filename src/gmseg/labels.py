@@ -12,8 +12,10 @@ Reading a mask *file* (which pixel values count as lesion: any non-zero, JPEG at
 ``--mask-threshold``) is the mask rule of :func:`gmseg.data.io.inspect_mask`, before any of this.
 
 A dataset's ``dataset.json`` (nnU-Net's convention) names its classes in ``"labels"``;
-:meth:`LabelSet.from_dataset_json` reads that. Only binary label sets can be trained and predicted today:
-the conversions refuse more classes with a clear error rather than guessing.
+:meth:`LabelSet.from_dataset_json` reads that. With more than two classes a mask is a label map of class
+values, the target is the map of class *indices* (0..K-1, float32, so that transforms treat it like a
+binary mask) and a prediction is K per-class probabilities; the binary conventions stay exactly as they
+were.
 """
 
 from __future__ import annotations
@@ -29,7 +31,21 @@ import numpy as np
 
 from gmseg.errors import ConfigError
 
-__all__ = ["BINARY", "DEFAULT_THRESHOLD", "LabelSet"]
+__all__ = ["BINARY", "CLASS_COLOURS", "DEFAULT_THRESHOLD", "LabelSet"]
+
+CLASS_COLOURS: tuple[tuple[int, int, int], ...] = (
+    (0, 0, 0),
+    (255, 255, 0),
+    (0, 255, 255),
+    (255, 0, 255),
+    (255, 255, 255),
+    (255, 0, 0),
+    (0, 255, 0),
+    (0, 0, 255),
+)
+"""One colour per class index: background black, then corners of the RGB cube ordered so that the first
+four are as far apart as four colours can be (a regular tetrahedron). Palette PNGs and overlays use them;
+GMS's colour coding encodes classes with the same colours. Eight classes at most."""
 
 DEFAULT_THRESHOLD = 0.5
 """A probability above this is foreground (the release's and every model folder's default)."""
@@ -125,12 +141,30 @@ class LabelSet:
         """The class names other than the background."""
         return self.names[1:]
 
-    def _require_binary(self, what: str) -> None:
-        if not self.is_binary:
+    @property
+    def colours(self) -> np.ndarray:
+        """(K, 3) uint8 display colour of each class index (:data:`CLASS_COLOURS`)."""
+        if self.num_classes > len(CLASS_COLOURS):
             raise ConfigError(
-                f"{what}: only binary label sets (background + one class) are supported so far; this one has "
-                f"{self.num_classes} classes {list(self.names)}"
+                f"{self.num_classes} classes {list(self.names)}: at most {len(CLASS_COLOURS)} are supported"
             )
+        return np.asarray(CLASS_COLOURS[: self.num_classes], dtype=np.uint8)
+
+    def check_values(self, found: Any, source: str | os.PathLike[str]) -> None:
+        """Refuse a label map holding a value outside the declared classes, naming the file and values."""
+        unknown = sorted(set(int(v) for v in np.unique(np.asarray(found))) - set(self.values))
+        if unknown:
+            declared = ", ".join(f"{n}={v}" for n, v in zip(self.names, self.values))
+            raise ConfigError(
+                f"{source}: label value(s) {unknown} are not declared classes ({declared}); fix the mask or "
+                "the 'labels' of the dataset's dataset.json"
+            )
+
+    def _lookup(self) -> np.ndarray:
+        """value -> class index table for 8-bit label maps (255 = not a class)."""
+        table = np.full(256, 255, dtype=np.uint8)
+        table[list(self.values)] = np.arange(self.num_classes, dtype=np.uint8)
+        return table
 
     # ------------------------------------------------------------------------------------ conversions
 
@@ -139,28 +173,52 @@ class LabelSet:
 
         Binary: 1.0 where the mask holds the foreground, else 0.0. A value is foreground above 0.5, so a
         {0, 1} mask maps to itself and a mask interpolated by a user's transform goes to its nearest class
-        (exactly 0.5 is background).
+        (exactly 0.5 is background). More classes: the map of class values -> class indices 0..K-1
+        (a value that is no class is an error; :meth:`check_values` names the file first).
         """
-        self._require_binary("to_target")
+        if self.is_binary:
+            if _is_torch(mask):
+                import torch
+
+                return (mask > 0.5).to(torch.float32)
+            return (np.asarray(mask) > 0.5).astype(np.float32)
         if _is_torch(mask):
             import torch
 
-            return (mask > 0.5).to(torch.float32)
-        return (np.asarray(mask) > 0.5).astype(np.float32)
+            return torch.from_numpy(self.to_target(mask.detach().cpu().numpy())).to(mask.device)
+        values = np.rint(np.asarray(mask)).astype(np.int64)
+        if values.size and (values.min() < 0 or values.max() > 255):
+            raise ConfigError(f"label values must lie in 0..255, found {values.min()}..{values.max()}")
+        indices = self._lookup()[values]
+        if (indices == 255).any():
+            self.check_values(values, "a mask")
+        return indices.astype(np.float32)
 
     def to_mask(self, probability: _Array, threshold: float | None = None) -> _Array:
-        """A predicted foreground probability -> a uint8 mask of class values, same shape and kind.
+        """A prediction -> a uint8 mask of class values, same kind.
 
-        Binary: 1 where ``probability > threshold`` (default :data:`DEFAULT_THRESHOLD`; a model folder's
-        own threshold is passed in), else 0.
+        Binary: 1 where the foreground ``probability > threshold`` (default :data:`DEFAULT_THRESHOLD`; a
+        model folder's own threshold is passed in), else 0; same shape. More classes: ``probability`` holds
+        the K class probabilities on axis -3 (``(..., K, H, W)``); each pixel gets its most probable
+        class's value (threshold unused); shape ``(..., H, W)``.
         """
-        self._require_binary("to_mask")
-        cut = DEFAULT_THRESHOLD if threshold is None else float(threshold)
+        if self.is_binary:
+            cut = DEFAULT_THRESHOLD if threshold is None else float(threshold)
+            if _is_torch(probability):
+                import torch
+
+                return (probability > cut).to(torch.uint8)
+            return (np.asarray(probability) > cut).astype(np.uint8)
+        if probability.shape[-3] != self.num_classes:
+            raise ConfigError(
+                f"expected {self.num_classes} class probabilities on axis -3, got shape {tuple(probability.shape)}"
+            )
+        values = np.asarray(self.values, dtype=np.uint8)
         if _is_torch(probability):
             import torch
 
-            return (probability > cut).to(torch.uint8)
-        return (np.asarray(probability) > cut).astype(np.uint8)
+            return torch.as_tensor(values, device=probability.device)[probability.argmax(dim=-3)]
+        return values[np.asarray(probability).argmax(axis=-3)]
 
 
 def _is_torch(x: object) -> bool:
