@@ -39,7 +39,9 @@ def build_parser() -> argparse.ArgumentParser:
     prepare.add_argument("--images", help="with 'folders': the image folder")
     prepare.add_argument("--masks", help="with 'folders': the mask folder")
     prepare.add_argument("--mask-suffix", default="", help="with 'folders': mask stem = image stem + SUFFIX")
-    prepare.add_argument("--out", required=True, help="dataset folder to write (images/, masks/, split.json)")
+    prepare.add_argument(
+        "--out", required=True, help="dataset folder to write (images/, masks/, split.json, dataset.json)"
+    )
     prepare.add_argument("--split", help="the paper's split file (.pkl) or a JSON split to apply")
     prepare.add_argument("--test-fraction", type=float, default=0.2, help="without --split (default 0.2)")
     prepare.add_argument("--seed", type=int, default=0)
@@ -51,6 +53,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     prepare.add_argument(
         "--overwrite", action="store_true", help="replace a non-empty --out whole, once the new dataset is complete"
+    )
+    prepare.add_argument(
+        "--labels",
+        choices=["pathology"],
+        default=None,
+        help="busi, bus: 'pathology' writes 3-class masks (background 0, benign 1, malignant 2; palette PNGs) "
+        "instead of binary lesion masks (default: binary)",
     )
 
     train = verbs.add_parser(
@@ -211,6 +220,10 @@ def run(args: argparse.Namespace) -> int:
         if args.dataset == "folders":
             if not (args.images and args.masks):
                 raise GmsegError("'gmseg prepare folders' needs --images DIR and --masks DIR.")
+            if args.labels:
+                raise GmsegError(
+                    f"'gmseg prepare folders' writes binary masks; --labels {args.labels} is for busi and bus."
+                )
             report = prepare_folders(
                 args.images,
                 args.masks,
@@ -234,6 +247,7 @@ def run(args: argparse.Namespace) -> int:
                 seed=args.seed,
                 mask_threshold=args.mask_threshold,
                 overwrite=args.overwrite,
+                labels=args.labels,
             )
         print(report.summary())
     elif verb == "train":

@@ -16,11 +16,15 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from gmseg.data.io import IMAGE_SUFFIXES, index_folder, read_image, read_mask, read_size
-from gmseg.errors import DataError
+from gmseg.data.io import IMAGE_SUFFIXES, index_folder, read_image, read_label_map, read_mask, read_size
+from gmseg.data.transforms import class_index_inputs
+from gmseg.errors import ConfigError, DataError
 from gmseg.labels import BINARY, LabelSet
 
-__all__ = ["SegmentationDataset", "check_dataset", "list_names"]
+__all__ = ["DATASET_JSON", "SegmentationDataset", "check_dataset", "dataset_labels", "list_names"]
+
+DATASET_JSON = "dataset.json"
+"""The file in a dataset root that names its classes (nnU-Net's convention: ``"labels"``)."""
 
 _SUFFIX_HELP = f"NAME{IMAGE_SUFFIXES[0]} (or {'/'.join(IMAGE_SUFFIXES[1:])})"
 
@@ -43,14 +47,39 @@ def list_names(root: str | os.PathLike[str]) -> list[str]:
     return sorted(index_folder(_folder(Path(root), "images")))
 
 
-def check_dataset(root: str | os.PathLike[str], names: list[str] | None = None, check_sizes: bool = True) -> None:
+def dataset_labels(root: str | os.PathLike[str]) -> LabelSet:
+    """The classes of the dataset at ``root``: its dataset.json's ``"labels"``; binary without either."""
+    path = Path(root) / DATASET_JSON
+    return LabelSet.from_dataset_json(path) if path.is_file() else BINARY
+
+
+def _label_problems(mask: Path, labels: LabelSet) -> list[str]:
+    """What is wrong with one multi-class label map (undeclared values, colour, JPEG), or nothing."""
+    try:
+        read_label_map(mask, labels)
+    except DataError as exc:
+        return list(exc.problems)
+    except ConfigError as exc:
+        return [str(exc)]
+    return []
+
+
+def check_dataset(
+    root: str | os.PathLike[str],
+    names: list[str] | None = None,
+    check_sizes: bool = True,
+    labels: LabelSet | None = None,
+) -> None:
     """Raise one DataError listing every problem in the dataset at ``root`` (or in ``names`` of it).
 
     Problems: image or mask missing, name listed but no files, unreadable file, image/mask size differ.
     Reads only headers (plus Pillow's verify), so checking thousands of pairs takes seconds.
-    With ``check_sizes=False`` only file presence is checked.
+    With ``check_sizes=False`` only file presence is checked. ``labels`` (default: the dataset's own,
+    :func:`dataset_labels`): with more than two classes every mask is also decoded and a value that is no
+    declared class is reported per file.
     """
     root = Path(root)
+    labels = dataset_labels(root) if labels is None else labels
     image_dir = _folder(root, "images")
     mask_dir = _folder(root, "masks")
     images, masks = index_folder(image_dir), index_folder(mask_dir)
@@ -87,6 +116,8 @@ def check_dataset(root: str | os.PathLike[str], names: list[str] | None = None, 
                 f"{mask}: mask is {mw}x{mh} but image {img} is {iw}x{ih} (width x height); "
                 "they must match pixel for pixel"
             )
+        if mask is not None and "mask" in sizes and not labels.is_binary:
+            problems += _label_problems(mask, labels)
     if problems:
         raise DataError(f"dataset at {root} has {len(problems)} problem(s); fix them before training", problems)
 
@@ -98,6 +129,12 @@ class SegmentationDataset(Dataset):
     (when ``with_masks``; the target of ``labels``, :meth:`gmseg.labels.LabelSet.to_target`),
     ``original_size`` = tensor([H, W]) of the file, so predictions can be resized back. ``transform`` is called as ``transform(image=float32 HxWx3 in 0..255, mask=uint8 HxW {0,1})``,
     e.g. :func:`gmseg.data.build_transform`; None only scales to [0, 1].
+
+    ``labels``: binary (the default, :data:`~gmseg.labels.BINARY`) reads masks by the one mask rule
+    (:func:`gmseg.data.io.read_mask`); ``None`` takes the dataset's own (:func:`dataset_labels`). With more
+    than two classes masks are label maps (:func:`gmseg.data.io.read_label_map`), ``mask`` holds class
+    indices 0..K-1 and the transform gets the uint8 index map (plus
+    :func:`gmseg.data.transforms.class_index_inputs`, so the package's pipelines keep the indices).
     """
 
     def __init__(
@@ -108,10 +145,15 @@ class SegmentationDataset(Dataset):
         mask_threshold: float | None = None,
         with_masks: bool = True,
         augmentation_seed: int | None = None,
-        labels: LabelSet = BINARY,
+        labels: LabelSet | None = BINARY,
     ):
         self.root = Path(root)
-        self.labels = labels
+        self.labels = dataset_labels(self.root) if labels is None else labels
+        if mask_threshold is not None and not self.labels.is_binary:
+            raise ConfigError(
+                f"mask_threshold={mask_threshold} applies to binary masks; the {self.labels.num_classes}-class "
+                f"label maps of {self.root} are read exactly (leave the threshold unset)"
+            )
         # With a seed, sample i of epoch e always gets the same augmentation (set ``epoch`` before each
         # epoch): resumed runs, any worker count and any process count see identical views.
         self.augmentation_seed = augmentation_seed
@@ -161,7 +203,7 @@ class SegmentationDataset(Dataset):
         mask = None
         if self.with_masks:
             mask_path = self._masks[index]
-            mask = read_mask(mask_path, self.mask_threshold)
+            mask = self._read_mask(mask_path)
             if mask.shape != (h, w):
                 raise DataError(
                     f"image and mask sizes differ for '{name}'",
@@ -179,18 +221,43 @@ class SegmentationDataset(Dataset):
             self.transform.set_random_seed(item_seed(self.augmentation_seed, self.epoch, index))
         else:
             self._seed_transform_once()
-        inputs: dict[str, np.ndarray] = {"image": image.astype(np.float32)}
+        inputs: dict[str, Any] = {"image": image.astype(np.float32)}
         if mask is not None:
-            inputs["mask"] = mask
+            inputs["mask"] = mask if self.labels.is_binary else self.labels.to_target(mask).astype(np.uint8)
+            if not self.labels.is_binary:
+                inputs.update(class_index_inputs(self.transform))
         try:
             out = self.transform(**inputs)
         except Exception as exc:  # a transform error is useless without the file that triggered it
             raise DataError(f"transform failed on '{name}'", [f"{image_path}: {type(exc).__name__}: {exc}"]) from exc
         item["image"] = _as_chw_float(out["image"])
-        if mask is not None:
+        if mask is not None and self.labels.is_binary:
             # A user transform may hand back 0/255 or interpolated values: the target maps them to a class.
             item["mask"] = self.labels.to_target(_as_chw_float(out["mask"]))
+        elif mask is not None:
+            item["mask"] = _class_indices(_as_chw_float(out["mask"]), self.labels, self._masks[index])
         return item
+
+    def _read_mask(self, path: Path) -> np.ndarray:
+        """Binary: the one mask rule's {0, 1}; more classes: the file's class values, checked."""
+        if self.labels.is_binary:
+            return read_mask(path, self.mask_threshold)
+        return read_label_map(path, self.labels)
+
+
+def _class_indices(mask: torch.Tensor, labels: LabelSet, path: Path) -> torch.Tensor:
+    """A transformed index map, each pixel at its nearest class index; out of 0..K-1 is the transform's bug."""
+    indices = torch.round(mask)
+    if indices.numel() and (indices.min() < 0 or indices.max() > labels.num_classes - 1):
+        raise DataError(
+            f"transform returned a mask that is no class-index map for {path}",
+            [
+                f"{path}: values {float(mask.min()):g}..{float(mask.max()):g} after the transform, expected class "
+                f"indices 0..{labels.num_classes - 1}; a multi-class transform must keep the index map "
+                "(nearest-neighbour interpolation, no rescaling)"
+            ],
+        )
+    return indices
 
 
 def item_seed(*parts: int) -> int:

@@ -18,6 +18,9 @@ import numpy as np
 
 from gmseg.data import readers
 from gmseg.data.readers import bit_depth, split_name, suffix_rank
+from gmseg.errors import DataError
+from gmseg.fileio import atomic_write
+from gmseg.labels import LabelSet
 
 __all__ = [
     "IMAGE_SUFFIXES",
@@ -26,10 +29,12 @@ __all__ = [
     "find_file",
     "index_folder",
     "read_image",
+    "read_label_map",
     "read_mask",
     "read_size",
     "split_name",
     "write_image_png",
+    "write_label_map_png",
     "write_mask_png",
 ]
 
@@ -181,6 +186,90 @@ def read_mask(path: str | os.PathLike[str], threshold: float | None = None) -> n
     return inspect_mask(path, threshold).mask
 
 
+# ------------------------------------------------------------------------------ multi-class label maps
+
+
+def _label_map_error(path: Path, problem: str, labels: LabelSet) -> DataError:
+    """A label map that cannot be read exactly, with the fix: a lossless PNG of the declared class values."""
+    declared = ", ".join(f"{n}={v}" for n, v in zip(labels.names, labels.values))
+    return DataError(
+        f"cannot read label map {path}",
+        [
+            f"{path}: {problem}; save label maps as PNG (8-bit grayscale or palette) with values "
+            f"0..{labels.num_classes - 1}, one per class ({declared})"
+        ],
+    )
+
+
+def _palette_indices(path: Path) -> np.ndarray:
+    """A palette image's indices, not its colours: in a palette label map the index is the class value."""
+    img = readers._pil_open(path, "mask")  # MaskData holds the palette's colours; the indices are needed here
+    try:
+        arr = np.asarray(img)
+    finally:
+        img.close()
+    return arr[..., 0] if arr.ndim == 3 else arr
+
+
+def _gray_values(path: Path, raw: readers.MaskData, labels: LabelSet) -> np.ndarray:
+    """One integer value per pixel from gray, 1-bit, 16-bit, float or equal-channel RGB mask data."""
+    data = raw.data
+    if data.ndim == 3:
+        if data.shape[2] > 1 and not (data == data[..., :1]).all():
+            differ = data[np.any(data != data[..., :1], axis=2)][0]
+            raise _label_map_error(
+                path,
+                f"{raw.mode} colour mask (e.g. colour {tuple(int(c) for c in differ)}): colours are no class values",
+                labels,
+            )
+        data = data[..., 0]
+    if data.dtype == np.bool_:
+        data = data.astype(np.uint8)
+    if np.issubdtype(data.dtype, np.floating) and not np.array_equal(data, np.rint(data)):
+        raise _label_map_error(path, f"{raw.mode} mask with fractional values (a probability map?)", labels)
+    if data.size and (data.min() < 0 or data.max() > 255):
+        raise _label_map_error(path, f"{raw.mode} values {data.min():g}..{data.max():g} exceed 0..255", labels)
+    return data.astype(np.uint8)
+
+
+def read_label_map(path: str | os.PathLike[str], labels: LabelSet) -> np.ndarray:
+    """An (H, W) uint8 map of class values, exactly as the file stores them (no threshold, no binarising).
+
+    For a multi-class label set (binary masks are read by :func:`read_mask`). Read: 8-bit/16-bit/1-bit
+    gray (TIFF too), palette PNGs (the palette *index* is the value, whatever its colour) and RGB whose
+    three channels are equal. Refused, naming the file: colour masks, lossy (JPEG) files, and any value that
+    is not a declared class (:meth:`gmseg.labels.LabelSet.check_values`).
+    """
+    path = Path(path)
+    if _lossy(path):
+        raise _label_map_error(path, "a lossy (JPEG) file: compression changes class values along every edge", labels)
+    raw = readers.read_mask_data(path)
+    values = _palette_indices(path) if raw.mode in ("P", "PA") else _gray_values(path, raw, labels)
+    labels.check_values(values, path)
+    return np.ascontiguousarray(values, dtype=np.uint8)
+
+
+def write_label_map_png(path: str | os.PathLike[str], values: np.ndarray, labels: LabelSet) -> None:
+    """Write class values as a palette PNG, atomically: exact values, and viewable in each class's colour.
+
+    Palette index = class value, its colour = the class's :attr:`~gmseg.labels.LabelSet.colours` entry
+    (other entries black). Every value must be a declared class of ``labels``.
+    """
+    from PIL import Image
+
+    arr = _plane(values)
+    if arr.dtype != np.bool_ and not np.issubdtype(arr.dtype, np.integer):
+        raise ValueError(f"label map values must be integers (class values), got dtype {arr.dtype}")
+    if max(labels.values) > 255:
+        raise ValueError(f"a palette PNG holds values 0..255; labels {labels.to_labels()} do not fit")
+    labels.check_values(arr, path)
+    palette = np.zeros((256, 3), dtype=np.uint8)
+    palette[list(labels.values)] = labels.colours
+    img = Image.fromarray(np.ascontiguousarray(arr, dtype=np.uint8))
+    img.putpalette(palette.ravel().tolist())
+    atomic_write(Path(path), lambda handle: img.save(handle, format="PNG"))
+
+
 def odd_encodings(readings: dict[str, str]) -> list[str]:
     """Files whose encoding differs from the folder's most common one, e.g. one 0/100 mask among 0/255.
 
@@ -199,17 +288,23 @@ def odd_encodings(readings: dict[str, str]) -> list[str]:
     ]
 
 
+def _plane(mask: np.ndarray) -> np.ndarray:
+    """(H, W) from (H, W), (1, H, W) or (H, W, 1): writers accept a model's or a transform's layout."""
+    arr = np.asarray(mask)
+    if arr.ndim == 3 and 1 in (arr.shape[0], arr.shape[-1]):
+        arr = arr.reshape(arr.shape[1:] if arr.shape[0] == 1 else arr.shape[:-1])
+    if arr.ndim != 2:
+        raise ValueError(f"mask must be 2-D (H, W), got shape {arr.shape}")
+    return arr
+
+
 def write_mask_png(path: str | os.PathLike[str], mask01: np.ndarray) -> None:
     """Write a binary mask as a 0/255 8-bit grayscale PNG, atomically.
 
     0/255 (not 0/1) so the file is viewable and matches what the release's loader expects.
     Only {0, 1} or boolean input is accepted: a probability map must be thresholded by the caller.
     """
-    arr = np.asarray(mask01)
-    if arr.ndim == 3 and 1 in (arr.shape[0], arr.shape[-1]):
-        arr = arr.reshape(arr.shape[1:] if arr.shape[0] == 1 else arr.shape[:-1])
-    if arr.ndim != 2:
-        raise ValueError(f"mask must be 2-D (H, W), got shape {arr.shape}")
+    arr = _plane(mask01)
     if arr.dtype != np.bool_ and arr.size and not np.isin(arr, (0, 1)).all():
         raise ValueError("mask values must be 0/1 (threshold probabilities before writing)")
     readers.write_array(path, (arr > 0).astype(np.uint8) * 255, suffix=".png")

@@ -1,8 +1,12 @@
 """Converters from the public datasets' download layouts (and a user's own folders) to the package layout.
 
 Output, for every source: ``out/images/NAME.png`` (RGB), ``out/masks/NAME.png`` (0/255 grayscale),
-``out/split.json``. Names follow the paper's split files (e.g. ``benign_1``, ``testA_1``,
-``ISIC_0024306``), so the release's splits apply unchanged.
+``out/split.json`` and ``out/dataset.json`` (nnU-Net's convention: ``name``, ``labels``, ``numTraining``,
+``file_ending``; binary: background 0 and the dataset's foreground, e.g. lesion, 1). Names follow the
+paper's split files (e.g. ``benign_1``, ``testA_1``, ``ISIC_0024306``), so the release's splits apply
+unchanged. With ``labels="pathology"`` (BUSI and BUS) the masks are 3-class palette PNGs instead: background
+0, benign 1, malignant 2, each lesion's pixels set to its case's pathology (BUSI: the class folder / file
+name; BUS: ``DatasetB.csv``'s ``Type``).
 
 Nothing is written unless every pair is readable and image/mask sizes agree. The dataset is written into a
 hidden sibling folder and renamed into place when complete, so an interrupted or failed run leaves the
@@ -12,6 +16,8 @@ previous state untouched; a non-empty ``out`` is replaced only with ``overwrite`
 
 from __future__ import annotations
 
+import csv
+import json
 import os
 import re
 from collections.abc import Callable, Iterable
@@ -29,14 +35,37 @@ from gmseg.data.io import (
     read_image,
     read_size,
     write_image_png,
+    write_label_map_png,
     write_mask_png,
 )
 from gmseg.data.readers import split_name, suffix_rank
 from gmseg.data.splits import load_split, random_split, save_split
 from gmseg.errors import ConfigError, DataError
-from gmseg.fileio import swap_in
+from gmseg.fileio import atomic_write_text, swap_in
+from gmseg.labels import LabelSet
 
-__all__ = ["DATASETS", "PrepareReport", "prepare_dataset", "prepare_folders"]
+__all__ = [
+    "DATASETS",
+    "FOREGROUND",
+    "LABEL_SCHEMES",
+    "PATHOLOGY",
+    "PrepareReport",
+    "prepare_dataset",
+    "prepare_folders",
+]
+
+PATHOLOGY = LabelSet(("background", "benign", "malignant"), (0, 1, 2))
+"""The classes of ``labels="pathology"``: each lesion labelled with its case's diagnosis."""
+
+FOREGROUND: dict[str, str] = {
+    "busi": "lesion",
+    "bus": "lesion",
+    "glas": "gland",
+    "ham10000": "lesion",
+    "kvasir-instrument": "instrument",
+    "folders": "foreground",
+}
+"""The name of the foreground class in each binary dataset's dataset.json."""
 
 
 @dataclass
@@ -50,11 +79,17 @@ class PrepareReport:
     unmatched: list[str] = field(default_factory=list)
     duplicates: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    labels: dict[str, int] = field(default_factory=dict)  # dataset.json's "labels"
+    class_counts: dict[str, int] = field(default_factory=dict)  # multi-class: cases holding each class
 
     def summary(self) -> str:
-        """A few human-readable lines: counts, split sizes and (the first) unmatched entries."""
+        """A few human-readable lines: counts, split sizes, classes and (the first) unmatched entries."""
         counts = ", ".join(f"{k} {v}" for k, v in self.split_counts.items())
         lines = [f"prepared {self.n_pairs} {self.dataset} image/mask pairs in {self.out} (split: {counts})"]
+        if self.class_counts:
+            classes = ", ".join(f"{k} {v}" for k, v in self.class_counts.items())
+            declared = ", ".join(f"{k}={v}" for k, v in self.labels.items())
+            lines.append(f"classes ({declared}), cases holding each: {classes}")
         if self.unmatched:
             lines.append(f"{len(self.unmatched)} unmatched (not in the output):")
             lines += [f"  - {u}" for u in self.unmatched[:20]]
@@ -74,6 +109,7 @@ class _Pair:
     name: str
     image: Path
     masks: list[Path]
+    value: int = 1  # the class value of this case's foreground pixels (multi-class: its pathology)
 
 
 # ----------------------------------------------------------------------------------------------- helpers
@@ -272,6 +308,94 @@ def _collect_kvasir_instrument(raw: Path, exclude: Path | None, unmatched: list[
     return _pair(images, masks, unmatched)
 
 
+# ------------------------------------------------------------------------------------ pathology labels
+
+
+def _value_of(pathology: str) -> int:
+    """benign -> 1, malignant -> 2 (the class values of :data:`PATHOLOGY`)."""
+    return PATHOLOGY.values[PATHOLOGY.names.index(pathology)]
+
+
+def _busi_pathology(pairs: list[_Pair], raw: Path, exclude: Path | None) -> None:
+    """BUSI's pathology is its class folder, kept in every name (``benign_12``, ``malignant_3``)."""
+    for pair in pairs:
+        pair.value = _value_of(pair.name.split("_")[0])
+
+
+def _case_key(case: str) -> str:
+    """A case id as both the file names and a spreadsheet export spell it (``000007``, ``7``, ``000007.png``)."""
+    stem = _stem(Path(case.strip())) if "." in case else case.strip()
+    return str(int(stem)) if stem.isdigit() else stem.lower()
+
+
+def _find_bus_csv(raw: Path, exclude: Path | None) -> Path:
+    """UDIAT's ``DatasetB.csv`` anywhere under ``raw`` (the shallowest wins)."""
+    found = []
+    for dirpath, dirnames, filenames in os.walk(raw):
+        here = Path(dirpath)
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and not _under(here / d, exclude))
+        found += [here / f for f in sorted(filenames) if f.lower() == "datasetb.csv"]
+    if not found:
+        raise DataError(
+            f"no BUS pathology table under {raw}",
+            [
+                f"{raw}: labels 'pathology' needs DatasetB.csv (columns Image, Type = Benign/Malignant); export "
+                "the download's DatasetB.xlsx as CSV next to original/ and GT/"
+            ],
+        )
+    return min(found, key=lambda p: (len(p.relative_to(raw).parts), str(p)))
+
+
+def _read_bus_csv(path: Path) -> dict[str, str]:
+    """case key -> 'benign' / 'malignant' from DatasetB.csv's Image and Type columns."""
+    try:
+        with open(path, encoding="utf-8-sig", newline="") as handle:
+            rows = list(csv.DictReader(handle))
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise DataError(f"cannot read {path}", [f"{path}: {exc}; re-export it as a UTF-8 CSV"]) from exc
+    columns = {str(c).strip().lower(): c for c in (rows[0].keys() if rows else [])}
+    if "image" not in columns or "type" not in columns:
+        raise DataError(
+            f"unexpected columns in {path}",
+            [f"{path}: columns {list(columns)}; expected Image (the case id, e.g. 000001) and Type (Benign/Malignant)"],
+        )
+    table: dict[str, str] = {}
+    problems = []
+    for line, row in enumerate(rows, start=2):
+        case, kind = str(row[columns["image"]] or "").strip(), str(row[columns["type"]] or "").strip().lower()
+        if kind not in ("benign", "malignant"):
+            problems.append(f"{path} line {line}: case {case!r} has Type {kind!r}; expected Benign or Malignant")
+        elif case:
+            table[_case_key(case)] = kind
+    if problems:
+        raise DataError(f"{path}: {len(problems)} row(s) without a pathology", problems)
+    return table
+
+
+def _bus_pathology(pairs: list[_Pair], raw: Path, exclude: Path | None) -> None:
+    """BUS's pathology is DatasetB.csv's Type; every case must have one."""
+    path = _find_bus_csv(raw, exclude)
+    table = _read_bus_csv(path)
+    missing = [p for p in pairs if _case_key(p.name) not in table]
+    if missing:
+        raise DataError(
+            f"{len(missing)} BUS case(s) have no pathology in {path}; nothing was written",
+            [
+                f"{p.image}: case {p.name} is not in {path}; add its row (Image,Type) or remove the case"
+                for p in missing
+            ],
+        )
+    for pair in pairs:
+        pair.value = _value_of(table[_case_key(pair.name)])
+
+
+_Labeller = Callable[[list[_Pair], Path, "Path | None"], None]
+LABEL_SCHEMES: dict[str, dict[str, _Labeller]] = {
+    "pathology": {"busi": _busi_pathology, "bus": _bus_pathology},
+}
+"""``labels`` values of :func:`prepare_dataset` -> the datasets that support them -> the labeller."""
+
+
 _Collector = Callable[[Path, "Path | None", list[str]], list[_Pair]]
 DATASETS: dict[str, _Collector] = {
     "busi": _collect_busi,
@@ -331,6 +455,7 @@ def _convert(
     seed: int,
     source: Path,
     mask_threshold: float | None = None,
+    labels: LabelSet | None = None,
 ) -> PrepareReport:
     if not pairs:
         raise DataError(
@@ -362,6 +487,8 @@ def _convert(
     duplicate_groups = _identical_images(pairs)
     duplicate_names = {n for group in duplicate_groups for n in group}
     duplicate_masks: dict[str, np.ndarray] = {}
+    labels = LabelSet.binary(FOREGROUND.get(dataset, "foreground")) if labels is None else labels
+    class_counts: dict[str, int] = {}
 
     import shutil
 
@@ -384,7 +511,12 @@ def _convert(
                 problems += exc.problems
                 continue
             write_image_png(staging / "images" / f"{pair.name}.png", image)
-            write_mask_png(staging / "masks" / f"{pair.name}.png", mask)
+            if labels.is_binary:
+                write_mask_png(staging / "masks" / f"{pair.name}.png", mask)
+            else:
+                values = mask * np.uint8(pair.value)
+                write_label_map_png(staging / "masks" / f"{pair.name}.png", values, labels)
+                _count_classes(class_counts, values, labels)
             if pair.name in duplicate_names:
                 duplicate_masks[pair.name] = mask
         if problems:
@@ -398,13 +530,43 @@ def _convert(
             for k, v in loaded_split.items():
                 unmatched += [f"{n} (in split '{k}' of {split}, no image/mask found)" for n in v if n not in have]
         save_split(final, staging / "split.json")
+        write_dataset_json(staging, dataset, labels, len(pairs))
         swap_in(staging, out)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     duplicates = _describe_duplicates(duplicate_groups, duplicate_masks, final)
     notes = _summarise_depth_notes(notes) + _mask_notes(readings)
-    return PrepareReport(dataset, out, len(pairs), {k: len(v) for k, v in final.items()}, unmatched, duplicates, notes)
+    return PrepareReport(
+        dataset,
+        out,
+        len(pairs),
+        {k: len(v) for k, v in final.items()},
+        unmatched,
+        duplicates,
+        notes,
+        labels.to_labels(),
+        class_counts,
+    )
+
+
+def _count_classes(counts: dict[str, int], values: np.ndarray, labels: LabelSet) -> None:
+    """Add one case to the count of each foreground class it holds (or of 'background only')."""
+    present = [labels.names[labels.values.index(int(v))] for v in np.unique(values) if v != 0]
+    for name in present or ["background only"]:
+        counts[name] = counts.get(name, 0) + 1
+
+
+def write_dataset_json(folder: Path, dataset: str, labels: LabelSet, n_pairs: int) -> None:
+    """The folder's dataset.json (nnU-Net's keys), so every verb knows the classes without being told."""
+    content = {
+        "name": dataset,
+        "channel_names": {"0": "R", "1": "G", "2": "B"},
+        "labels": labels.to_labels(),
+        "numTraining": int(n_pairs),
+        "file_ending": ".png",
+    }
+    atomic_write_text(folder / "dataset.json", json.dumps(content, indent=2) + "\n")
 
 
 def _summarise_depth_notes(notes: list[str]) -> list[str]:
@@ -464,23 +626,44 @@ def prepare_dataset(
     seed: int = 0,
     mask_threshold: float | None = None,
     overwrite: bool = False,
+    labels: str | None = None,
 ) -> PrepareReport:
     """Convert the public dataset ``name`` from its download folder ``raw`` into ``out``.
 
     ``split``: the release's .pkl or a .json; names without data are reported in ``unmatched``.
     Without it a seeded random train/test split is made. ``mask_threshold`` (fraction of full scale)
     replaces the mask rule's "non-zero is lesion" (see :func:`gmseg.data.io.inspect_mask`); ``overwrite``
-    lets a complete new dataset replace a non-empty ``out``.
+    lets a complete new dataset replace a non-empty ``out``. ``labels``: None for binary masks, or
+    ``"pathology"`` (busi, bus) for 3-class masks (:data:`PATHOLOGY`).
     """
     key = str(name).lower()
     if key not in DATASETS:
         raise ConfigError(f"unknown dataset {name!r}; valid names: {sorted(DATASETS)}")
+    labeller = _labeller(key, labels)
     raw_dir = _existing_dir(raw, "raw dataset")
     out_dir = Path(out)
     check_output_folder(out_dir, [raw_dir], overwrite)
     unmatched: list[str] = []
     pairs = DATASETS[key](raw_dir, out_dir.resolve(), unmatched)
-    return _convert(key, pairs, unmatched, out_dir, split, test_fraction, seed, raw_dir, mask_threshold)
+    label_set = None
+    if labeller is not None:
+        labeller(pairs, raw_dir, out_dir.resolve())
+        label_set = PATHOLOGY
+    return _convert(key, pairs, unmatched, out_dir, split, test_fraction, seed, raw_dir, mask_threshold, label_set)
+
+
+def _labeller(dataset: str, labels: str | None) -> _Labeller | None:
+    """The function that gives each case its class for ``labels`` (None: binary); refuses what does not fit."""
+    if labels is None:
+        return None
+    scheme = LABEL_SCHEMES.get(str(labels).lower())
+    if scheme is None:
+        raise ConfigError(f"unknown labels {labels!r}; valid: {sorted(LABEL_SCHEMES)} (or none, for binary masks)")
+    if dataset not in scheme:
+        raise ConfigError(
+            f"labels {labels!r} is available for {sorted(scheme)}, not {dataset!r}; leave it out for binary masks"
+        )
+    return scheme[dataset]
 
 
 def prepare_folders(

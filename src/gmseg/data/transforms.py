@@ -20,7 +20,14 @@ from albumentations.pytorch import ToTensorV2
 
 from gmseg.errors import ConfigError
 
-__all__ = ["RELEASE_AUGMENTATIONS", "FinalizeTargets", "ScaleToUnit", "build_transform"]
+__all__ = [
+    "CLASS_INDEX_MASK",
+    "RELEASE_AUGMENTATIONS",
+    "FinalizeTargets",
+    "ScaleToUnit",
+    "build_transform",
+    "class_index_inputs",
+]
 
 RELEASE_AUGMENTATIONS: list[str] = ["hflip", "vflip", "rot90", "color_jitter", "shift_scale_rotate"]
 
@@ -39,25 +46,49 @@ class ScaleToUnit(A.ImageOnlyTransform):
         return ("max_value",)
 
 
+CLASS_INDEX_MASK = "class_index_mask"
+"""Call a pipeline with this key set to True when its mask is a multi-class map of class indices
+(0..K-1): :class:`FinalizeTargets` then keeps the indices instead of binarising. Binary calls leave it out."""
+
+
 class FinalizeTargets(A.DualTransform):
     """Clip the image to [0, 1] float32 and turn the mask into a (H, W, 1) float32 {0, 1} array.
 
     Colour jitter can push float pixels slightly outside [0, 1]; the autoencoder expects that range.
     The channel axis makes ``ToTensorV2(transpose_mask=True)`` produce the (1, H, W) mask tensor.
+    A call with ``class_index_mask=True`` (:data:`CLASS_INDEX_MASK`) keeps a multi-class mask's class
+    indices as they are (float32), since binarising them would merge every class into one.
     """
 
     def __init__(self, p: float = 1.0):
         super().__init__(p=p)
 
+    def get_params_dependent_on_data(self, params: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
+        """Whether this call's mask holds class indices: the caller says so, per call, in the data."""
+        return {"class_indices": bool(data.get(CLASS_INDEX_MASK, False))}
+
     def apply(self, img: np.ndarray, **params: Any) -> np.ndarray:
         return np.clip(img, 0.0, 1.0).astype(np.float32, copy=False)
 
-    def apply_to_mask(self, mask: np.ndarray, **params: Any) -> np.ndarray:
-        binary = (mask > 0).astype(np.float32)
-        return binary[..., None] if binary.ndim == 2 else binary
+    def apply_to_mask(self, mask: np.ndarray, class_indices: bool = False, **params: Any) -> np.ndarray:
+        target = mask.astype(np.float32) if class_indices else (mask > 0).astype(np.float32)
+        return target[..., None] if target.ndim == 2 else target
 
     def get_transform_init_args_names(self) -> tuple[str, ...]:
         return ()
+
+
+def _has_finalize(transform: Any) -> bool:
+    """True when an albumentations pipeline (nested ones included) holds a :class:`FinalizeTargets` step."""
+    if isinstance(transform, FinalizeTargets):
+        return True
+    return isinstance(transform, A.BaseCompose) and any(_has_finalize(t) for t in transform.transforms)
+
+
+def class_index_inputs(transform: Any) -> dict[str, bool]:
+    """The extra call argument that tells ``transform`` its mask holds class indices (empty when it has no
+    :class:`FinalizeTargets`: other callables never see an argument they do not know)."""
+    return {CLASS_INDEX_MASK: True} if _has_finalize(transform) else {}
 
 
 def _augmentation(name: str) -> A.BasicTransform:
@@ -91,6 +122,8 @@ def build_transform(image_size: int, augmentations: list[str] | None = None, *, 
 
     Input: image (H, W, 3) float32 in 0..255 (uint8 also works), mask (H, W) uint8 {0, 1}.
     Output: image float32 tensor (3, S, S) in [0, 1], mask float32 tensor (1, S, S) in {0, 1}.
+    Multi-class: a mask of class indices 0..K-1 (uint8) called with :func:`class_index_inputs` comes out
+    as the same indices (every mask step is nearest-neighbour, so no new value appears).
     Augmentations run in the release's order whatever order they are listed in. ``seed`` fixes the
     random stream (albumentations 2.x ignores global seeds).
     """
