@@ -10,6 +10,12 @@ Masks are read by the one mask rule every verb uses (:func:`gmseg.data.io.inspec
 pixel is foreground, JPEG at half scale), so ``prepare``, training and evaluation see the same lesion; for
 0/255 masks this is what the release's ``convert("L") / 255 >= 0.5`` gives. A ground-truth mask encoded
 unlike the rest of its folder, or soft, is reported in ``EvaluationResult.warnings``.
+
+With more than two classes (the ground-truth root's ``dataset.json`` names them, or ``labels=``), masks
+and predictions are label maps of class values (:func:`load_label_map`); every foreground class is scored
+on its own with the binary conventions (:func:`gmseg.metrics.class_metrics`), plus all of them merged
+(``any_*``). ``metrics.csv`` then has the columns :func:`csv_columns` and ``summary.json`` the layout of
+:func:`summarize_classes`. The binary reports are exactly as before.
 """
 
 from __future__ import annotations
@@ -28,9 +34,10 @@ import numpy as np
 from gmseg.data.io import MaskReading, inspect_mask, odd_encodings
 from gmseg.data.readers import header_size
 from gmseg.data.resample import resize_mask
-from gmseg.errors import ConfigError, DataError
+from gmseg.errors import ConfigError, DataError, GmsegError
 from gmseg.fileio import atomic_write_text
-from gmseg.metrics import METRIC_KEYS, binary_metrics, check_empty_mode
+from gmseg.labels import BINARY, LabelSet
+from gmseg.metrics import ANY_PREFIX, METRIC_KEYS, binary_metrics, check_empty_mode, class_metric_keys, class_metrics
 
 #: metrics that get mean/std/median/min/max in the summary
 SUMMARY_METRICS: tuple[str, ...] = ("dice", "iou", "hd95", "precision", "recall")
@@ -47,6 +54,12 @@ class EvaluationResult:
     rows: list[dict] = field(default_factory=list)
     summary: dict = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    labels: LabelSet = BINARY  # the classes scored; decides the columns of metrics.csv
+
+
+def csv_columns(labels: LabelSet = BINARY) -> tuple[str, ...]:
+    """metrics.csv's columns: :data:`CSV_COLUMNS` for binary masks, else name + per-class + ``any_*`` keys."""
+    return CSV_COLUMNS if labels.is_binary else ("name", *class_metric_keys(labels))
 
 
 def parse_size(size: int | str) -> int | str:
@@ -84,13 +97,17 @@ def summarize(
     empty: str,
     size: int | str = "native",
     threshold: float | None = None,
+    labels: LabelSet = BINARY,
 ) -> dict:
     """Aggregate per-image rows into ``{"metrics", "counts", "settings"}``.
 
     Each metric's statistics use only finite values (HD95 is nan when exactly one mask is empty,
     precision/recall when undefined); ``n`` says how many images entered, so a mean over fewer images
-    is visible rather than silent. ``settings`` records what makes the numbers comparable.
+    is visible rather than silent. ``settings`` records what makes the numbers comparable. More than two
+    ``labels``: :func:`summarize_classes`.
     """
+    if not labels.is_binary:
+        return summarize_classes(rows, empty, labels, size=size)
     metrics = {key: _stats(float(r[key]) for r in rows) for key in SUMMARY_METRICS}
     counts = {
         "n_images": len(rows),
@@ -108,9 +125,67 @@ def summarize(
     return {"metrics": metrics, "counts": counts, "settings": settings}
 
 
-def evaluate_masks(pairs: Iterable[tuple[str, np.ndarray, np.ndarray]], empty: str = "standard") -> EvaluationResult:
-    """Score in-memory ``(name, pred, gt)`` binary masks (e.g. straight from a model, no files)."""
+def _class_counts(rows: Sequence[dict], prefix: str, suffix: str, n_hd95: int) -> dict[str, int]:
+    """The binary summary's empty-mask counts for one class (``<key>_<class>``) or the merged ``any_`` keys."""
+    return {
+        "n_both_empty": sum(int(r[f"{prefix}both_empty{suffix}"]) for r in rows),
+        "n_pred_empty": sum(int(r[f"{prefix}pred_area{suffix}"]) == 0 for r in rows),
+        "n_true_empty": sum(int(r[f"{prefix}true_area{suffix}"]) == 0 for r in rows),
+        "n_hd95": n_hd95,
+    }
+
+
+def _mean_over_classes(metrics: dict, labels: LabelSet) -> dict[str, dict[str, float | int]]:
+    """Each metric's mean of the per-class means (macro average), over the classes where it is defined."""
+    out = {}
+    for key in SUMMARY_METRICS:
+        means = [metrics[f"{key}_{name}"]["mean"] for name in labels.foreground]
+        finite = [m for m in means if math.isfinite(m)]
+        out[key] = {"mean": float(np.mean(finite)) if finite else math.nan, "n_classes": len(finite)}
+    return out
+
+
+def summarize_classes(rows: Sequence[dict], empty: str, labels: LabelSet, size: int | str = "native") -> dict:
+    """Per-class summary of label-map rows (:func:`gmseg.metrics.class_metrics`).
+
+    ``metrics``: the statistics (:func:`_stats`, with ``n``) of every ``<metric>_<class>`` and
+    ``any_<metric>`` column; ``mean_over_classes``: each metric's mean of the per-class means and how many
+    classes entered it; ``counts``: ``n_images``, the binary counts per class (``classes``) and merged
+    (``any``); ``labels``: the dataset.json labels scored; ``settings`` as for binary masks.
+    """
+    metrics = {
+        f"{key}_{name}": _stats(float(r[f"{key}_{name}"]) for r in rows)
+        for key in SUMMARY_METRICS
+        for name in labels.foreground
+    }
+    metrics.update({ANY_PREFIX + key: _stats(float(r[ANY_PREFIX + key]) for r in rows) for key in SUMMARY_METRICS})
+    classes = {name: _class_counts(rows, "", f"_{name}", metrics[f"hd95_{name}"]["n"]) for name in labels.foreground}
+    counts = {
+        "n_images": len(rows),
+        "classes": classes,
+        "any": _class_counts(rows, ANY_PREFIX, "", metrics[ANY_PREFIX + "hd95"]["n"]),
+    }
+    settings = {"size": size, "empty": empty, "masks": "label maps of class values"}
+    return {
+        "metrics": metrics,
+        "mean_over_classes": _mean_over_classes(metrics, labels),
+        "counts": counts,
+        "labels": labels.to_labels(),
+        "settings": settings,
+    }
+
+
+def evaluate_masks(
+    pairs: Iterable[tuple[str, np.ndarray, np.ndarray]], empty: str = "standard", labels: LabelSet = BINARY
+) -> EvaluationResult:
+    """Score in-memory ``(name, pred, gt)`` masks (e.g. straight from a model, no files).
+
+    Binary masks by default; with more than two ``labels``, label maps of class values.
+    """
     check_empty_mode(empty)
+    if not labels.is_binary:
+        rows = [{"name": name, **class_metrics(pred, gt, labels, empty)} for name, pred, gt in pairs]
+        return EvaluationResult(rows=rows, summary=summarize_classes(rows, empty, labels), labels=labels)
     rows = [{"name": name, **binary_metrics(pred, gt, empty)} for name, pred, gt in pairs]
     return EvaluationResult(rows=rows, summary=summarize(rows, empty))
 
@@ -122,6 +197,48 @@ def _load_mask(path: Path, size: int | str, threshold: float | None) -> tuple[np
     if size != "native":
         mask = resize_mask(reading.mask, (size, size))
     return mask, reading
+
+
+def _read_label_map_fallback(path: Path, labels: LabelSet) -> np.ndarray:
+    """Stand-in for :func:`gmseg.data.io.read_label_map` until the data layer has it: palette index or gray value."""
+    from PIL import Image
+
+    with Image.open(path) as img:
+        arr = np.asarray(img if img.mode in ("P", "L") else img.convert("L"))
+    return arr.astype(np.uint8)
+
+
+def load_label_map(path: str | os.PathLike, labels: LabelSet) -> np.ndarray:
+    """A file's (H, W) uint8 class values; a value that is no declared class is an error naming the file."""
+    try:
+        from gmseg.data.io import read_label_map
+    except ImportError:  # the data layer's reader is being added concurrently
+        read_label_map = _read_label_map_fallback
+    values = read_label_map(Path(path), labels)
+    labels.check_values(values, path)
+    return values
+
+
+def _resize_label_map(values: np.ndarray, size: int) -> np.ndarray:
+    """Class values resized to size x size with PIL NEAREST, as the release resizes binary masks."""
+    from PIL import Image
+
+    return np.asarray(Image.fromarray(np.ascontiguousarray(values, dtype=np.uint8)).resize((size, size), Image.NEAREST))
+
+
+def _load_values(path: Path, size: int | str, labels: LabelSet) -> np.ndarray:
+    """A label map, then (for a fixed ``size``) NEAREST resizing: no value is invented between two classes."""
+    values = load_label_map(path, labels)
+    return values if size == "native" else _resize_label_map(values, size)
+
+
+def dataset_labels_of(gt_dir: str | os.PathLike) -> LabelSet:
+    """The classes of a ground-truth root (its dataset.json; a ``masks`` folder's parent's), else binary."""
+    gt_dir = Path(gt_dir)
+    for root in (gt_dir, gt_dir.parent if gt_dir.name == "masks" else None):
+        if root is not None and (root / "dataset.json").is_file():
+            return LabelSet.from_dataset_json(root / "dataset.json")
+    return BINARY
 
 
 def _image_size(path: Path) -> tuple[int, int]:
@@ -142,12 +259,14 @@ def evaluate_folders(
     size: int | str = "native",
     empty: str = "standard",
     threshold: float | None = None,
+    labels: LabelSet | None = None,
 ) -> EvaluationResult:
     """Score ``pred_dir/NAME.png`` against ``gt_dir/NAME.<image suffix>`` for each name.
 
     ``gt_dir`` may be a mask folder or a dataset root holding ``masks/``. ``names=None`` scores every
     prediction found. Every missing prediction, missing ground truth, size mismatch (native mode) and
     unreadable file is collected and raised as one :class:`DataError`, so a user fixes all in one pass.
+    ``labels`` (default: :func:`dataset_labels_of` ``gt_dir``) with more than two classes scores label maps.
     """
     from gmseg.data.io import IMAGE_SUFFIXES, find_file  # lazy: data is developed separately
 
@@ -156,6 +275,12 @@ def evaluate_folders(
     if threshold is not None and not 0.0 <= float(threshold) < 1.0:
         raise ConfigError(f"threshold must be in [0, 1) or None (the mask rule), got {threshold!r}")
     pred_dir, gt_dir = Path(pred_dir), Path(gt_dir)
+    labels = dataset_labels_of(gt_dir) if labels is None else labels
+    if not labels.is_binary and threshold is not None:
+        raise ConfigError(
+            f"a mask threshold ({threshold}) applies to binary masks; the {labels.num_classes} classes "
+            f"{list(labels.names)} are read as label-map values: drop the threshold"
+        )
     mask_dir = gt_dir / "masks" if (gt_dir / "masks").is_dir() else gt_dir
 
     folder_problems = []
@@ -204,6 +329,8 @@ def evaluate_folders(
         todo.append((name, pred_path, gt_path))
     if problems:
         raise DataError(f"cannot evaluate {pred_dir} against {mask_dir}: {len(problems)} problem(s)", problems)
+    if not labels.is_binary:
+        return _evaluate_label_maps(todo, pred_dir, size, empty, labels)
 
     rows = []
     readings: dict[str, MaskReading] = {}
@@ -231,6 +358,33 @@ def evaluate_folders(
     return EvaluationResult(rows=rows, summary=summary, warnings=warnings)
 
 
+def _evaluate_label_maps(
+    todo: Sequence[tuple[str, Path, Path]], pred_dir: Path, size: int | str, empty: str, labels: LabelSet
+) -> EvaluationResult:
+    """Score label-map pairs per class; every unreadable file or undeclared value is collected, then raised."""
+    rows, problems = [], []
+    present: set[int] = set()
+    for name, pred_path, gt_path in todo:
+        maps = []
+        for what, path in (("prediction", pred_path), ("ground truth", gt_path)):
+            try:
+                maps.append(_load_values(path, size, labels))
+            except (OSError, ValueError, GmsegError) as exc:
+                problems.append(f"{name}: cannot read {what} {path}: {exc}")
+        if len(maps) == 2:
+            present.update(int(v) for v in np.unique(maps[1]))
+            rows.append({"name": name, **class_metrics(maps[0], maps[1], labels, empty)})
+    if problems:
+        raise DataError(f"cannot evaluate {pred_dir}: {len(problems)} unreadable file(s)", problems)
+    warnings = [
+        f"class {n!r} (value {v}) is in no ground-truth mask: its scores are the empty-mask convention ({empty})"
+        for n, v in zip(labels.foreground, labels.values[1:])
+        if v not in present
+    ]
+    summary = summarize_classes(rows, empty, labels, size=size)
+    return EvaluationResult(rows=rows, summary=summary, warnings=warnings, labels=labels)
+
+
 def _json_safe(obj):
     """nan/inf -> null: strict JSON readers (browsers, jq) reject Python's NaN literal."""
     if isinstance(obj, dict):
@@ -243,25 +397,64 @@ def _json_safe(obj):
 
 
 def write_results(result: EvaluationResult, out_dir: str | os.PathLike) -> tuple[Path, Path]:
-    """Write ``metrics.csv`` (one row per image, :data:`CSV_COLUMNS` order) and ``summary.json``.
+    """Write ``metrics.csv`` (one row per image, :func:`csv_columns` order) and ``summary.json``.
 
     CSV floats keep full precision (``nan`` where undefined); JSON writes undefined values as null.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    columns = csv_columns(result.labels)
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(CSV_COLUMNS)
+    writer.writerow(columns)
     for row in result.rows:
-        writer.writerow([row[c] for c in CSV_COLUMNS])
+        writer.writerow([row[c] for c in columns])
     csv_path, json_path = out / "metrics.csv", out / "summary.json"
     atomic_write_text(csv_path, buf.getvalue())
     atomic_write_text(json_path, json.dumps(_json_safe(result.summary), indent=2, allow_nan=False) + "\n")
     return csv_path, json_path
 
 
+def _cell(value: float | None, digits: int) -> str:
+    return "n/a" if value is None or not math.isfinite(value) else f"{value:.{digits}f}"
+
+
+def format_class_summary(summary: dict) -> str:
+    """The per-class table (mean of each metric), merged and mean-of-classes rows, per-class counts, labels."""
+    metrics, counts = summary["metrics"], summary["counts"]
+    names = list(counts["classes"])
+    width = max(17, *(len(n) + 2 for n in names))
+    lines = [f"{'class':<{width}}" + "".join(f"{k:>10}" for k in SUMMARY_METRICS)]
+
+    def row(label: str, means: list[float | None]) -> str:
+        cells = [_cell(m, 2 if k == "hd95" else 4) for k, m in zip(SUMMARY_METRICS, means)]
+        return f"{label:<{width}}" + "".join(f"{c:>10}" for c in cells)
+
+    for name in names:
+        lines.append(row(name, [metrics[f"{k}_{name}"]["mean"] for k in SUMMARY_METRICS]))
+    lines.append(row("any (merged)", [metrics[ANY_PREFIX + k]["mean"] for k in SUMMARY_METRICS]))
+    macro = summary["mean_over_classes"]
+    lines.append(row("mean of classes", [macro[k]["mean"] for k in SUMMARY_METRICS]))
+    n = counts["n_images"]
+    lines.append(f"images {n}; per class (n = images scored):")
+    groups = [(name, counts["classes"][name], f"dice_{name}") for name in names]
+    for label, c, dice_key in [*groups, ("any (merged)", counts["any"], ANY_PREFIX + "dice")]:
+        lines.append(
+            f"  {label}: in {n - c['n_true_empty']} ground truth(s), both empty {c['n_both_empty']}, "
+            f"pred empty {c['n_pred_empty']}; dice n {metrics[dice_key]['n']}, hd95 n {c['n_hd95']}"
+        )
+    lines.append("labels: " + ", ".join(f"{k}={v}" for k, v in summary["labels"].items()))
+    lines.append("settings: " + ", ".join(f"{k}={v}" for k, v in summary.get("settings", {}).items()))
+    return "\n".join(lines)
+
+
 def format_summary(summary: dict) -> str:
-    """A small aligned table (metric | mean | std | median) plus counts, for the terminal."""
+    """A small aligned table (metric | mean | std | median) plus counts, for the terminal.
+
+    A summary of more than two classes gets :func:`format_class_summary`'s per-class table instead.
+    """
+    if len(summary.get("labels", ())) > 2:
+        return format_class_summary(summary)
     lines = [f"{'metric':<10}{'mean':>10}{'std':>10}{'median':>10}"]
     for key, st in summary["metrics"].items():
         digits = 2 if key == "hd95" else 4  # hd95 is in pixels
@@ -289,10 +482,12 @@ def run_evaluate(
     size: int | str = "native",
     empty: str = "standard",
     threshold: float | None = None,
+    labels: LabelSet | None = None,
 ) -> EvaluationResult:
     """What ``gmseg evaluate`` runs: names from the split file's ``stage`` (if given), score, write.
 
-    Reports go to ``out_dir`` (default: ``pred_dir``, next to the predictions they describe).
+    Reports go to ``out_dir`` (default: ``pred_dir``, next to the predictions they describe). ``labels``
+    defaults to the ground-truth root's dataset.json (:func:`dataset_labels_of`).
     """
     names = None
     if split is not None:
@@ -302,6 +497,6 @@ def run_evaluate(
         if stage not in stages:
             raise ConfigError(f"split file {split} has no stage {stage!r}; it has {sorted(stages)}")
         names = list(stages[stage])
-    result = evaluate_folders(pred_dir, gt_dir, names=names, size=size, empty=empty, threshold=threshold)
+    result = evaluate_folders(pred_dir, gt_dir, names=names, size=size, empty=empty, threshold=threshold, labels=labels)
     write_results(result, pred_dir if out_dir is None else out_dir)
     return result

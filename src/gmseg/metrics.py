@@ -1,4 +1,4 @@
-"""Per-image binary segmentation metrics, computed with MONAI.
+"""Per-image segmentation metrics, computed with MONAI: binary masks, and label maps of K classes.
 
 MONAI is the field's reference implementation, so Dice, IoU and HD95 come from it rather than from
 hand-written formulas. What MONAI leaves to the caller is the *empty-mask convention*, which changes
@@ -15,6 +15,12 @@ Exactly one mask empty (either mode): Dice 0, IoU 0, HD95 ``nan`` (no surface to
 returns nan or inf depending on the side, both are normalised to nan so summaries can drop them
 uniformly); precision and recall are 0 where their denominator is non-zero and ``nan`` where it is
 0/0 (precision with an empty prediction, recall with an empty ground truth).
+
+Label maps of K > 2 classes (:func:`class_metrics`) are scored one foreground class at a time, each as the
+binary pair "this class" vs "not this class", so every convention above holds *per class*: a class absent
+from both maps of an image is that class's both-empty pair (Dice 1 under ``standard``, 0 under ``paper``;
+HD95 0), a class in only one of them gets HD95 ``nan``, which summaries drop and count in ``n``. The
+background is not scored; ``any_*`` scores all foreground classes merged (lesion vs background).
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ import torch
 from monai.metrics import compute_dice, compute_hausdorff_distance, compute_iou
 
 from gmseg.errors import ConfigError
+from gmseg.labels import LabelSet
 
 EMPTY_MODES: tuple[str, ...] = ("standard", "paper")
 
@@ -41,6 +48,9 @@ METRIC_KEYS: tuple[str, ...] = (
     "true_area",
     "both_empty",
 )
+
+#: prefix of the merged "any foreground class vs background" keys of :func:`class_metrics`
+ANY_PREFIX = "any_"
 
 
 def check_empty_mode(empty: str) -> str:
@@ -144,3 +154,43 @@ def binary_metrics(pred: np.ndarray, gt: np.ndarray, empty: str = "standard") ->
         "true_area": true_area,
         "both_empty": int(both_empty),
     }
+
+
+def class_metric_keys(labels: LabelSet) -> tuple[str, ...]:
+    """Keys of :func:`class_metrics`, in report order: ``<metric>_<class>`` per foreground class, then ``any_*``."""
+    per_class = tuple(f"{key}_{name}" for key in METRIC_KEYS for name in labels.foreground)
+    return per_class + tuple(ANY_PREFIX + key for key in METRIC_KEYS)
+
+
+def _as_label_map(values: np.ndarray, labels: LabelSet, what: str) -> np.ndarray:
+    """A 2-D integer map of declared class values; anything else would be scored as some other class."""
+    arr = np.asarray(values)
+    if arr.ndim != 2:
+        raise ValueError(f"{what} must be a 2-D (H,W) label map, got shape {arr.shape}")
+    if arr.dtype == np.bool_ or not np.issubdtype(arr.dtype, np.integer):
+        raise ValueError(f"{what} must hold integer class values {list(labels.values)}, got dtype {arr.dtype}")
+    labels.check_values(arr, what)
+    return arr
+
+
+def class_metrics(pred: np.ndarray, gt: np.ndarray, labels: LabelSet, empty: str = "standard") -> dict[str, float]:
+    """Score one label map of class values against its ground truth, per foreground class and merged.
+
+    Returns :func:`class_metric_keys`: for each foreground class ``c`` the :func:`binary_metrics` of
+    ``pred == value(c)`` vs ``gt == value(c)`` as ``<metric>_<c>``, and of ``pred != 0`` vs ``gt != 0``
+    as ``any_<metric>``. A value that is no declared class is an error (:meth:`LabelSet.check_values`).
+    """
+    check_empty_mode(empty)
+    p = _as_label_map(pred, labels, "pred")
+    g = _as_label_map(gt, labels, "gt")
+    if p.shape != g.shape:
+        raise ValueError(f"pred and gt shapes differ: {p.shape} vs {g.shape}")
+    out: dict[str, float] = {}
+    fg = zip(labels.names[1:], labels.values[1:])
+    scores = {name: binary_metrics(p == value, g == value, empty) for name, value in fg}
+    for key in METRIC_KEYS:
+        for name in labels.foreground:
+            out[f"{key}_{name}"] = scores[name][key]
+    merged = binary_metrics(p != 0, g != 0, empty)
+    out.update({ANY_PREFIX + key: value for key, value in merged.items()})
+    return out

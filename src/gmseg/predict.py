@@ -4,6 +4,12 @@ For each input ``NAME.*`` it writes ``NAME.png`` (0/255 mask at the image's orig
 ``NAME.prob.npy`` (float32 probabilities, original size) and ``NAME.overlay.png``. Images are processed in
 batches; an unreadable file is reported by name and the rest are still written, so one bad file in a
 folder of thousands doesn't cost the run.
+
+A model of more than two classes (``model.labels``, a :class:`~gmseg.labels.LabelSet`, whose
+``predict_proba`` gives (B, K, H, W) class probabilities) writes instead ``NAME.png`` as a palette PNG of
+class values (each pixel its most probable class, after resizing the K probabilities to the original
+size), ``NAME.prob.npy`` as (K, H, W) float32, and ``NAME.overlay.png`` in one colour per class with a
+legend (:func:`write_class_prediction`).
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from .errors import DataError, GmsegError
-from .labels import BINARY
+from .labels import BINARY, LabelSet
 
 
 @dataclass
@@ -138,11 +144,19 @@ def image_to_tensor(image: np.ndarray, size: int) -> torch.Tensor:
     return tensor * 2.0 - 1.0
 
 
-def probability_at_size(probability: torch.Tensor, height: int, width: int) -> np.ndarray:
-    """(1,S,S) probability -> (H,W) float32 at the original image size (bilinear)."""
+def class_probabilities_at_size(probability: torch.Tensor, height: int, width: int) -> np.ndarray:
+    """(C,S,S) probabilities -> (C,H,W) float32 at the original image size, each channel bilinear.
+
+    Bilinear weights are the same for every channel, so K softmax probabilities still sum to 1 per pixel.
+    """
     if probability.shape[-2:] != (height, width):
         probability = F.interpolate(probability[None], size=(height, width), mode="bilinear", align_corners=False)[0]
-    return probability[0].clamp(0, 1).float().cpu().numpy()
+    return probability.clamp(0, 1).float().cpu().numpy()
+
+
+def probability_at_size(probability: torch.Tensor, height: int, width: int) -> np.ndarray:
+    """(1,S,S) probability -> (H,W) float32 at the original image size (bilinear)."""
+    return class_probabilities_at_size(probability, height, width)[0]
 
 
 def batched(items: Sequence[Path], size: int) -> Iterator[Sequence[Path]]:
@@ -155,6 +169,93 @@ def save_npy_atomic(path: Path, array: np.ndarray) -> None:
     from .fileio import atomic_write
 
     atomic_write(path, lambda stream: np.save(stream, array))
+
+
+def _write_label_map_fallback(path: Path, values: np.ndarray, labels: LabelSet) -> None:
+    """Stand-in for :func:`gmseg.data.io.write_label_map_png` until the data layer has it (same file)."""
+    from PIL import Image
+
+    from .fileio import atomic_write
+
+    palette = np.zeros((256, 3), dtype=np.uint8)
+    palette[list(labels.values)] = labels.colours
+    img = Image.fromarray(np.ascontiguousarray(values, dtype=np.uint8))
+    img.putpalette(palette.ravel().tolist())
+    atomic_write(path, lambda handle: img.save(handle, format="PNG"))
+
+
+def write_label_map(path: Path, values: np.ndarray, labels: LabelSet) -> None:
+    """A label map as a palette PNG (index = class value, colour = the class's), through the data layer."""
+    try:
+        from .data.io import write_label_map_png
+    except ImportError:  # the data layer's writer is being added concurrently
+        write_label_map_png = _write_label_map_fallback
+    labels.check_values(values, path)
+    write_label_map_png(path, values, labels)
+
+
+def write_binary_prediction(
+    output: Path,
+    name: str,
+    image: np.ndarray,
+    probability: torch.Tensor,
+    threshold: float,
+    save_prob: bool,
+    overlay: bool,
+    gt_dir: str | os.PathLike | None,
+) -> None:
+    """Write one image's binary outputs: the 0/255 mask, optionally (H,W) float32 probabilities and the overlay."""
+    from .data.io import find_file, read_mask, write_mask_png
+
+    prob = probability_at_size(probability, *image.shape[:2])
+    mask = BINARY.to_mask(prob, threshold)
+    write_mask_png(output / f"{name}.png", mask)
+    if save_prob:
+        save_npy_atomic(output / f"{name}.prob.npy", prob.astype(np.float32))
+    if overlay:
+        from .visualize import save_overlay
+
+        gt = None
+        if gt_dir is not None and (gt_file := find_file(Path(gt_dir), name)) is not None:
+            gt = read_mask(gt_file).astype(bool)
+        save_overlay(output / f"{name}.overlay.png", image, mask, gt)
+
+
+def write_class_prediction(
+    output: Path,
+    name: str,
+    image: np.ndarray,
+    probability: torch.Tensor,
+    labels: LabelSet,
+    *,
+    save_prob: bool = False,
+    overlay: bool = False,
+    gt_file: Path | None = None,
+) -> np.ndarray:
+    """Write one image's K-class outputs; returns its (H,W) uint8 map of class values.
+
+    ``probability`` is the model's (K,S,S) for the (H,W,3) ``image``: resized to (H,W) per class, the map
+    is each pixel's most probable class (:meth:`LabelSet.to_mask`) in ``output/NAME.png`` (palette PNG);
+    ``save_prob`` writes the (K,H,W) float32 probabilities to ``NAME.prob.npy``, ``overlay`` the class
+    overlay (with ``gt_file``'s label map outlined when given) to ``NAME.overlay.png``.
+    """
+    if probability.ndim != 3 or probability.shape[0] != labels.num_classes:
+        raise GmsegError(
+            f"the model names {labels.num_classes} classes {list(labels.names)} but predicted probabilities of "
+            f"shape {tuple(probability.shape)} for {name}; expected ({labels.num_classes}, H, W)"
+        )
+    prob = class_probabilities_at_size(probability, *image.shape[:2])
+    values = labels.to_mask(prob)
+    write_label_map(output / f"{name}.png", values, labels)
+    if save_prob:
+        save_npy_atomic(output / f"{name}.prob.npy", prob.astype(np.float32))
+    if overlay:
+        from .evaluate import load_label_map
+        from .visualize import save_class_overlay
+
+        gt = load_label_map(gt_file, labels) if gt_file is not None else None
+        save_class_overlay(output / f"{name}.overlay.png", image, values, labels, gt)
+    return values
 
 
 #: ``precision`` values of :func:`make_predictor` / ``gmseg predict --precision``.
@@ -291,13 +392,14 @@ def predict_files(
 ) -> PredictionReport:
     """Predict every input image and write its mask (and optionally probabilities / overlay).
 
+    A model whose ``labels`` name more than two classes writes label maps (:func:`write_class_prediction`).
     ``precision``, ``channels_last`` and ``compile`` are the inference accelerations of
     :func:`make_predictor`, ``tta`` its mirror averaging; the defaults give exactly
     :meth:`GMS.predict_proba`'s numbers.
     """
     from tqdm.auto import tqdm
 
-    from .data.io import find_file, read_mask, write_mask_png
+    from .data.io import find_file
 
     files = collect_inputs(inputs)
     output = Path(output_dir)
@@ -308,7 +410,8 @@ def predict_files(
         model, torch_device, precision=precision, channels_last=channels_last, compile=compile, tta=tta
     )
     size = model.image_size
-    threshold = model.threshold
+    labels = getattr(model, "labels", BINARY)
+    threshold = model.threshold if labels.is_binary else None  # K classes: argmax, no threshold
     report = PredictionReport()
     started = time.perf_counter()
     bar = tqdm(total=len(files), desc="predict", unit="img", disable=not progress)
@@ -316,18 +419,13 @@ def predict_files(
         if names:
             probabilities = predict(batch)
             for name, image, probability in zip(names, images, probabilities):
-                prob = probability_at_size(probability, *image.shape[:2])
-                mask = BINARY.to_mask(prob, threshold)
-                write_mask_png(output / f"{name}.png", mask)
-                if save_prob:
-                    save_npy_atomic(output / f"{name}.prob.npy", prob.astype(np.float32))
-                if overlay:
-                    from .visualize import save_overlay
-
-                    gt = None
-                    if gt_dir is not None and (gt_file := find_file(Path(gt_dir), name)) is not None:
-                        gt = read_mask(gt_file).astype(bool)
-                    save_overlay(output / f"{name}.overlay.png", image, mask, gt)
+                if labels.is_binary:
+                    write_binary_prediction(output, name, image, probability, threshold, save_prob, overlay, gt_dir)
+                else:
+                    gt_file = find_file(Path(gt_dir), name) if overlay and gt_dir is not None else None
+                    write_class_prediction(
+                        output, name, image, probability, labels, save_prob=save_prob, overlay=overlay, gt_file=gt_file
+                    )
                 report.written.append(name)
         bar.update(len(chunk))
     bar.close()

@@ -1,5 +1,9 @@
 """Overlays, best/median/worst report grids and training curves.
 
+Binary masks are drawn as contours (prediction green, ground truth red). Label maps of more than two
+classes (:func:`class_overlay`) get one colour per class (:attr:`gmseg.labels.LabelSet.colours`): the
+prediction filled translucently, the ground truth outlined, and a legend naming the classes.
+
 Figures are drawn on :class:`matplotlib.figure.Figure` objects rendered by the Agg canvas directly,
 never through pyplot's global state, so this works on headless servers and from threads, and does
 not change the backend of a caller's interactive session.
@@ -17,12 +21,17 @@ import numpy as np
 from scipy import ndimage
 
 from gmseg.errors import GmsegError
+from gmseg.labels import BINARY, LabelSet
 
 #: contour colours: prediction green, ground truth red, coinciding contours yellow (green + red)
 PRED_COLOR = (0, 255, 0)
 GT_COLOR = (255, 0, 0)
 BOTH_COLOR = (255, 255, 0)
 LEGEND = "green: prediction   red: ground truth   yellow: both"
+#: what fill and outline mean in a multi-class overlay
+CLASS_LEGEND = "fill: prediction   outline: ground truth"
+#: opacity of a multi-class overlay's prediction fill: enough to tell the class, the anatomy stays visible
+FILL_ALPHA = 0.4
 
 
 def _contour(mask: np.ndarray, width: int) -> np.ndarray:
@@ -43,17 +52,23 @@ def _check_mask(mask: np.ndarray, shape: tuple[int, int], what: str) -> np.ndarr
     return arr.astype(bool)
 
 
+def _check_image(image: np.ndarray) -> np.ndarray:
+    """(H,W,3) uint8 (gray (H,W) is repeated): what every overlay draws on."""
+    img = np.asarray(image)
+    if img.ndim == 2:
+        img = np.repeat(img[..., None], 3, axis=2)
+    if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
+        raise ValueError(f"image must be (H,W,3) uint8, got {img.shape} {img.dtype}")
+    return img
+
+
 def overlay(image: np.ndarray, pred: np.ndarray, gt: np.ndarray | None = None) -> np.ndarray:
     """Draw the predicted (green) and true (red) contours on a copy of the image; yellow where both.
 
     Contours rather than filled masks keep the anatomy under the mask visible. Width is 1 px, 2 px
     for images of 512 px or more so the outline survives downscaling in a report.
     """
-    img = np.asarray(image)
-    if img.ndim == 2:
-        img = np.repeat(img[..., None], 3, axis=2)
-    if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
-        raise ValueError(f"image must be (H,W,3) uint8, got {img.shape} {img.dtype}")
+    img = _check_image(image)
     hw = img.shape[:2]
     width = 2 if min(hw) >= 512 else 1
     pc = _contour(_check_mask(pred, hw, "pred"), width)
@@ -70,6 +85,91 @@ def save_overlay(path: str | os.PathLike, image: np.ndarray, pred: np.ndarray, g
     from gmseg.data.io import write_image_png  # lazy: importing gmseg.data loads torch
 
     write_image_png(path, overlay(image, pred, gt))
+
+
+def _check_values(values: np.ndarray, shape: tuple[int, int], labels: LabelSet, what: str) -> np.ndarray:
+    """A label map of the image's shape holding declared class values only."""
+    arr = np.asarray(values)
+    if arr.shape != shape:
+        raise ValueError(f"{what} shape {arr.shape} does not match image {shape}")
+    labels.check_values(arr, what)
+    return arr
+
+
+def class_overlay(image: np.ndarray, pred: np.ndarray, labels: LabelSet, gt: np.ndarray | None = None) -> np.ndarray:
+    """Fill each predicted class in its colour (translucent) and outline each true class in its colour.
+
+    ``pred`` and ``gt`` are (H,W) label maps of class values; the background is left as it is. Contours
+    are 1 px wide, 2 px from 512 px on, as in :func:`overlay`.
+    """
+    img = _check_image(image)
+    hw = img.shape[:2]
+    colours = labels.colours.astype(np.float32)
+    p = _check_values(pred, hw, labels, "pred")
+    g = _check_values(gt, hw, labels, "gt") if gt is not None else None
+    width = 2 if min(hw) >= 512 else 1
+    out = img.astype(np.float32)
+    for index, value in enumerate(labels.values[1:], start=1):
+        fill = p == value
+        out[fill] = (1.0 - FILL_ALPHA) * out[fill] + FILL_ALPHA * colours[index]
+    out = np.clip(np.rint(out), 0, 255).astype(np.uint8)
+    if g is not None:
+        for index, value in enumerate(labels.values[1:], start=1):
+            out[_contour(g == value, width)] = labels.colours[index]
+    return out
+
+
+def _legend_handles(labels: LabelSet) -> list:
+    """One colour patch per foreground class, named as the dataset names it."""
+    from matplotlib.patches import Patch
+
+    colours = labels.colours / 255.0
+    return [
+        Patch(facecolor=colours[i], edgecolor="black", label=f"{name} ({value})")
+        for i, (name, value) in enumerate(zip(labels.names, labels.values))
+        if i > 0
+    ]
+
+
+def _add_class_legend(fig, labels: LabelSet, fontsize: float = 8, loc: str = "outside lower center") -> None:
+    """The class colours and what fill/outline mean, below the figure (or at ``loc``)."""
+    handles = _legend_handles(labels)
+    fig.legend(
+        handles=handles,
+        loc=loc,
+        ncols=min(len(handles), 4),
+        fontsize=fontsize,
+        title=CLASS_LEGEND,
+        title_fontsize=fontsize,
+        frameon=False,
+    )
+
+
+def legend_strip(labels: LabelSet, width: int) -> np.ndarray:
+    """An (h, width, 3) uint8 picture of the class legend, to stack under an overlay drawn pixel for pixel."""
+    rows = math.ceil((labels.num_classes - 1) / 4)
+    fig = _new_figure(width / 100, 0.3 + 0.22 * rows)
+    _add_class_legend(fig, labels, fontsize=7, loc="center")
+    fig.canvas.draw()
+    return np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
+
+
+def _pad_width(picture: np.ndarray, width: int) -> np.ndarray:
+    """White columns on the right up to ``width`` (a narrow image under a wider legend)."""
+    extra = width - picture.shape[1]
+    return np.pad(picture, ((0, 0), (0, extra), (0, 0)), constant_values=255) if extra > 0 else picture
+
+
+def save_class_overlay(
+    path: str | os.PathLike, image: np.ndarray, pred: np.ndarray, labels: LabelSet, gt: np.ndarray | None = None
+) -> None:
+    """Write :func:`class_overlay` at the image's own pixels with the class legend below, as a PNG, atomically."""
+    from gmseg.data.io import write_image_png  # lazy: importing gmseg.data loads torch
+
+    drawn = class_overlay(image, pred, labels, gt)
+    legend = legend_strip(labels, max(drawn.shape[1], 320))
+    width = max(drawn.shape[1], legend.shape[1])
+    write_image_png(path, np.ascontiguousarray(np.vstack([_pad_width(drawn, width), _pad_width(legend, width)])))
 
 
 def _new_figure(width_in: float, height_in: float):
@@ -108,8 +208,15 @@ def _pick_cases(dices: Sequence[float]) -> list[tuple[str, list[int]]]:
     return [(label, idx) for label, idx in rows if idx]
 
 
+def _resize_values(values: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """A label map of class values resized to ``size`` = (width, height), nearest: no value is invented."""
+    from PIL import Image
+
+    return np.asarray(Image.fromarray(np.ascontiguousarray(values, dtype=np.uint8)).resize(size, Image.NEAREST))
+
+
 def _shrink(
-    image: np.ndarray, pred: np.ndarray, gt: np.ndarray | None, max_side: int
+    image: np.ndarray, pred: np.ndarray, gt: np.ndarray | None, max_side: int, labels: LabelSet = BINARY
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """Downscale to the panel's pixel size *before* drawing contours.
 
@@ -125,14 +232,17 @@ def _shrink(
     from gmseg.data.resample import resize_image, resize_mask  # lazy: importing gmseg.data loads torch
 
     small = resize_image(img, size)
-    return small, resize_mask(pred, size), (resize_mask(gt, size) if gt is not None else None)
+    resize = resize_mask if labels.is_binary else _resize_values
+    return small, resize(pred, size), (resize(gt, size) if gt is not None else None)
 
 
-def report_grid(cases: list[dict], path: str | os.PathLike, title: str = "") -> Path:
+def report_grid(cases: list[dict], path: str | os.PathLike, title: str = "", labels: LabelSet = BINARY) -> Path:
     """Save a grid of overlays: best, median and worst 3 cases by Dice, one row each.
 
     Each case is a dict with ``name``, ``image`` (H,W,3 uint8), ``pred`` and ``gt`` (H,W bool) and
-    ``dice``. Looking at extremes, not a random sample, shows failure modes a mean hides.
+    ``dice``. Looking at extremes, not a random sample, shows failure modes a mean hides. With more than
+    two ``labels``, ``pred`` and ``gt`` are label maps of class values, drawn by :func:`class_overlay`
+    with a legend naming the classes; ``dice`` is whatever score ranks the cases (e.g. ``any_dice``).
     """
     if not cases:
         raise GmsegError("report_grid: no cases to draw")
@@ -154,8 +264,9 @@ def report_grid(cases: list[dict], path: str | os.PathLike, title: str = "") -> 
                 ax.axis("off")
                 continue
             case = cases[idx[c]]
-            image, pred, gt = _shrink(case["image"], case["pred"], case.get("gt"), int(panel_w * 100))
-            ax.imshow(overlay(image, pred, gt), interpolation="nearest")
+            image, pred, gt = _shrink(case["image"], case["pred"], case.get("gt"), int(panel_w * 100), labels)
+            drawn = overlay(image, pred, gt) if labels.is_binary else class_overlay(image, pred, labels, gt)
+            ax.imshow(drawn, interpolation="nearest")
             ax.set_title(f"{case['name']}  Dice {float(case['dice']):.2f}", fontsize=9)
             ax.set_xticks([])
             ax.set_yticks([])
@@ -163,7 +274,10 @@ def report_grid(cases: list[dict], path: str | os.PathLike, title: str = "") -> 
                 ax.set_ylabel(label, fontsize=12, fontweight="bold")
     if title:
         fig.suptitle(title)
-    fig.supxlabel(LEGEND, fontsize=9)
+    if labels.is_binary:
+        fig.supxlabel(LEGEND, fontsize=9)
+    else:
+        _add_class_legend(fig, labels, fontsize=9)
     return _save_figure(fig, Path(path))
 
 
