@@ -349,21 +349,18 @@ def test_class_overlay_fills_predictions_and_outlines_truths_in_class_colours(tm
             img.load()
 
 
-def test_the_stand_in_label_map_reader_and_writer_agree_with_the_data_layer(tmp_path: Path) -> None:
-    """The private fallbacks (used only while gmseg.data.io lacks its label-map functions) write and read the same."""
-    from gmseg.evaluate import _read_label_map_fallback, load_label_map
-    from gmseg.predict import _write_label_map_fallback, write_label_map
+def test_label_maps_round_trip_through_the_data_layer(tmp_path: Path) -> None:
+    """predict writes and evaluate reads label maps through gmseg.data.io: palette index = class value."""
+    from gmseg.evaluate import load_label_map
+    from gmseg.predict import write_label_map
 
     values = np.zeros((6, 7), np.uint8)
     values[1:3, 1:4], values[4:, 5:] = 2, 5
-    _write_label_map_fallback(tmp_path / "fallback.png", values, PREDICT_LABELS)
-    write_label_map(tmp_path / "layer.png", values, PREDICT_LABELS)
-    for name in ("fallback.png", "layer.png"):
-        with Image.open(tmp_path / name) as img:
-            assert img.mode == "P" and np.array_equal(np.asarray(img), values)
-        assert np.array_equal(_read_label_map_fallback(tmp_path / name, PREDICT_LABELS), values)
-        assert np.array_equal(load_label_map(tmp_path / name, PREDICT_LABELS), values)
+    write_label_map(tmp_path / "map.png", values, PREDICT_LABELS)
+    with Image.open(tmp_path / "map.png") as img:
+        assert img.mode == "P" and np.array_equal(np.asarray(img), values)
+    assert np.array_equal(load_label_map(tmp_path / "map.png", PREDICT_LABELS), values)
     save_gray(tmp_path / "gray.png", values)
-    assert np.array_equal(_read_label_map_fallback(tmp_path / "gray.png", PREDICT_LABELS), values)
+    assert np.array_equal(load_label_map(tmp_path / "gray.png", PREDICT_LABELS), values)
     with pytest.raises(ConfigError, match="not declared"):
         write_label_map(tmp_path / "bad.png", values + 1, PREDICT_LABELS)

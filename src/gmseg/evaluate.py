@@ -199,21 +199,10 @@ def _load_mask(path: Path, size: int | str, threshold: float | None) -> tuple[np
     return mask, reading
 
 
-def _read_label_map_fallback(path: Path, labels: LabelSet) -> np.ndarray:
-    """Stand-in for :func:`gmseg.data.io.read_label_map` until the data layer has it: palette index or gray value."""
-    from PIL import Image
-
-    with Image.open(path) as img:
-        arr = np.asarray(img if img.mode in ("P", "L") else img.convert("L"))
-    return arr.astype(np.uint8)
-
-
 def load_label_map(path: str | os.PathLike, labels: LabelSet) -> np.ndarray:
     """A file's (H, W) uint8 class values; a value that is no declared class is an error naming the file."""
-    try:
-        from gmseg.data.io import read_label_map
-    except ImportError:  # the data layer's reader is being added concurrently
-        read_label_map = _read_label_map_fallback
+    from gmseg.data.io import read_label_map  # lazy: importing gmseg.data loads torch
+
     values = read_label_map(Path(path), labels)
     labels.check_values(values, path)
     return values

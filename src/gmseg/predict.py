@@ -171,25 +171,10 @@ def save_npy_atomic(path: Path, array: np.ndarray) -> None:
     atomic_write(path, lambda stream: np.save(stream, array))
 
 
-def _write_label_map_fallback(path: Path, values: np.ndarray, labels: LabelSet) -> None:
-    """Stand-in for :func:`gmseg.data.io.write_label_map_png` until the data layer has it (same file)."""
-    from PIL import Image
-
-    from .fileio import atomic_write
-
-    palette = np.zeros((256, 3), dtype=np.uint8)
-    palette[list(labels.values)] = labels.colours
-    img = Image.fromarray(np.ascontiguousarray(values, dtype=np.uint8))
-    img.putpalette(palette.ravel().tolist())
-    atomic_write(path, lambda handle: img.save(handle, format="PNG"))
-
-
 def write_label_map(path: Path, values: np.ndarray, labels: LabelSet) -> None:
     """A label map as a palette PNG (index = class value, colour = the class's), through the data layer."""
-    try:
-        from .data.io import write_label_map_png
-    except ImportError:  # the data layer's writer is being added concurrently
-        write_label_map_png = _write_label_map_fallback
+    from .data.io import write_label_map_png
+
     labels.check_values(values, path)
     write_label_map_png(path, values, labels)
 
