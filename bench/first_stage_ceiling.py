@@ -67,7 +67,10 @@ def main() -> None:
     masks_dir = args.data / "masks"
     names = list(load_split(args.split)[args.stage]) if args.split else sorted(p.stem for p in masks_dir.iterdir())
     # Only the first stage and the mask <-> latent conventions are used; the mapping model stays untouched.
-    model = GMS(GMSConfig(image_size=args.size), first_stage_module=load_first_stage(args.vae, args.vae_config))
+    first_stage = load_first_stage(args.vae, args.vae_config)
+    width = first_stage.latent_channels  # the (unused) mapping only has to match the first stage's width
+    mapping = {**GMSConfig().mapping, "in_channels": width, "out_channels": width}
+    model = GMS(GMSConfig(image_size=args.size, mapping=mapping), first_stage_module=first_stage)
     model.eval()
     resize = build_transform(args.size)
     predictions = args.out / "predictions"

@@ -35,17 +35,18 @@ __all__ = ["BINARY", "CLASS_COLOURS", "DEFAULT_THRESHOLD", "LabelSet"]
 
 CLASS_COLOURS: tuple[tuple[int, int, int], ...] = (
     (0, 0, 0),
+    (255, 255, 255),
+    (255, 0, 0),
+    (0, 0, 255),
+    (0, 255, 0),
     (255, 255, 0),
     (0, 255, 255),
     (255, 0, 255),
-    (255, 255, 255),
-    (255, 0, 0),
-    (0, 255, 0),
-    (0, 0, 255),
 )
-"""One colour per class index: background black, then corners of the RGB cube ordered so that the first
-four are as far apart as four colours can be (a regular tetrahedron). Palette PNGs and overlays use them;
-GMS's colour coding encodes classes with the same colours. Eight classes at most."""
+"""One colour per class index: background black, then corners of the RGB cube. White and red first: the
+SD autoencoders keep brightness better than hue, and on BUSI training masks TAESD round-trips a
+white/red coding better than a yellow/cyan one (BENCHMARKS.md, "Multi-class"). Palette PNGs and overlays
+use them; GMS's colour coding encodes classes with the same colours. Eight classes at most."""
 
 DEFAULT_THRESHOLD = 0.5
 """A probability above this is foreground (the release's and every model folder's default)."""

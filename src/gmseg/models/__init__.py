@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import CheckpointError, ConfigError
+from ..labels import BINARY, LabelSet
 from .base import CLASS_KEY, WEIGHTS_NAME, SegmentationModel, count_trainable
 from .gms import GMS, GMSConfig, GMSOptions
 from .unet import UNet, UNetOptions, is_legacy_unet_folder, load_legacy_unet
@@ -50,9 +51,9 @@ def model_class(name: str) -> type[SegmentationModel]:
     return MODELS[name]
 
 
-def build_model(config: Any) -> SegmentationModel:
-    """A fresh model as the run config's ``model`` section describes it."""
-    return model_class(config.model.name).from_run_config(config)
+def build_model(config: Any, labels: LabelSet = BINARY) -> SegmentationModel:
+    """A fresh model as the run config's ``model`` section describes it, for the dataset's ``labels``."""
+    return model_class(config.model.name).from_run_config(config, labels)
 
 
 def stored_class(config: dict[str, Any], path: Path) -> type[SegmentationModel]:

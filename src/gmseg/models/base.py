@@ -2,15 +2,18 @@
 
 A model is an ``nn.Module`` with:
 
-* ``predict_proba(images)``: foreground probability (B, 1, H, W) for images in [-1, 1], no graph;
+* ``labels``: its classes (:class:`gmseg.labels.LabelSet`, binary by default);
+* ``predict_proba(images)``: foreground probability (B, 1, H, W) for images in [-1, 1], no graph; with
+  more than two classes the K class probabilities (B, K, H, W);
 * ``image_size`` and ``threshold``: the inference contract (square resize, binarisation);
 * ``trainable``: the sub-module the optimizer trains (GMS: the mapping; the U-Net: all of it), which the
   trainer hands to accelerate and passes back as ``net`` (possibly DDP-wrapped);
-* ``training_loss(image, mask, generator, net, autocast)``: ``{"loss", "loss_rec", "loss_dice"}``;
+* ``training_loss(image, mask, generator, net, autocast)``: ``{"loss", "loss_rec", "loss_dice"}``, the
+  mask being the label set's target (binary {0, 1}, else class indices);
 * ``validation_inputs(image)`` (cached once per run) and ``validation_probabilities(inputs, net, autocast)``;
 * a model folder: ``config.json`` naming its class (``_class_name``) + ``model.safetensors`` with the
   trainable weights; ``gmseg.models.load_model`` dispatches on the stored class;
-* ``from_run_config(config)``: the model built from a run config's ``model`` section (its own options
+* ``from_run_config(config, labels)``: the model built from a run config's ``model`` section (its own options
   dataclass, ``Options``, checked when the config is read).
 """
 
@@ -25,6 +28,7 @@ import torch
 from torch import nn
 
 from ..errors import CheckpointError
+from ..labels import BINARY, LabelSet
 
 WEIGHTS_NAME = "model.safetensors"
 CLASS_KEY = "_class_name"
@@ -37,6 +41,7 @@ class SegmentationModel(nn.Module):
 
     name: ClassVar[str]
     Options: ClassVar[type]
+    labels: LabelSet = BINARY
 
     @property
     def trainable(self) -> nn.Module:
@@ -51,7 +56,7 @@ class SegmentationModel(nn.Module):
         raise NotImplementedError
 
     @classmethod
-    def from_run_config(cls, config: Any) -> SegmentationModel:
+    def from_run_config(cls, config: Any, labels: LabelSet = BINARY) -> SegmentationModel:
         raise NotImplementedError
 
     def predict_proba(self, image: torch.Tensor) -> torch.Tensor:

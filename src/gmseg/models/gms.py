@@ -21,8 +21,10 @@ from torch import nn
 
 from ..errors import CheckpointError, ConfigError
 from ..first_stage import DEFAULT_VAE, FirstStage, FirstStageSource, identify_source, load_first_stage
+from ..labels import BINARY, LabelSet
 from ..mapping import LatentMappingModel
 from .base import CLASS_KEY, Autocast, SegmentationModel, resolve_folder, save_weights
+from .encodings import ENCODINGS, make_encoding
 
 FIRST_STAGE_DIR = "first_stage"
 
@@ -41,6 +43,9 @@ class GMSOptions:
     ch_mult: list[int] = field(default_factory=lambda: [1, 2, 4, 4])
     supervised_levels: list[str] = field(default_factory=lambda: ["level2", "level1", "out"])
     noise_probability: float = 0.5
+    # How a dataset with more than two classes enters the autoencoder (gmseg.models.encodings); binary
+    # datasets always use the release's encoding.
+    mask_encoding: str = "colour"
 
     def problems(self) -> list[str]:
         """Values that parse but make no sense, with the accepted range."""
@@ -53,6 +58,8 @@ class GMSOptions:
             found.append(f"model.noise_probability must be in [0, 1], got {self.noise_probability}")
         if len(self.supervised_levels) < 1:
             found.append("model.supervised_levels must name at least one level, e.g. [out]")
+        if self.mask_encoding not in ENCODINGS:
+            found.append(f"model.mask_encoding must be one of {list(ENCODINGS)}, got {self.mask_encoding!r}")
         return found
 
 
@@ -73,6 +80,9 @@ class GMSConfig:
     dice_weight: float = 1.0
     noise_probability: float = 0.5
     threshold: float = 0.5
+    # The classes (dataset.json "labels" form) and their encoding; None: binary, the release's encoding.
+    labels: dict[str, int] | None = None
+    mask_encoding: str = "colour"
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> GMSConfig:
@@ -113,13 +123,22 @@ class GMSConfig:
             value = getattr(self, key)
             if value is not None and not (isinstance(value, list) and all(isinstance(v, str) for v in value)):
                 problems.append(f"{key} must be a list of level names, got {value!r}")
+        if self.mask_encoding not in ENCODINGS:
+            problems.append(f"mask_encoding must be one of {list(ENCODINGS)}, got {self.mask_encoding!r}")
         if problems:
             raise ConfigError("invalid GMS config: " + "; ".join(problems))
+        self.label_set()  # a malformed labels dict fails here, with the label set's own message
+
+    def label_set(self) -> LabelSet:
+        return BINARY if self.labels is None else LabelSet.from_labels(self.labels)
 
     def to_dict(self) -> dict[str, Any]:
         from .. import __version__
 
-        return {CLASS_KEY: GMS.__name__, **asdict(self), "gmseg_version": __version__}
+        data = asdict(self)
+        if self.labels is None:  # a binary model's config.json stays as it always was
+            del data["labels"], data["mask_encoding"]
+        return {CLASS_KEY: GMS.__name__, **data, "gmseg_version": __version__}
 
 
 class GMS(SegmentationModel, PyTorchModelHubMixin, library_name="gmseg", tags=["medical-image-segmentation", "gms"]):
@@ -141,7 +160,9 @@ class GMS(SegmentationModel, PyTorchModelHubMixin, library_name="gmseg", tags=["
         elif first_stage_module.source is not None:
             self.gms_config.first_stage = first_stage_module.source.to_dict()
         self.first_stage = first_stage_module
-        check_widths(self.gms_config.mapping, first_stage_module)
+        self.labels = self.gms_config.label_set()
+        self.encoding = None if self.labels.is_binary else make_encoding(self.gms_config.mask_encoding, self.labels)
+        check_widths(self.gms_config.mapping, first_stage_module, self.out_channels_per_latent_channel)
         self.mapping = LatentMappingModel(**self.gms_config.mapping)
         supervised = self.gms_config.supervised_levels
         if not supervised or set(supervised) - set(self.mapping.level_names):
@@ -152,19 +173,27 @@ class GMS(SegmentationModel, PyTorchModelHubMixin, library_name="gmseg", tags=["
             raise ConfigError(f"dice_levels {self.dice_levels} must be a subset of supervised_levels {supervised}")
         from monai.losses import DiceLoss
 
-        self.dice_loss = DiceLoss()
+        # Multi-class: Dice over the foreground classes of the softmax-like class probabilities.
+        self.dice_loss = DiceLoss() if self.encoding is None else DiceLoss(include_background=False, to_onehot_y=True)
+
+    @property
+    def out_channels_per_latent_channel(self) -> int:
+        """1, or K - 1 for the one-vs-rest encoding (one mask latent per foreground class)."""
+        return 1 if self.encoding is None else self.encoding.latent_channels(1)
 
     @classmethod
-    def from_run_config(cls, config: Any) -> GMS:
+    def from_run_config(cls, config: Any, labels: LabelSet = BINARY) -> GMS:
         """GMS as a run config describes it: the first stage from ``model.vae``, the mapping's widths from
-        the first stage's latent channels, the loss from the ``loss`` section."""
+        the first stage's latent channels (and the mask encoding, for ``labels`` of more than two
+        classes), the loss from the ``loss`` section."""
         options, loss = config.model, config.loss
         first_stage = load_first_stage(options.vae, options.vae_config)
         channels = int(getattr(first_stage, "latent_channels", 4))
+        encoding = None if labels.is_binary else make_encoding(options.mask_encoding, labels)
         gms_config = GMSConfig(
             mapping={
                 "in_channels": channels,
-                "out_channels": channels,
+                "out_channels": channels if encoding is None else encoding.latent_channels(channels),
                 "ch": options.ch,
                 "ch_mult": list(options.ch_mult),
             },
@@ -174,6 +203,8 @@ class GMS(SegmentationModel, PyTorchModelHubMixin, library_name="gmseg", tags=["
             dice_weight=loss.dice_weight,
             dice_levels=None if loss.dice_levels is None else list(loss.dice_levels),
             noise_probability=options.noise_probability,
+            labels=None if labels.is_binary else labels.to_labels(),
+            mask_encoding=options.mask_encoding,
         )
         return cls(gms_config, first_stage_module=first_stage)
 
@@ -202,8 +233,11 @@ class GMS(SegmentationModel, PyTorchModelHubMixin, library_name="gmseg", tags=["
             return self.first_stage.encode(image)
 
     def encode_mask(self, mask: torch.Tensor) -> torch.Tensor:
-        """A {0,1} mask enters the autoencoder as three equal channels in [-1, 1], as in the release."""
+        """A {0,1} mask enters the autoencoder as three equal channels in [-1, 1], as in the release; a
+        class-index mask goes through the model's mask encoding."""
         with torch.no_grad():
+            if self.encoding is not None:
+                return self.encoding.encode(self.first_stage, mask)
             return self.first_stage.encode(mask_to_image(mask))[0]
 
     def encode_pair(
@@ -214,18 +248,24 @@ class GMS(SegmentationModel, PyTorchModelHubMixin, library_name="gmseg", tags=["
         Image and mask go through the encoder as one batch: per-sample arithmetic (convolutions,
         per-sample GroupNorm), one call instead of two.
         """
+        if self.encoding is not None:
+            mean, logvar = self.encode(image)
+            return mean, logvar, self.encode_mask(mask)
         with torch.no_grad():
             means, logvars = self.first_stage.encode(torch.cat([image, mask_to_image(mask)]))
         image_mean, mask_latent = means.chunk(2)
         return image_mean, None if logvars is None else logvars.chunk(2)[0], mask_latent
 
     def latent_to_probability(self, latent: torch.Tensor) -> torch.Tensor:
-        """Decode a mask latent to a foreground probability: mean over RGB, mapped to [0, 1]."""
+        """Decode a mask latent to a foreground probability (B, 1, H, W): mean over RGB, mapped to [0, 1];
+        with more than two classes, to the K class probabilities (B, K, H, W) of the mask encoding."""
+        if self.encoding is not None:
+            return self.encoding.probabilities(self.first_stage, latent)
         decoded = self.first_stage.decode(latent)
         return torch.clamp((decoded.mean(dim=1, keepdim=True) + 1.0) / 2.0, 0.0, 1.0)
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
-        """Foreground probability (B, 1, H, W) for images in [-1, 1]."""
+        """Foreground probability (B, 1, H, W), or K class probabilities (B, K, H, W), for images in [-1, 1]."""
         latent, _ = self.encode(image)
         return self.map_to_probability(latent)
 
@@ -376,11 +416,14 @@ def mask_to_image(mask: torch.Tensor) -> torch.Tensor:
     return (2.0 * mask - 1.0).expand(-1, 3, -1, -1)
 
 
-def check_widths(mapping: dict[str, Any], first_stage: FirstStage) -> None:
-    """A mapping trained on one latent width cannot read another first stage's latents: say so by name."""
+def check_widths(mapping: dict[str, Any], first_stage: FirstStage, out_factor: int = 1) -> None:
+    """A mapping trained on one latent width cannot read another first stage's latents: say so by name.
+    ``out_factor``: mask latents per image (K - 1 for the one-vs-rest encoding)."""
     width = getattr(first_stage, "latent_channels", None)
     wanted = {key: mapping.get(key, 4) for key in ("in_channels", "out_channels")}
-    if width is not None and any(int(value) != int(width) for value in wanted.values()):
+    if width is not None and (
+        int(wanted["in_channels"]) != int(width) or int(wanted["out_channels"]) != int(width) * out_factor
+    ):
         raise ConfigError(
             f"the mapping model expects {wanted['in_channels']}-channel latents (in_channels="
             f"{wanted['in_channels']}, out_channels={wanted['out_channels']}) but the first stage "

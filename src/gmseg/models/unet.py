@@ -1,4 +1,5 @@
-"""A discriminative baseline for GMS: MONAI's residual U-Net on pixels, Dice + BCE (``model.name: unet``).
+"""A discriminative baseline for GMS: MONAI's residual U-Net on pixels, Dice + BCE (``model.name: unet``);
+with K > 2 classes, K output channels, softmax, Dice (foreground classes) + cross-entropy.
 
 It is trained by the same trainer as GMS (same split, augmentation, input normalisation, lr schedule,
 model selection and logs), predicted and scored by the same verbs, so a comparison differs only in the
@@ -24,6 +25,7 @@ from huggingface_hub import PyTorchModelHubMixin
 from torch import nn
 
 from ..errors import CheckpointError, ConfigError
+from ..labels import BINARY, LabelSet
 from .base import CLASS_KEY, Autocast, SegmentationModel, load_weights, save_weights
 
 DEFAULT_CHANNELS: tuple[int, ...] = (16, 32, 64, 128, 256)
@@ -51,8 +53,11 @@ class UNetOptions:
         return found
 
 
-def unet_arguments(channels: Sequence[int], image_size: int, num_res_units: int = 2) -> dict[str, Any]:
-    """The model folder's config: ``monai.networks.nets.UNet`` keyword arguments + the inference facts."""
+def unet_arguments(
+    channels: Sequence[int], image_size: int, num_res_units: int = 2, labels: LabelSet = BINARY
+) -> dict[str, Any]:
+    """The model folder's config: ``monai.networks.nets.UNet`` keyword arguments + the inference facts
+    (+ ``labels`` for more than two classes; a binary config is what it always was)."""
     channels = [int(c) for c in channels]
     if len(channels) < 2 or any(c < 1 for c in channels):
         raise ConfigError(f"U-Net channels must be at least two positive integers, e.g. 16,32,64; got {channels}")
@@ -62,11 +67,11 @@ def unet_arguments(channels: Sequence[int], image_size: int, num_res_units: int 
             f"data.image_size {image_size} must be divisible by 2^{levels} = {2**levels} for a U-Net with "
             f"{len(channels)} channel levels; use fewer channel levels or another image size."
         )
-    return {
+    config: dict[str, Any] = {
         "unet": {
             "spatial_dims": 2,
             "in_channels": 3,
-            "out_channels": 1,
+            "out_channels": 1 if labels.is_binary else labels.num_classes,
             "channels": channels,
             "strides": [2] * levels,
             "kernel_size": 3,
@@ -83,6 +88,10 @@ def unet_arguments(channels: Sequence[int], image_size: int, num_res_units: int 
         "output": "one logit per pixel; foreground = sigmoid > threshold",
         "threshold": THRESHOLD,
     }
+    if not labels.is_binary:
+        config["output"] = "one logit per class and pixel; class = argmax of the softmax"
+        config["labels"] = labels.to_labels()
+    return config
 
 
 def build_unet(config: dict[str, Any]) -> nn.Module:
@@ -114,14 +123,30 @@ class UNet(SegmentationModel, PyTorchModelHubMixin, library_name="gmseg", tags=[
         super().__init__()
         self.unet_config = check_unet_config(config or unet_arguments(DEFAULT_CHANNELS, 224), "the U-Net config")
         self.net = build_unet(self.unet_config)
+        labels = self.unet_config.get("labels")
+        self.labels = BINARY if labels is None else LabelSet.from_labels(labels)
+        if int(self.unet_config["unet"]["out_channels"]) != (1 if self.labels.is_binary else self.labels.num_classes):
+            raise CheckpointError(
+                f"the U-Net config has {self.unet_config['unet']['out_channels']} output channels but "
+                f"{self.labels.num_classes} classes {list(self.labels.names)}"
+            )
         from monai.losses import DiceLoss
 
-        self.dice_loss = DiceLoss(sigmoid=True)
+        self.dice_loss = (
+            DiceLoss(sigmoid=True)
+            if self.labels.is_binary
+            else DiceLoss(softmax=True, to_onehot_y=True, include_background=False)
+        )
 
     @classmethod
-    def from_run_config(cls, config: Any) -> UNet:
+    def from_run_config(cls, config: Any, labels: LabelSet = BINARY) -> UNet:
         options = config.model
-        return cls(unet_arguments(options.channels, config.data.image_size, options.num_res_units))
+        return cls(unet_arguments(options.channels, config.data.image_size, options.num_res_units, labels))
+
+    def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
+        """Foreground probability (sigmoid), or the K class probabilities (softmax over channels)."""
+        logits = logits.float()
+        return torch.sigmoid(logits) if self.labels.is_binary else torch.softmax(logits, dim=1)
 
     @property
     def trainable(self) -> nn.Module:
@@ -140,8 +165,8 @@ class UNet(SegmentationModel, PyTorchModelHubMixin, library_name="gmseg", tags=[
 
     @torch.no_grad()
     def predict_proba(self, image: torch.Tensor) -> torch.Tensor:
-        """Foreground probability (B, 1, H, W) for images in [-1, 1]."""
-        return torch.sigmoid(self.net(image).float())
+        """Foreground probability (B, 1, H, W), or K class probabilities (B, K, H, W), for images in [-1, 1]."""
+        return self.probabilities(self.net(image))
 
     def training_loss(
         self,
@@ -156,7 +181,10 @@ class UNet(SegmentationModel, PyTorchModelHubMixin, library_name="gmseg", tags=[
         with autocast():
             logits = (net or self.net)(image)
         logits = logits.float()
-        bce = F.binary_cross_entropy_with_logits(logits, mask)
+        if self.labels.is_binary:
+            bce = F.binary_cross_entropy_with_logits(logits, mask)
+        else:  # the mask holds class indices
+            bce = F.cross_entropy(logits, mask[:, 0].round().long())
         dice = self.dice_loss(logits, mask)
         return {"loss": bce + dice, "loss_rec": bce, "loss_dice": dice}
 
@@ -165,7 +193,7 @@ class UNet(SegmentationModel, PyTorchModelHubMixin, library_name="gmseg", tags=[
     ) -> torch.Tensor:
         with autocast():
             logits = (net or self.net)(inputs)
-        return torch.sigmoid(logits.float())
+        return self.probabilities(logits)
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "channels": self.unet_config["unet"]["channels"]}

@@ -51,7 +51,8 @@ class TrainingDivergedError(GmsegError):
 
 
 def make_dataset(config: Config, names: list[str], augment: bool) -> Any:
-    from ..data.dataset import SegmentationDataset
+    """The run's images and targets (the classes of the dataset's dataset.json; binary without one)."""
+    from ..data.dataset import SegmentationDataset, dataset_labels
     from ..data.transforms import build_transform
 
     transform = build_transform(config.data.image_size, config.data.augmentations if augment else None)
@@ -59,6 +60,7 @@ def make_dataset(config: Config, names: list[str], augment: bool) -> Any:
         config.data.root,
         names,
         transform=transform,
+        labels=dataset_labels(config.data.root),
         mask_threshold=config.data.mask_threshold,
         augmentation_seed=config.train.seed if augment else None,
     )
@@ -76,6 +78,34 @@ def resolve_split(config: Config) -> dict[str, list[str]]:
         )
     split = load_split(split_path)
     return with_validation(split, config.data.val_fraction, config.train.seed, config.data.protocol)
+
+
+def binary_scores(prediction: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-image Dice and IoU of {0, 1} masks (B, 1, H, W); both empty scores 1."""
+    from monai.metrics import compute_dice, compute_iou
+
+    dice = compute_dice(prediction, mask, include_background=True, ignore_empty=False).view(-1)
+    iou = compute_iou(prediction, mask, include_background=True, ignore_empty=False).view(-1)
+    return dice, iou
+
+
+def class_scores(prediction: torch.Tensor, target: torch.Tensor, classes: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-image Dice and IoU of class-index maps (B, 1, H, W), averaged over the foreground classes
+    present in the truth or the prediction (1 when neither holds any)."""
+    from monai.networks.utils import one_hot
+
+    pred = one_hot(prediction.long(), classes)[:, 1:].flatten(2)
+    true = one_hot(target.round().long(), classes)[:, 1:].flatten(2)
+    overlap, total = (pred * true).sum(-1), pred.sum(-1) + true.sum(-1)
+    present = total > 0
+    dice = torch.where(present, 2 * overlap / total.clamp_min(1), torch.zeros_like(total))
+    iou = torch.where(present, overlap / (total - overlap).clamp_min(1), torch.zeros_like(total))
+    count = present.sum(-1)
+
+    def mean(values: torch.Tensor) -> torch.Tensor:
+        return torch.where(count > 0, values.sum(-1) / count.clamp_min(1), torch.ones_like(count, dtype=values.dtype))
+
+    return mean(dice), mean(iou)
 
 
 class Trainer:
@@ -128,7 +158,7 @@ class Trainer:
     def setup(self) -> None:
         """Build everything (and restore the checkpoint on resume) before writing anything to the run
         folder, so a run that fails here leaves a resumed folder as it was and creates no fresh one."""
-        from ..data.dataset import check_dataset
+        from ..data.dataset import check_dataset, dataset_labels
         from ..data.splits import load_split, save_split
         from ..models import build_model
 
@@ -143,7 +173,7 @@ class Trainer:
         check_dataset(config.data.root, sorted(set(self.split["train"]) | set(self.split.get("val", []))))
 
         torch.manual_seed(config.train.seed)
-        self.model = build_model(config).to(accelerator.device)
+        self.model = build_model(config, dataset_labels(config.data.root)).to(accelerator.device)
         self.check_model()
         if config.train.channels_last:
             self.model.to(memory_format=torch.channels_last)
@@ -244,17 +274,19 @@ class Trainer:
 
     @torch.no_grad()
     def validate(self) -> tuple[float, float]:
-        """Mean per-image Dice and IoU (threshold 0.5; an empty mask predicted empty scores 1)."""
+        """Mean per-image Dice and IoU (threshold 0.5; an empty mask predicted empty scores 1). With more
+        than two classes, an image's score is the mean over the foreground classes in its truth or its
+        prediction (1 when there are none)."""
         from accelerate.utils import gather_object
-        from monai.metrics import compute_dice, compute_iou
 
         self.net.eval()
         scores: list[tuple[str, float, float]] = []
         for names, inputs, mask in self.val_cache:
             probability = self.model.validation_probabilities(inputs, self.net, self.accelerator.autocast)
-            prediction = BINARY.to_mask(probability, self.model.threshold).float()
-            dice = compute_dice(prediction, mask, include_background=True, ignore_empty=False).view(-1)
-            iou = compute_iou(prediction, mask, include_background=True, ignore_empty=False).view(-1)
+            if self.model.labels.is_binary:
+                dice, iou = binary_scores(BINARY.to_mask(probability, self.model.threshold).float(), mask)
+            else:
+                dice, iou = class_scores(probability.argmax(dim=1, keepdim=True), mask, probability.shape[1])
             scores += zip(names, dice.tolist(), iou.tolist())
         self.net.train()
         # Shards are padded to equal length across processes: de-duplicate by name.

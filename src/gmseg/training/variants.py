@@ -106,7 +106,7 @@ class CachedLatentTrainer(Trainer):
                 if image_logvar is not None:
                     entry["logvar"] = image_logvar
                 if self.options.cached_full_loss:
-                    entry["pixels"] = (batch["mask"] > 0.5).to(torch.uint8)
+                    entry["pixels"] = batch["mask"].round().to(torch.uint8)  # {0, 1} or class indices
                 cache.append(entry)
                 bar.update(len(batch["image"]))
         bar.close()
