@@ -279,14 +279,22 @@ def _dataset_json(out: Path) -> dict:
     return json.loads((out / "dataset.json").read_text())
 
 
-def _busi_raw(tmp_path: Path) -> tuple[Path, list[str]]:
-    """Kaggle's Dataset_BUSI_with_GT layout from a few shared BUSI files: two train and two test cases."""
+def _busi_raw(tmp_path: Path, release_layout: bool = False) -> tuple[Path, list[str]]:
+    """Kaggle's Dataset_BUSI_with_GT layout (or, ``release_layout``, the GMS release's images/ + masks/
+    with <class>_<k>.png names) from a few shared BUSI files: two train and two test cases."""
     busi = need(BUSI / "images")
     split = _split_names(need(BUSI / "busi_train_test_names.pkl"))
     chosen = []
     for stage in ("train", "test"):
         for cls in ("benign", "malignant"):
             chosen.append(next(n for n in split[stage] if n.startswith(cls)))
+    if release_layout:
+        raw = tmp_path / "busi-release"
+        for sub in ("images", "masks"):
+            (raw / sub).mkdir(parents=True)
+            for name in chosen:
+                shutil.copy(BUSI / sub / f"{name}.png", raw / sub / f"{name}.png")
+        return raw, chosen
     raw = tmp_path / "archive" / "Dataset_BUSI_with_GT"
     for name in chosen:
         cls, k = name.split("_")
@@ -296,8 +304,9 @@ def _busi_raw(tmp_path: Path) -> tuple[Path, list[str]]:
     return raw, chosen
 
 
-def test_prepare_busi_pathology_labels_benign_1_malignant_2(tmp_path: Path, capsys) -> None:
-    raw, chosen = _busi_raw(tmp_path)
+@pytest.mark.parametrize("release_layout", [False, True], ids=["kaggle-download", "gms-release-layout"])
+def test_prepare_busi_pathology_labels_benign_1_malignant_2(tmp_path: Path, capsys, release_layout) -> None:
+    raw, chosen = _busi_raw(tmp_path, release_layout)
     out = tmp_path / "busi3"
     pkl = BUSI / "busi_train_test_names.pkl"
     assert (

@@ -199,3 +199,26 @@ def test_a_binary_model_folder_records_no_labels(tmp_path, tiny_vae_dir):
     stored = json.loads((tmp_path / "m" / "config.json").read_text())
     assert "labels" not in stored and "mask_encoding" not in stored
     assert load_model(tmp_path / "m").labels.is_binary
+
+
+def test_train_test_and_predict_a_three_class_unet_from_the_command_line(three_class_data, tmp_path):
+    from gmseg.cli import main
+
+    run = tmp_path / "run"
+    argv = ["train", "--config", "busi", "--set", f"data.root={three_class_data}", "--set", "data.split=null"]
+    argv += ["--run-dir", str(run), "--no-progress", "--set", "data.augmentations=[hflip]"]
+    argv += ["--set", "model.name=unet", "--set", "trainer.name=default", "--set", "model.channels=[8,16,32]"]
+    argv += ["--set", "data.image_size=64", "--set", "train.epochs=2", "--set", "train.warmup_epochs=0"]
+    assert main(argv) == 0
+    out = tmp_path / "test"
+    assert main(["test", "--model", str(run), "--data", str(three_class_data), "--out", str(out)]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert {"dice_benign", "dice_malignant", "any_dice"} <= set(summary["metrics"])
+    assert summary["metrics"]["dice_benign"]["n"] == 2 and (out / "report.png").is_file()
+    header = (out / "metrics.csv").read_text().splitlines()[0].split(",")
+    assert {"dice_benign", "dice_malignant", "hd95_malignant", "any_dice"} <= set(header)
+    predicted = tmp_path / "predicted"
+    argv = ["predict", "--model", str(run), "--input", str(three_class_data / "images"), "--output", str(predicted)]
+    assert main(argv) == 0
+    label_map = Image.open(predicted / "case00.png")
+    assert label_map.mode == "P" and set(np.unique(np.asarray(label_map))) <= {0, 1, 2}

@@ -76,7 +76,8 @@ def standard_error(stats: dict[str, float | int]) -> float:
 def _row(dataset: str, stage: str, summary: dict) -> dict[str, Any]:
     row: dict[str, Any] = {"dataset": dataset, "stage": stage, "n_images": summary["counts"]["n_images"]}
     for key in TABLE_METRICS:
-        stats = summary["metrics"][key]
+        # A multi-class summary has per-class keys; the table shows its lesion-vs-background scores.
+        stats = summary["metrics"].get(key) or summary["metrics"][f"any_{key}"]
         row[key] = {"mean": stats["mean"], "se": standard_error(stats), "n": stats["n"]}
     return row
 

@@ -129,9 +129,9 @@ def run_test(
     return result
 
 
-def extreme_rows(rows: list[dict], per_group: int = 3) -> list[dict]:
-    """Worst, median and best rows by Dice, so only those images are read for the report."""
-    ranked = sorted(rows, key=lambda r: float(r["dice"]) if np.isfinite(r["dice"]) else -1.0)
+def extreme_rows(rows: list[dict], per_group: int = 3, key: str = "dice") -> list[dict]:
+    """Worst, median and best rows by Dice (``key``), so only those images are read for the report."""
+    ranked = sorted(rows, key=lambda r: float(r[key]) if np.isfinite(r[key]) else -1.0)
     middle = max(0, len(ranked) // 2 - per_group // 2)
     picked = {id(r): r for r in ranked[:per_group] + ranked[middle : middle + per_group] + ranked[-per_group:]}
     return list(picked.values())
@@ -139,21 +139,28 @@ def extreme_rows(rows: list[dict], per_group: int = 3) -> list[dict]:
 
 def write_report(result: EvaluationResult, images_dir: Path, predictions: Path, data_dir: Path, path: Path) -> Path:
     """The best, median and worst cases as overlays: where a person would rather look than read."""
-    from .data.io import find_file, read_image, read_mask
+    from .data.io import find_file, read_image, read_label_map, read_mask
     from .visualize import report_grid
 
+    labels = result.labels
+    # Multi-class: cases ranked and titled by the lesion-vs-background Dice (all classes merged).
+    key = "dice" if labels.is_binary else "any_dice"
     mask_dir = data_dir / "masks" if (data_dir / "masks").is_dir() else data_dir
     cases = []
-    for row in extreme_rows(result.rows):
+    for row in extreme_rows(result.rows, key=key):
         name = row["name"]
         image_file, gt_file = find_file(images_dir, name), find_file(mask_dir, name)
         if image_file is None or gt_file is None:
             continue
         image = read_image(image_file)
-        pred, gt = read_mask(predictions / f"{name}.png").astype(bool), read_mask(gt_file).astype(bool)
+        if labels.is_binary:
+            pred, gt = read_mask(predictions / f"{name}.png").astype(bool), read_mask(gt_file).astype(bool)
+        else:
+            pred, gt = read_label_map(predictions / f"{name}.png", labels), read_label_map(gt_file, labels)
         if pred.shape != image.shape[:2] or gt.shape != image.shape[:2]:
             continue  # drawn only when all three line up; the metrics already reported the mismatch
-        dice = float(row["dice"]) if np.isfinite(row["dice"]) else 0.0
+        dice = float(row[key]) if np.isfinite(row[key]) else 0.0
         cases.append({"name": name, "image": image, "pred": pred, "gt": gt, "dice": dice})
-    title = f"Dice mean {result.summary['metrics']['dice']['mean']:.3f} over {len(result.rows)} images"
-    return report_grid(cases, path, title=title)
+    what = "Dice" if labels.is_binary else "lesion Dice (classes merged)"
+    title = f"{what} mean {result.summary['metrics'][key]['mean']:.3f} over {len(result.rows)} images"
+    return report_grid(cases, path, title=title, labels=labels)

@@ -220,6 +220,8 @@ def _collect_busi(raw: Path, exclude: Path | None, unmatched: list[str]) -> list
         if root is not None:
             break
     if root is None:
+        if (raw / "images").is_dir() and (raw / "masks").is_dir():
+            return _collect_busi_release(raw, exclude, unmatched)
         raise _layout_error("BUSI", raw, _BUSI_LAYOUT)
     images: dict[str, Path] = {}
     masks: dict[str, list[tuple[int, Path]]] = {}
@@ -249,6 +251,18 @@ def _collect_busi(raw: Path, exclude: Path | None, unmatched: list[str]) -> list
         else:
             pairs.append(_Pair(name, images[name], [p for _, p in sorted(masks[name])]))
     return pairs
+
+
+def _collect_busi_release(raw: Path, exclude: Path | None, unmatched: list[str]) -> list[_Pair]:
+    """BUSI as the GMS release names it: images/<class>_<k>.png with masks/<class>_<k>.png (lesions merged)."""
+
+    def key(path: Path) -> str | None:
+        stem = _stem(path).lower()
+        return stem if re.fullmatch(r"(benign|malignant)_\d+", stem) else None
+
+    images = _index(_walk_files(raw / "images", exclude), key, unmatched)
+    masks = _index(_walk_files(raw / "masks", exclude), key, unmatched)
+    return _pair(images, masks, unmatched)
 
 
 def _collect_bus(raw: Path, exclude: Path | None, unmatched: list[str]) -> list[_Pair]:

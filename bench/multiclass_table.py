@@ -1,0 +1,144 @@
+"""Gather the multi-class BUSI study (bench/multiclass.sh) into one table.
+
+Per model: Dice of each lesion class (benign, malignant) and of the lesion against the background (all
+lesion labels merged) on the 130 test images, the binary model's Dice at the same scale beside it (from
+bench/cross_domain.sh), best validation Dice, training minutes, and whether each image's majority predicted
+lesion label matches its pathology (accuracy and confusion matrix). Writes OUT/table.json and OUT/table.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+from pathlib import Path
+
+MODELS = {
+    "gms-colour": ("GMS-TAESD, colour coding", "gms-busi"),
+    "gms-one_vs_rest": ("GMS-TAESD, one-vs-rest", "gms-busi"),
+    "unet": ("U-Net (3 outputs)", "unet-busi"),
+}
+PATHOLOGY = {1: "benign", 2: "malignant"}
+
+
+def mean_se(stats: dict) -> tuple[float, float]:
+    n = int(stats["n"])
+    return 100 * float(stats["mean"]), (100 * float(stats["std"]) / math.sqrt(n) if n > 1 else math.nan)
+
+
+def class_dice(rows: list[dict], name: str) -> tuple[float, float]:
+    """Dice of class ``name`` over the images whose truth holds it (mean, SE, %): an image without the class
+    would score 1 by the both-empty convention and hide how the class itself is segmented."""
+    values = [float(r[f"dice_{name}"]) for r in rows if float(r[f"true_area_{name}"]) > 0]
+    mean = 100 * sum(values) / len(values)
+    sd = math.sqrt(sum((100 * v - mean) ** 2 for v in values) / (len(values) - 1))
+    return mean, sd / math.sqrt(len(values))
+
+
+def log_facts(run: Path) -> tuple[float | None, float | None]:
+    """(best validation Dice, training minutes) from the run's train_log.csv."""
+    log = run / "train_log.csv"
+    if not log.is_file():
+        return None, None
+    with log.open() as handle:
+        rows = list(csv.DictReader(handle))
+    return max(float(r["val_dice"]) for r in rows), sum(float(r["seconds"]) for r in rows) / 60
+
+
+def pathology_confusion(predictions: Path, data: Path, names: list[str]) -> dict:
+    """Truth (the image's lesion label) x prediction (majority lesion label of the predicted pixels, or none)."""
+    from gmseg.data.dataset import dataset_labels
+    from gmseg.data.io import find_file, read_label_map
+
+    labels = dataset_labels(data)
+    matrix = {t: {p: 0 for p in ("benign", "malignant", "none")} for t in PATHOLOGY.values()}
+    for name in names:
+        truth = read_label_map(find_file(data / "masks", name), labels)
+        predicted = read_label_map(predictions / f"{name}.png", labels)
+        present = [v for v in PATHOLOGY if (truth == v).any()]
+        if len(present) != 1:
+            continue  # no lesion or both kinds: no single pathology to match
+        counts = {v: int((predicted == v).sum()) for v in PATHOLOGY}
+        guess = "none" if not any(counts.values()) else PATHOLOGY[max(counts, key=counts.get)]
+        matrix[PATHOLOGY[present[0]]][guess] += 1
+    total = sum(sum(row.values()) for row in matrix.values())
+    correct = sum(matrix[t][t] for t in matrix)
+    return {"matrix": matrix, "n": total, "accuracy": correct / total if total else math.nan}
+
+
+def gather(out: Path, binary: Path) -> dict:
+    table = {}
+    data = out / "data" / "busi3"
+    for key, (label, binary_part) in MODELS.items():
+        summary_file = out / key / "test" / "summary.json"
+        if not summary_file.is_file():
+            continue
+        metrics = json.loads(summary_file.read_text())["metrics"]
+        with (out / key / "test" / "metrics.csv").open() as handle:
+            rows = list(csv.DictReader(handle))
+        names = [r["name"] for r in rows]
+        row = {
+            "benign": class_dice(rows, "benign"),
+            "malignant": class_dice(rows, "malignant"),
+            "lesion": mean_se(metrics["any_dice"]),
+            "pathology": pathology_confusion(out / key / "test" / "predictions", data, names),
+        }
+        row["val_best"], row["minutes"] = log_facts(out / key / "run")
+        binary_summary = binary / binary_part / "generalization" / "busi" / "test" / "summary.json"
+        if binary_summary.is_file():
+            row["binary_lesion"] = mean_se(json.loads(binary_summary.read_text())["metrics"]["dice"])
+        table[label] = row
+    return table
+
+
+def cell(pair: tuple[float, float] | None) -> str:
+    return "" if pair is None else f"{pair[0]:.2f} ± {pair[1]:.2f}"
+
+
+def markdown(table: dict) -> str:
+    lines = [
+        "| model | benign Dice | malignant Dice | lesion Dice (3-class) | lesion Dice (binary model) "
+        "| pathology accuracy (n) | val best | training min |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for label, row in table.items():
+        p = row["pathology"]
+        val = "" if row["val_best"] is None else f"{row['val_best']:.3f}"
+        minutes = "" if row["minutes"] is None else f"{row['minutes']:.1f}"
+        lines.append(
+            f"| {label} | {cell(row['benign'])} | {cell(row['malignant'])} | {cell(row['lesion'])} "
+            f"| {cell(row.get('binary_lesion'))} | {100 * p['accuracy']:.1f} % ({p['n']}) | {val} | {minutes} |"
+        )
+    lines += ["", "Confusion (rows: pathology; columns: majority predicted lesion label):", ""]
+    lines += [
+        "| model | benign→benign | benign→malignant | benign→none | malignant→benign | malignant→malignant "
+        "| malignant→none |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for label, row in table.items():
+        m = row["pathology"]["matrix"]
+        cells = [m[t][p] for t in ("benign", "malignant") for p in ("benign", "malignant", "none")]
+        lines.append(f"| {label} | " + " | ".join(str(c) for c in cells) + " |")
+    lines += [
+        "",
+        "Dice ± standard error (%), per image at its native size; a class's Dice over the test images holding "
+        "it; binary models from bench/cross_domain.sh.",
+    ]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--binary", type=Path, required=True, help="the cross-domain study's folder, same scale")
+    args = parser.parse_args()
+    table = gather(args.out, args.binary)
+    (args.out / "table.json").write_text(json.dumps(table, indent=2, default=float) + "\n")
+    text = markdown(table)
+    (args.out / "table.md").write_text(text + "\n")
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
