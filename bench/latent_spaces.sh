@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# Which latent space segments best (issue #21): GMS trained on BUSI with each tiny autoencoder under the
+# budget and schedule of bench/configs/busi-taesd-cpu.yaml (selection on validation), tested on BUSI's test
+# split and cross-domain on BUS (its 31 test images and all 163); the 16-channel spaces also with a mapping
+# twice as wide (model.ch 64). Resumable: each part leaves a `done` file; a training resumes from its last
+# checkpoint. The TAESD part is the cross-domain study's GMS-BUSI training (bench/cross_domain.sh, same
+# config): one run serves both tables.
+#
+#   bash bench/latent_spaces.sh                         # every part (~107 min each on 2 cores)
+#   PARTS="taesd3 taesd3-ch64" bash bench/latent_spaces.sh
+#
+# Writes $OUT/data (BUSI and BUS, as the cross-domain study prepares them), $OUT/<part>/{run,generalization},
+# $OUT/ceiling/<ae> (bench/first_stage_ceiling.py) and $OUT/table.md.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SHARED=${SHARED:-../shared}
+OUT=${OUT:-bench/results/latent_spaces}
+CROSS=${CROSS:-bench/results/cross_domain/full}
+CONFIG=${CONFIG:-bench/configs/busi-taesd-cpu.yaml}
+PARTS=${PARTS:-ceilings taesd taesdxl taesd3 taef1 taesd3-ch64 taef1-ch64 table}
+mkdir -p "$OUT"
+has_part() { [[ " $PARTS " == *" $1 "* ]]; }
+
+OUT="$CROSS" PARTS=data bash bench/cross_domain.sh  # the prepared BUSI and BUS folders
+DATA=$CROSS/data
+
+if has_part ceilings; then
+  for ae in taesd taesdxl taesd3 taef1; do
+    [ -f "$OUT/ceiling/$ae/ceiling.json" ] || python bench/first_stage_ceiling.py --vae "$SHARED/weights/$ae" \
+      --data "$SHARED/data/busi" --split "$SHARED/data/busi/busi_train_test_names.pkl" --out "$OUT/ceiling/$ae"
+  done
+fi
+
+# part NAME AUTOENCODER ARGS...: train (or resume) GMS on BUSI with that first stage, then score it.
+part() {
+  local name=$1 ae=$2 dir="$OUT/$1" run="$OUT/$1/run"; shift 2
+  has_part "$name" || return 0
+  [ -f "$dir/done" ] && { echo "$name: done (delete $dir/done to redo)"; return; }
+  mkdir -p "$dir"
+  if [ -d "$run/checkpoints/last" ]; then
+    gmseg train --resume "$run" --no-progress | tee -a "$dir/train.txt"
+  else
+    rm -rf "$run"
+    gmseg train --config "$CONFIG" "$@" --set "model.vae=$SHARED/weights/$ae" --set "name=busi-$name" \
+      --set "data.root=$DATA/busi" --set "data.split=$DATA/busi/split.json" --run-dir "$run" --no-progress \
+      | tee "$dir/train.txt"
+  fi
+  gmseg generalize --model "$run/checkpoints/best" --data "busi=$DATA/busi" --in-domain busi \
+    --data "bus=$DATA/bus" --overwrite --out "$dir/generalization"
+  touch "$dir/done"
+}
+
+if has_part taesd; then  # the cross-domain study's GMS-BUSI part, linked rather than trained twice
+  OUT="$CROSS" PARTS=gms-busi bash bench/cross_domain.sh
+  ln -sfn "$(cd "$CROSS/gms-busi" && pwd)" "$OUT/taesd"
+fi
+part taesdxl taesdxl
+part taesd3 taesd3
+part taef1 taef1
+part taesd3-ch64 taesd3 --set model.ch=64
+part taef1-ch64 taef1 --set model.ch=64
+if has_part table; then python bench/latent_spaces_table.py --out "$OUT"; fi

@@ -1,0 +1,113 @@
+"""Gather the latent-space study (bench/latent_spaces.sh) into one table: one row per first stage and mapping.
+
+Reads OUT/<part>/run (train_log.csv, checkpoints/best/config.json), OUT/<part>/generalization and
+OUT/ceiling/<autoencoder>/ceiling.json; writes OUT/table.json and OUT/table.md and prints the markdown.
+Parts not yet run are left out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+from pathlib import Path
+
+PARTS = {
+    "taesd": ("taesd", 32),
+    "taesdxl": ("taesdxl", 32),
+    "taesd3": ("taesd3", 32),
+    "taef1": ("taef1", 32),
+    "taesd3-ch64": ("taesd3", 64),
+    "taef1-ch64": ("taef1", 64),
+}
+
+
+def cell(row: dict | None, key: str = "dice") -> str:
+    if row is None:
+        return ""
+    return f"{100 * row[key]['mean']:.2f} ± {100 * row[key]['se']:.2f}"
+
+
+def trainable_parameters(folder: Path) -> int | None:
+    """Parameters of the stored mapping model (its safetensors header, no torch needed)."""
+    weights = folder / "model.safetensors"
+    if not weights.is_file():
+        return None
+    with weights.open("rb") as handle:
+        size = int.from_bytes(handle.read(8), "little")
+        header = json.loads(handle.read(size))
+    total = 0
+    for name, entry in header.items():
+        if name != "__metadata__":
+            count = 1
+            for dim in entry["shape"]:
+                count *= dim
+            total += count
+    return total
+
+
+def gather(out: Path) -> list[dict]:
+    rows = []
+    for part, (autoencoder, ch) in PARTS.items():
+        folder = out / part
+        result = folder / "generalization" / "generalization.json"
+        if not result.is_file():
+            continue
+        cells = {(r["dataset"], r["stage"]): r for r in json.loads(result.read_text())["rows"]}
+        with (folder / "run" / "train_log.csv").open() as handle:
+            log = list(csv.DictReader(handle))
+        ceiling_file = out / "ceiling" / autoencoder / "ceiling.json"
+        ceiling = json.loads(ceiling_file.read_text()) if ceiling_file.is_file() else {}
+        timing = json.loads((folder / "generalization" / "busi" / "test" / "timing.json").read_text())
+        rows.append(
+            {
+                "part": part,
+                "autoencoder": autoencoder,
+                "channels": ceiling.get("latent_channels"),
+                "ch": ch,
+                "parameters": trainable_parameters(folder / "run" / "checkpoints" / "best"),
+                "mask_ceiling": ceiling.get("mask_dice"),
+                "psnr": ceiling.get("psnr_mean"),
+                "val_best": max(float(r["val_dice"]) for r in log),
+                "busi": cells.get(("busi", "test")),
+                "bus31": cells.get(("bus", "test")),
+                "bus163": cells.get(("bus", "all")),
+                "minutes": sum(float(r["seconds"]) for r in log) / 60,
+                "seconds_per_image": timing["seconds_per_image"],
+            }
+        )
+    return rows
+
+
+def markdown(rows: list[dict]) -> str:
+    lines = [
+        "| first stage | latent ch | mapping ch (params) | mask ceiling Dice | image PSNR dB | val Dice (best) "
+        "| BUSI test Dice | BUS Dice (31) | BUS Dice (163) | training min | inference s/image |",
+        "|---|---:|---|---:|---:|---:|---|---|---|---:|---:|",
+    ]
+    for r in rows:
+        params = "" if r["parameters"] is None else f" ({r['parameters'] / 1e6:.2f} M)"
+        ceiling = "" if r["mask_ceiling"] is None else f"{r['mask_ceiling']:.4f}"
+        psnr = "" if r["psnr"] is None else f"{r['psnr']:.2f}"
+        lines.append(
+            f"| {r['autoencoder']} | {r['channels'] or ''} | {r['ch']}{params} | {ceiling} | {psnr} "
+            f"| {r['val_best']:.3f} | {cell(r['busi'])} | {cell(r['bus31'])} | {cell(r['bus163'])} "
+            f"| {r['minutes']:.1f} | {r['seconds_per_image']:.3f} |"
+        )
+    lines += ["", "Dice ± standard error (%), per image at its native size; ceilings on the 130 BUSI test masks."]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args()
+    rows = gather(args.out)
+    (args.out / "table.json").write_text(json.dumps(rows, indent=2) + "\n")
+    text = markdown(rows)
+    (args.out / "table.md").write_text(text + "\n")
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
