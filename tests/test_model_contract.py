@@ -96,3 +96,27 @@ def test_an_unknown_stored_class_is_named(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({"_class_name": "SAM"}))
     with pytest.raises(GmsegError, match="'SAM'"):
         load_model(tmp_path)
+
+
+def test_a_unet_on_the_hub_loads_as_a_unet(tmp_path, monkeypatch):
+    """A Hub id dispatches on its config.json's class, fed from a local cache laid out as huggingface_hub
+    writes it (this machine has no Hub access; users' machines run the same code online)."""
+    import huggingface_hub.constants as constants
+
+    from gmseg.models import UNet
+    from gmseg.models.unet import unet_arguments
+
+    cache = tmp_path / "hub"
+    repo = cache / "models--someone--busi-unet"
+    snapshot = repo / "snapshots" / "0123456789abcdef0123456789abcdef01234567"
+    torch.manual_seed(0)
+    UNet(unet_arguments([8, 16], 32)).save_pretrained(snapshot)
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(snapshot.name)
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    model = load_model("someone/busi-unet")
+    assert isinstance(model, UNet) and model.image_size == 32
+    assert model.predict_proba(torch.zeros(1, 3, 32, 32)).shape == (1, 1, 32, 32)

@@ -88,6 +88,20 @@ def read_model_config(folder: Path) -> dict[str, Any]:
     return config
 
 
+def hub_model_class(repo_id: str, kwargs: dict[str, Any]) -> type[SegmentationModel]:
+    """The class a Hub model's config.json names (a U-Net on the Hub loads as a U-Net). When config.json
+    cannot be fetched, GMS: its ``from_pretrained`` then reports the Hub's error as for any model."""
+    from huggingface_hub import hf_hub_download
+
+    options = {k: kwargs[k] for k in ("revision", "cache_dir", "token", "local_files_only") if k in kwargs}
+    try:
+        config_file = Path(hf_hub_download(repo_id, "config.json", **options))
+        config = json.loads(config_file.read_text())
+    except (OSError, ValueError):
+        return GMS
+    return stored_class(config, config_file) if isinstance(config, dict) else GMS
+
+
 def load_model(path: str | os.PathLike, first_stage: Any = None, **kwargs: Any) -> SegmentationModel:
     """A model folder (local or a Hub id) as a model of its stored class; a former U-Net baseline run
     folder too. The error names the path when it is none of these."""
@@ -109,8 +123,10 @@ def load_model(path: str | os.PathLike, first_stage: Any = None, **kwargs: Any) 
             f"{path_text} is not a gmseg model folder ({why}); a model folder holds config.json and "
             "model.safetensors. Create one with 'gmseg train' or 'gmseg import-official'."
         )
-    elif not hub_reachable():
-        kwargs["local_files_only"] = True  # offline: the Hub cache, or the error below without retries
+    else:
+        if not hub_reachable():
+            kwargs["local_files_only"] = True  # offline: the Hub cache, or the error below without retries
+        cls = hub_model_class(path_text, kwargs)
     if cls is GMS:
         kwargs["first_stage_module"] = first_stage
     try:
