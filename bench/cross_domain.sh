@@ -46,6 +46,7 @@ schedule() {
   fi
 }
 mkdir -p "$OUT"
+. bench/lib.sh
 has_part() { [[ " $PARTS " == *" $1 "* ]]; }
 
 if has_part data; then
@@ -69,13 +70,8 @@ train_part() {
   local part="$OUT/$model-$dataset" run="$OUT/$model-$dataset/run"
   [ -f "$part/done" ] && { echo "$model-$dataset: done (delete $part/done to redo)"; return; }
   mkdir -p "$part"
-  if [ -d "$run/checkpoints/last" ]; then
-    gmseg train --resume "$run" --no-progress | tee -a "$part/train.txt"
-  else
-    rm -rf "$run"
-    gmseg train --config "$CONFIG" "$@" --set "name=$model-$dataset" --set "data.root=$OUT/data/$dataset" \
-      --set "data.split=$OUT/data/$dataset/split.json" --run-dir "$run" --no-progress | tee "$part/train.txt"
-  fi
+  train_or_resume "$run" "$part/train.txt" --config "$CONFIG" "$@" --set "name=$model-$dataset" \
+    --set "data.root=$OUT/data/$dataset" --set "data.split=$OUT/data/$dataset/split.json"
   score "$run/checkpoints/best" "$part" "$dataset"
   touch "$part/done"
 }

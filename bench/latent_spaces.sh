@@ -19,6 +19,7 @@ CROSS=${CROSS:-bench/results/cross_domain/full}
 CONFIG=${CONFIG:-bench/configs/busi-taesd-cpu.yaml}
 PARTS=${PARTS:-ceilings taesd taesdxl taesd3 taef1 taesd3-ch64 taef1-ch64 table}
 mkdir -p "$OUT"
+. bench/lib.sh
 has_part() { [[ " $PARTS " == *" $1 "* ]]; }
 
 OUT="$CROSS" PARTS=data bash bench/cross_domain.sh  # the prepared BUSI and BUS folders
@@ -37,14 +38,8 @@ part() {
   has_part "$name" || return 0
   [ -f "$dir/done" ] && { echo "$name: done (delete $dir/done to redo)"; return; }
   mkdir -p "$dir"
-  if [ -d "$run/checkpoints/last" ]; then
-    gmseg train --resume "$run" --no-progress | tee -a "$dir/train.txt"
-  else
-    rm -rf "$run"
-    gmseg train --config "$CONFIG" "$@" --set "model.vae=$SHARED/weights/$ae" --set "name=busi-$name" \
-      --set "data.root=$DATA/busi" --set "data.split=$DATA/busi/split.json" --run-dir "$run" --no-progress \
-      | tee "$dir/train.txt"
-  fi
+  train_or_resume "$run" "$dir/train.txt" --config "$CONFIG" "$@" --set "model.vae=$SHARED/weights/$ae" \
+    --set "name=busi-$name" --set "data.root=$DATA/busi" --set "data.split=$DATA/busi/split.json"
   gmseg generalize --model "$run/checkpoints/best" --data "busi=$DATA/busi" --in-domain busi \
     --data "bus=$DATA/bus" --overwrite --out "$dir/generalization"
   touch "$dir/done"

@@ -30,6 +30,7 @@ fi
 UNET=(--set model.name=unet --set trainer.name=default "${UNET[@]}")
 DATA=$OUT/data/busi3
 mkdir -p "$OUT"
+. bench/lib.sh
 has_part() { [[ " $PARTS " == *" $1 "* ]]; }
 
 if has_part data && [ ! -f "$DATA/split.json" ]; then
@@ -43,13 +44,8 @@ part() {
   has_part "$name" || return 0
   [ -f "$dir/done" ] && { echo "$name: done (delete $dir/done to redo)"; return; }
   mkdir -p "$dir"
-  if [ -d "$run/checkpoints/last" ]; then
-    gmseg train --resume "$run" --no-progress | tee -a "$dir/train.txt"
-  else
-    rm -rf "$run"
-    gmseg train --config "$CONFIG" "$@" "${SIZE[@]}" --set "name=busi3-$name" --set "data.root=$DATA" \
-      --set "data.split=$DATA/split.json" --run-dir "$run" --no-progress | tee "$dir/train.txt"
-  fi
+  train_or_resume "$run" "$dir/train.txt" --config "$CONFIG" "$@" "${SIZE[@]}" --set "name=busi3-$name" \
+    --set "data.root=$DATA" --set "data.split=$DATA/split.json"
   gmseg test --model "$run/checkpoints/best" --data "$DATA" --split "$DATA/split.json" --stage test \
     --overwrite --out "$dir/test"
   touch "$dir/done"

@@ -79,3 +79,22 @@ def make_shifted_kl():
         scaling_factor=0.5,
         shift_factor=0.1,
     )
+
+
+def offline_hub_snapshot(tmp_path: Path, monkeypatch, repo_id: str) -> Path:
+    """An empty snapshot folder of ``repo_id`` in a Hub cache laid out as huggingface_hub writes it, with
+    the Hub switched to offline and pointed at that cache: what is written there is what the real Hub
+    code path finds (this machine cannot reach the Hub; users' machines run the same code online)."""
+    import huggingface_hub.constants as constants
+
+    cache = tmp_path / "hub"
+    repo = cache / f"models--{repo_id.replace('/', '--')}"
+    snapshot = repo / "snapshots" / "0123456789abcdef0123456789abcdef01234567"
+    snapshot.mkdir(parents=True)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(snapshot.name)
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    return snapshot

@@ -11,7 +11,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from conftest import KVASIR5, need
+from conftest import KVASIR5, need, offline_hub_snapshot
 from gmseg.errors import CheckpointError, FirstStageError
 from gmseg.first_stage import (
     FirstStageSource,
@@ -71,17 +71,8 @@ def test_diffusers_folder_loads_and_decodes_its_own_encoding(tiny_vae_dir):
 
 def test_hub_id_loads_through_the_hub_cache(tiny_vae_dir, tmp_path, monkeypatch):
     """The real Hub code path, fed from a local cache laid out as huggingface_hub writes it."""
-    cache = tmp_path / "hub"
-    snapshot = cache / "models--someone--some-sd" / "snapshots" / "0123456789abcdef0123456789abcdef01234567"
+    snapshot = offline_hub_snapshot(tmp_path, monkeypatch, "someone/some-sd")
     shutil.copytree(tiny_vae_dir, snapshot / "vae")
-    (cache / "models--someone--some-sd" / "refs").mkdir(parents=True)
-    (cache / "models--someone--some-sd" / "refs" / "main").write_text(snapshot.name)
-    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    import huggingface_hub.constants as constants
-
-    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
     source = identify_source("someone/some-sd/vae")
     assert source == FirstStageSource("hub", "someone/some-sd", subfolder="vae")
     first_stage = load_first_stage(source)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import KVASIR5, SHARED, make_shifted_kl, need
+from conftest import KVASIR5, SHARED, make_shifted_kl, need, offline_hub_snapshot
 from gmseg.errors import FirstStageError
 from gmseg.first_stage import FirstStage, FirstStageSource, identify_source, load_first_stage
 from gmseg.first_stage.sources import TINY_HUB_IDS, adapter_for
@@ -222,21 +222,11 @@ def test_tiny_hub_id_loads_through_the_hub_cache(tmp_path, monkeypatch):
     """The real Hub code path for madebyollin/taef1, fed from a local cache laid out as huggingface_hub writes it."""
     from diffusers import AutoencoderTiny
 
-    cache = tmp_path / "hub"
-    repo = cache / "models--madebyollin--taef1"
-    snapshot = repo / "snapshots" / "0123456789abcdef0123456789abcdef01234567"
+    snapshot = offline_hub_snapshot(tmp_path, monkeypatch, "madebyollin/taef1")
     torch.manual_seed(0)
     AutoencoderTiny(
         encoder_block_out_channels=(8,) * 4, decoder_block_out_channels=(8,) * 4, latent_channels=16
     ).save_pretrained(snapshot)
-    (repo / "refs").mkdir(parents=True)
-    (repo / "refs" / "main").write_text(snapshot.name)
-    import huggingface_hub.constants as constants
-
-    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
     first_stage = load_first_stage("madebyollin/taef1")
     assert first_stage.source == FirstStageSource(
         "hub", "madebyollin/taef1", latent_channels=16, scaling_factor=1.0, shift_factor=0.0

@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import make_shifted_kl
+from conftest import make_shifted_kl, offline_hub_snapshot
 from gmseg.cli import main
 from gmseg.config import config_from_dict
 from gmseg.errors import ConfigError, GmsegError
@@ -99,24 +99,13 @@ def test_an_unknown_stored_class_is_named(tmp_path):
 
 
 def test_a_unet_on_the_hub_loads_as_a_unet(tmp_path, monkeypatch):
-    """A Hub id dispatches on its config.json's class, fed from a local cache laid out as huggingface_hub
-    writes it (this machine has no Hub access; users' machines run the same code online)."""
-    import huggingface_hub.constants as constants
-
+    """A Hub id dispatches on its config.json's class (a fake offline Hub cache, see conftest)."""
     from gmseg.models import UNet
     from gmseg.models.unet import unet_arguments
 
-    cache = tmp_path / "hub"
-    repo = cache / "models--someone--busi-unet"
-    snapshot = repo / "snapshots" / "0123456789abcdef0123456789abcdef01234567"
+    snapshot = offline_hub_snapshot(tmp_path, monkeypatch, "someone/busi-unet")
     torch.manual_seed(0)
     UNet(unet_arguments([8, 16], 32)).save_pretrained(snapshot)
-    (repo / "refs").mkdir(parents=True)
-    (repo / "refs" / "main").write_text(snapshot.name)
-    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
     model = load_model("someone/busi-unet")
     assert isinstance(model, UNet) and model.image_size == 32
     assert model.predict_proba(torch.zeros(1, 3, 32, 32)).shape == (1, 1, 32, 32)
