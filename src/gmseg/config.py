@@ -21,6 +21,8 @@ import yaml
 from .errors import ConfigError
 
 RELEASE_AUGMENTATIONS = ["hflip", "vflip", "rot90", "color_jitter", "shift_scale_rotate"]
+# Beyond the release, for scanner shifts (ultrasound gain and speckle): gamma, speckle. Never on by default.
+AUGMENTATIONS = [*RELEASE_AUGMENTATIONS, "gamma", "speckle"]
 
 
 @dataclass
@@ -206,8 +208,8 @@ def check_ranges(config: Config) -> None:
         d.image_size >= 32 and d.image_size % 8 == 0,
         f"data.image_size must be a multiple of 8, >= 32, got {d.image_size}",
     )
-    unknown_aug = [a for a in d.augmentations if a not in RELEASE_AUGMENTATIONS]
-    need(not unknown_aug, f"data.augmentations has unknown {unknown_aug}; valid: {RELEASE_AUGMENTATIONS}")
+    unknown_aug = [a for a in d.augmentations if a not in AUGMENTATIONS]
+    need(not unknown_aug, f"data.augmentations has unknown {unknown_aug}; valid: {AUGMENTATIONS}")
     need(t.max_minutes is None or t.max_minutes > 0, "train.max_minutes must be a positive number of minutes or null")
     need(d.mask_threshold is None or 0.0 <= d.mask_threshold < 1.0, "data.mask_threshold must be in [0, 1) or null")
     need(d.num_workers >= 0, "data.num_workers must be >= 0")

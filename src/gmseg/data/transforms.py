@@ -18,9 +18,11 @@ import cv2
 import numpy as np
 from albumentations.pytorch import ToTensorV2
 
+from gmseg.config import AUGMENTATIONS, RELEASE_AUGMENTATIONS
 from gmseg.errors import ConfigError
 
 __all__ = [
+    "AUGMENTATIONS",
     "CLASS_INDEX_MASK",
     "RELEASE_AUGMENTATIONS",
     "FinalizeTargets",
@@ -28,8 +30,6 @@ __all__ = [
     "build_transform",
     "class_index_inputs",
 ]
-
-RELEASE_AUGMENTATIONS: list[str] = ["hflip", "vflip", "rot90", "color_jitter", "shift_scale_rotate"]
 
 
 class ScaleToUnit(A.ImageOnlyTransform):
@@ -114,6 +114,10 @@ def _augmentation(name: str) -> A.BasicTransform:
             border_mode=cv2.BORDER_REFLECT_101,
             p=0.4,
         )
+    if name == "gamma":  # another scanner's gain curve: intensity**gamma, gamma in [0.7, 1.5]
+        return A.RandomGamma(gamma_limit=(70, 150), p=0.5)
+    if name == "speckle":  # multiplicative per-pixel noise, the texture of ultrasound speckle
+        return A.MultiplicativeNoise(multiplier=(0.85, 1.15), per_channel=False, elementwise=True, p=0.3)
     raise AssertionError(name)  # unreachable: names are validated first
 
 
@@ -124,17 +128,18 @@ def build_transform(image_size: int, augmentations: list[str] | None = None, *, 
     Output: image float32 tensor (3, S, S) in [0, 1], mask float32 tensor (1, S, S) in {0, 1}.
     Multi-class: a mask of class indices 0..K-1 (uint8) called with :func:`class_index_inputs` comes out
     as the same indices (every mask step is nearest-neighbour, so no new value appears).
-    Augmentations run in the release's order whatever order they are listed in. ``seed`` fixes the
+    Augmentations run in the release's order whatever order they are listed in (gamma and speckle,
+    which the release lacks, after its own). ``seed`` fixes the
     random stream (albumentations 2.x ignores global seeds).
     """
     if isinstance(image_size, bool) or not isinstance(image_size, (int, np.integer)) or image_size < 1:
         raise ConfigError(f"image_size must be a positive integer, got {image_size!r}")
     requested = list(augmentations or [])
-    unknown = [a for a in requested if a not in RELEASE_AUGMENTATIONS]
+    unknown = [a for a in requested if a not in AUGMENTATIONS]
     if unknown:
-        raise ConfigError(f"unknown augmentation(s) {unknown}; valid names: {RELEASE_AUGMENTATIONS}")
+        raise ConfigError(f"unknown augmentation(s) {unknown}; valid names: {AUGMENTATIONS}")
     steps: list[A.BasicTransform] = [ScaleToUnit(max_value=255.0)]
-    steps += [_augmentation(name) for name in RELEASE_AUGMENTATIONS if name in requested]
+    steps += [_augmentation(name) for name in AUGMENTATIONS if name in requested]
     steps += [
         A.Resize(
             int(image_size), int(image_size), interpolation=cv2.INTER_LINEAR, mask_interpolation=cv2.INTER_NEAREST

@@ -43,6 +43,9 @@ class GMSOptions:
     ch_mult: list[int] = field(default_factory=lambda: [1, 2, 4, 4])
     supervised_levels: list[str] = field(default_factory=lambda: ["level2", "level1", "out"])
     noise_probability: float = 0.5
+    # Latent noise for first stages without a posterior (TAESD and the other tiny autoencoders): with
+    # probability noise_probability the image latent gets std * N(0, 1); 0 keeps the release's behaviour.
+    latent_noise_std: float = 0.0
     # How a dataset with more than two classes enters the autoencoder (gmseg.models.encodings); binary
     # datasets always use the release's encoding.
     mask_encoding: str = "colour"
@@ -56,6 +59,8 @@ class GMSOptions:
             found.append(f"model.ch_mult must be positive integers, got {self.ch_mult}")
         if not 0.0 <= self.noise_probability <= 1.0:
             found.append(f"model.noise_probability must be in [0, 1], got {self.noise_probability}")
+        if not self.latent_noise_std >= 0.0:
+            found.append(f"model.latent_noise_std must be >= 0, got {self.latent_noise_std}")
         if len(self.supervised_levels) < 1:
             found.append("model.supervised_levels must name at least one level, e.g. [out]")
         if self.mask_encoding not in ENCODINGS:
@@ -79,6 +84,7 @@ class GMSConfig:
     rec_weight: float = 1.0
     dice_weight: float = 1.0
     noise_probability: float = 0.5
+    latent_noise_std: float = 0.0
     threshold: float = 0.5
     # The classes (dataset.json "labels" form) and their encoding; None: binary, the release's encoding.
     labels: dict[str, int] | None = None
@@ -114,7 +120,7 @@ class GMSConfig:
             value = getattr(self, key)
             if not (number(value) and 0.0 <= value <= 1.0):
                 problems.append(f"{key} must be a number in [0, 1], got {value!r}")
-        for key in ("rec_weight", "dice_weight"):
+        for key in ("rec_weight", "dice_weight", "latent_noise_std"):
             if not (number(getattr(self, key)) and getattr(self, key) >= 0):
                 problems.append(f"{key} must be a non-negative number, got {getattr(self, key)!r}")
         if not isinstance(self.mapping, dict) or not isinstance(self.first_stage, dict):
@@ -138,6 +144,8 @@ class GMSConfig:
         data = asdict(self)
         if self.labels is None:  # a binary model's config.json stays as it always was
             del data["labels"], data["mask_encoding"]
+        if not self.latent_noise_std:
+            del data["latent_noise_std"]
         return {CLASS_KEY: GMS.__name__, **data, "gmseg_version": __version__}
 
 
@@ -203,6 +211,7 @@ class GMS(SegmentationModel, PyTorchModelHubMixin, library_name="gmseg", tags=["
             dice_weight=loss.dice_weight,
             dice_levels=None if loss.dice_levels is None else list(loss.dice_levels),
             noise_probability=options.noise_probability,
+            latent_noise_std=options.latent_noise_std,
             labels=None if labels.is_binary else labels.to_labels(),
             mask_encoding=options.mask_encoding,
         )
@@ -285,14 +294,16 @@ class GMS(SegmentationModel, PyTorchModelHubMixin, library_name="gmseg", tags=["
         """The release's latent augmentation: with probability p use s*mu + sigma*eps, sigma unscaled.
 
         The release adds exp(logvar/2) to the *scaled* mean without scaling sigma; we keep that exactly
-        because the published numbers depend on it. Deterministic first stages (TAESD) have no variance.
+        because the published numbers depend on it. Deterministic first stages (TAESD) have no variance:
+        they get ``latent_noise_std`` instead, when it is set (otherwise no noise, as the release).
         """
-        if logvar is None or self.gms_config.noise_probability <= 0:
+        std = self.gms_config.latent_noise_std
+        if (logvar is None and not std) or self.gms_config.noise_probability <= 0:
             return mean
         if torch.rand((), generator=generator).item() >= self.gms_config.noise_probability:
             return mean
         noise = torch.randn(mean.shape, generator=generator, dtype=mean.dtype).to(mean.device)
-        return mean + torch.exp(0.5 * logvar) * noise
+        return mean + (std if logvar is None else torch.exp(0.5 * logvar)) * noise
 
     def loss_from_latents(
         self,
