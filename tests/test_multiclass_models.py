@@ -142,10 +142,13 @@ def three_class_data(tmp_path_factory) -> Path:
 
 
 def three_class_config(root: Path, out: Path, model: dict, epochs: int = 6) -> object:
+    model = dict(model)
+    trainer = model.pop("trainer", {"name": "default"})
     return config_from_dict(
         {
             "data": {"root": str(root), "image_size": 64, "val_fraction": 0.2},
             "model": model,
+            "trainer": trainer,
             "loss": {"dice_levels": ["out"]},
             "train": {"epochs": epochs, "batch_size": 4, "warmup_epochs": 0, "lr": 0.002, "output_dir": str(out)},
         }
@@ -163,9 +166,16 @@ def losses(run: Path) -> list[float]:
     [
         {"name": "gms", "mask_encoding": "colour", "ch": 16, "ch_mult": [1, 2, 2]},
         {"name": "gms", "mask_encoding": "one_vs_rest", "ch": 16, "ch_mult": [1, 2, 2]},
+        {
+            "name": "gms",
+            "mask_encoding": "one_vs_rest",
+            "ch": 16,
+            "ch_mult": [1, 2, 2],
+            "trainer": {"name": "cached_latents", "latent_epochs": 3, "cached_full_loss": True},
+        },
         {"name": "unet", "channels": [8, 16, 32]},
     ],
-    ids=["gms-colour", "gms-one-vs-rest", "unet"],
+    ids=["gms-colour", "gms-one-vs-rest", "gms-one-vs-rest-cached-latents", "unet"],
 )
 def test_a_few_epochs_on_three_classes_lower_the_loss_and_keep_the_labels(three_class_data, taesd_dir, tmp_path, model):
     if model["name"] == "gms":
@@ -184,6 +194,10 @@ def test_a_few_epochs_on_three_classes_lower_the_loss_and_keep_the_labels(three_
     assert torch.allclose(probability.sum(1), torch.ones(2, 64, 64), atol=1e-4)
     if model["name"] == "gms":
         assert isinstance(loaded, GMS) and stored["mask_encoding"] == model["mask_encoding"]
+        if "trainer" in model:  # the cached views keep class-index masks for the full-loss epochs' Dice
+            rows = (run / "train_log.csv").read_text().splitlines()
+            dice = [float(r.split(",")[rows[0].split(",").index("loss_dice")]) for r in rows[1:]]
+            assert dice[:3] == [0.0, 0.0, 0.0] and all(0 < d < 2 for d in dice[3:]), dice
         width = 8 if model["mask_encoding"] == "one_vs_rest" else 4
         assert stored["mapping"]["out_channels"] == width
     else:
