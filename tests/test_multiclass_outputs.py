@@ -351,16 +351,15 @@ def test_class_overlay_fills_predictions_and_outlines_truths_in_class_colours(tm
 
 def test_label_maps_round_trip_through_the_data_layer(tmp_path: Path) -> None:
     """predict writes and evaluate reads label maps through gmseg.data.io: palette index = class value."""
-    from gmseg.evaluate import load_label_map
-    from gmseg.predict import write_label_map
+    from gmseg.data.io import read_label_map, write_label_map_png
 
     values = np.zeros((6, 7), np.uint8)
     values[1:3, 1:4], values[4:, 5:] = 2, 5
-    write_label_map(tmp_path / "map.png", values, PREDICT_LABELS)
+    write_label_map_png(tmp_path / "map.png", values, PREDICT_LABELS)
     with Image.open(tmp_path / "map.png") as img:
         assert img.mode == "P" and np.array_equal(np.asarray(img), values)
-    assert np.array_equal(load_label_map(tmp_path / "map.png", PREDICT_LABELS), values)
+    assert np.array_equal(read_label_map(tmp_path / "map.png", PREDICT_LABELS), values)
     save_gray(tmp_path / "gray.png", values)
-    assert np.array_equal(load_label_map(tmp_path / "gray.png", PREDICT_LABELS), values)
+    assert np.array_equal(read_label_map(tmp_path / "gray.png", PREDICT_LABELS), values)
     with pytest.raises(ConfigError, match="not declared"):
-        write_label_map(tmp_path / "bad.png", values + 1, PREDICT_LABELS)
+        write_label_map_png(tmp_path / "bad.png", values + 1, PREDICT_LABELS)

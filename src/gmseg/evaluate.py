@@ -12,7 +12,7 @@ pixel is foreground, JPEG at half scale), so ``prepare``, training and evaluatio
 unlike the rest of its folder, or soft, is reported in ``EvaluationResult.warnings``.
 
 With more than two classes (the ground-truth root's ``dataset.json`` names them, or ``labels=``), masks
-and predictions are label maps of class values (:func:`load_label_map`); every foreground class is scored
+and predictions are label maps of class values (:func:`gmseg.data.io.read_label_map`); every foreground class is scored
 on its own with the binary conventions (:func:`gmseg.metrics.class_metrics`), plus all of them merged
 (``any_*``). ``metrics.csv`` then has the columns :func:`csv_columns` and ``summary.json`` the layout of
 :func:`summarize_classes`. The binary reports are exactly as before.
@@ -31,9 +31,10 @@ from pathlib import Path
 
 import numpy as np
 
-from gmseg.data.io import MaskReading, inspect_mask, odd_encodings
+from gmseg.data.dataset import DATASET_JSON, dataset_labels
+from gmseg.data.io import MaskReading, inspect_mask, odd_encodings, read_label_map
 from gmseg.data.readers import header_size
-from gmseg.data.resample import resize_mask
+from gmseg.data.resample import resize_label_map, resize_mask
 from gmseg.errors import ConfigError, DataError, GmsegError
 from gmseg.fileio import atomic_write_text
 from gmseg.labels import BINARY, LabelSet
@@ -199,35 +200,19 @@ def _load_mask(path: Path, size: int | str, threshold: float | None) -> tuple[np
     return mask, reading
 
 
-def load_label_map(path: str | os.PathLike, labels: LabelSet) -> np.ndarray:
-    """A file's (H, W) uint8 class values; a value that is no declared class is an error naming the file."""
-    from gmseg.data.io import read_label_map  # lazy: importing gmseg.data loads torch
-
-    values = read_label_map(Path(path), labels)
-    labels.check_values(values, path)
-    return values
-
-
-def _resize_label_map(values: np.ndarray, size: int) -> np.ndarray:
-    """Class values resized to size x size with PIL NEAREST, as the release resizes binary masks."""
-    from PIL import Image
-
-    return np.asarray(Image.fromarray(np.ascontiguousarray(values, dtype=np.uint8)).resize((size, size), Image.NEAREST))
-
-
 def _load_values(path: Path, size: int | str, labels: LabelSet) -> np.ndarray:
-    """A label map, then (for a fixed ``size``) NEAREST resizing: no value is invented between two classes."""
-    values = load_label_map(path, labels)
-    return values if size == "native" else _resize_label_map(values, size)
+    """A label map (undeclared values are an error naming the file), then (for a fixed ``size``) NEAREST
+    resizing: no value is invented between two classes."""
+    values = read_label_map(path, labels)
+    return values if size == "native" else resize_label_map(values, (size, size))
 
 
 def dataset_labels_of(gt_dir: str | os.PathLike) -> LabelSet:
     """The classes of a ground-truth root (its dataset.json; a ``masks`` folder's parent's), else binary."""
     gt_dir = Path(gt_dir)
-    for root in (gt_dir, gt_dir.parent if gt_dir.name == "masks" else None):
-        if root is not None and (root / "dataset.json").is_file():
-            return LabelSet.from_dataset_json(root / "dataset.json")
-    return BINARY
+    if gt_dir.name == "masks" and not (gt_dir / DATASET_JSON).is_file():
+        gt_dir = gt_dir.parent
+    return dataset_labels(gt_dir)
 
 
 def _image_size(path: Path) -> tuple[int, int]:

@@ -171,14 +171,6 @@ def save_npy_atomic(path: Path, array: np.ndarray) -> None:
     atomic_write(path, lambda stream: np.save(stream, array))
 
 
-def write_label_map(path: Path, values: np.ndarray, labels: LabelSet) -> None:
-    """A label map as a palette PNG (index = class value, colour = the class's), through the data layer."""
-    from .data.io import write_label_map_png
-
-    labels.check_values(values, path)
-    write_label_map_png(path, values, labels)
-
-
 def write_binary_prediction(
     output: Path,
     name: str,
@@ -224,6 +216,8 @@ def write_class_prediction(
     ``save_prob`` writes the (K,H,W) float32 probabilities to ``NAME.prob.npy``, ``overlay`` the class
     overlay (with ``gt_file``'s label map outlined when given) to ``NAME.overlay.png``.
     """
+    from .data.io import read_label_map, write_label_map_png
+
     if probability.ndim != 3 or probability.shape[0] != labels.num_classes:
         raise GmsegError(
             f"the model names {labels.num_classes} classes {list(labels.names)} but predicted probabilities of "
@@ -231,14 +225,13 @@ def write_class_prediction(
         )
     prob = class_probabilities_at_size(probability, *image.shape[:2])
     values = labels.to_mask(prob)
-    write_label_map(output / f"{name}.png", values, labels)
+    write_label_map_png(output / f"{name}.png", values, labels)  # refuses undeclared values
     if save_prob:
         save_npy_atomic(output / f"{name}.prob.npy", prob.astype(np.float32))
     if overlay:
-        from .evaluate import load_label_map
         from .visualize import save_class_overlay
 
-        gt = load_label_map(gt_file, labels) if gt_file is not None else None
+        gt = read_label_map(gt_file, labels) if gt_file is not None else None
         save_class_overlay(output / f"{name}.overlay.png", image, values, labels, gt)
     return values
 

@@ -30,6 +30,16 @@ COLOUR_TEMPERATURE = 1.0
 pixel decoded onto its colour gets its class with probability above 0.98."""
 
 
+def mask_to_image(mask: torch.Tensor) -> torch.Tensor:
+    """{0,1} mask (B,1,H,W) -> the 3-channel [-1,1] image the autoencoder expects (the release's encoding)."""
+    return (2.0 * mask - 1.0).expand(-1, 3, -1, -1)
+
+
+def image_to_probability(decoded: torch.Tensor) -> torch.Tensor:
+    """A decoded mask image (B,3,H,W) -> foreground probability (B,1,H,W): mean over RGB, mapped to [0, 1]."""
+    return torch.clamp((decoded.mean(dim=1, keepdim=True) + 1.0) / 2.0, 0.0, 1.0)
+
+
 class MaskEncoding:
     """K classes <-> mask latents through one frozen first stage."""
 
@@ -89,8 +99,6 @@ class OneVsRestEncoding(MaskEncoding):
         return width * self.classes
 
     def encode(self, first_stage: torch.nn.Module, target: torch.Tensor) -> torch.Tensor:
-        from .gms import mask_to_image
-
         b, _, h, w = target.shape
         index = target.round().long()
         masks = torch.cat([(index == k) for k in range(1, self.classes + 1)], dim=1).to(target.dtype)
@@ -101,9 +109,7 @@ class OneVsRestEncoding(MaskEncoding):
         b, c = latent.shape[:2]
         width = c // self.classes
         decoded = first_stage.decode(latent.reshape(b * self.classes, width, *latent.shape[2:]))
-        foreground = torch.clamp((decoded.mean(dim=1) + 1.0) / 2.0, 0.0, 1.0).reshape(
-            b, self.classes, *decoded.shape[2:]
-        )
+        foreground = image_to_probability(decoded).reshape(b, self.classes, *decoded.shape[2:])
         scores = torch.cat([1.0 - foreground.amax(dim=1, keepdim=True), foreground], dim=1)
         return scores / scores.sum(dim=1, keepdim=True).clamp_min(1e-6)
 

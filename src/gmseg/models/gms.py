@@ -24,7 +24,7 @@ from ..first_stage import DEFAULT_VAE, FirstStage, FirstStageSource, identify_so
 from ..labels import BINARY, LabelSet
 from ..mapping import LatentMappingModel
 from .base import CLASS_KEY, Autocast, SegmentationModel, resolve_folder, save_weights
-from .encodings import ENCODINGS, make_encoding
+from .encodings import ENCODINGS, image_to_probability, make_encoding, mask_to_image
 
 FIRST_STAGE_DIR = "first_stage"
 
@@ -270,8 +270,7 @@ class GMS(SegmentationModel, PyTorchModelHubMixin, library_name="gmseg", tags=["
         with more than two classes, to the K class probabilities (B, K, H, W) of the mask encoding."""
         if self.encoding is not None:
             return self.encoding.probabilities(self.first_stage, latent)
-        decoded = self.first_stage.decode(latent)
-        return torch.clamp((decoded.mean(dim=1, keepdim=True) + 1.0) / 2.0, 0.0, 1.0)
+        return image_to_probability(self.first_stage.decode(latent))
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         """Foreground probability (B, 1, H, W), or K class probabilities (B, K, H, W), for images in [-1, 1]."""
@@ -420,11 +419,6 @@ class GMS(SegmentationModel, PyTorchModelHubMixin, library_name="gmseg", tags=["
         model.to(map_location)
         model.eval()
         return model
-
-
-def mask_to_image(mask: torch.Tensor) -> torch.Tensor:
-    """{0,1} mask (B,1,H,W) -> the 3-channel [-1,1] image the autoencoder expects."""
-    return (2.0 * mask - 1.0).expand(-1, 3, -1, -1)
 
 
 def check_widths(mapping: dict[str, Any], first_stage: FirstStage, out_factor: int = 1) -> None:
