@@ -17,6 +17,7 @@ SHARED=${SHARED:-../shared}
 SCALE=${SCALE:-full}
 OUT=${OUT:-bench/results/multiclass/$SCALE}
 CONFIG=${CONFIG:-bench/configs/busi-taesd-cpu.yaml}
+BINARY=${BINARY:-bench/results/cross_domain/$SCALE}  # the binary study whose BUSI models the table compares
 PARTS=${PARTS:-data gms-colour gms-one_vs_rest unet table}
 if [ "$SCALE" = quick ]; then
   SIZE=(--set data.image_size=128)
@@ -54,4 +55,4 @@ part() {
 part gms-colour "${GMS[@]}" --set "model.vae=$SHARED/weights/taesd" --set model.mask_encoding=colour
 part gms-one_vs_rest "${GMS[@]}" --set "model.vae=$SHARED/weights/taesd" --set model.mask_encoding=one_vs_rest
 part unet "${UNET[@]}"
-if has_part table; then python bench/multiclass_table.py --out "$OUT" --binary "bench/results/cross_domain/$SCALE"; fi
+if has_part table; then python bench/multiclass_table.py --out "$OUT" --binary "$BINARY"; fi
