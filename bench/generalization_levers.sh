@@ -16,7 +16,7 @@ SHARED=${SHARED:-../shared}
 CROSS=${CROSS:-bench/results/cross_domain/quick}
 OUT=${OUT:-bench/results/generalization_levers}
 CONFIG=${CONFIG:-bench/configs/busi-taesd-cpu.yaml}
-PARTS=${PARTS:-baseline intensity noise table}
+PARTS=${PARTS:-baseline intensity noise clahe equalize table}
 QUICK=(--set data.image_size=128 --set train.epochs=19 --set trainer.latent_epochs=16 --set train.warmup_epochs=3)
 AUGMENT=(--set "data.augmentations=[hflip,vflip,rot90,color_jitter,shift_scale_rotate,gamma,speckle]")
 mkdir -p "$OUT"
@@ -46,4 +46,6 @@ lever() {
 lever baseline
 lever intensity "${AUGMENT[@]}"
 lever noise --set model.latent_noise_std=0.1  # about an eighth of TAESD latents' spread on BUSI (std 0.76)
+lever clahe --set data.intensity=clahe        # histogram standardisation, in training and at inference
+lever equalize --set data.intensity=equalize
 if has_part table; then python bench/generalization_levers_table.py --out "$OUT"; fi

@@ -23,6 +23,9 @@ from .errors import ConfigError
 RELEASE_AUGMENTATIONS = ["hflip", "vflip", "rot90", "color_jitter", "shift_scale_rotate"]
 # Beyond the release, for scanner shifts (ultrasound gain and speckle): gamma, speckle. Never on by default.
 AUGMENTATIONS = [*RELEASE_AUGMENTATIONS, "gamma", "speckle"]
+# Intensity standardisation before everything else, in training and at inference (the model records it):
+# none (the release), equalize (global histogram equalisation), clahe (contrast-limited, per tile).
+INTENSITIES = ["none", "equalize", "clahe"]
 
 
 @dataclass
@@ -33,6 +36,7 @@ class DataConfig:
     val_fraction: float = 0.1
     image_size: int = 224
     augmentations: list[str] = field(default_factory=lambda: list(RELEASE_AUGMENTATIONS))
+    intensity: str = "none"  # one of INTENSITIES; a model trained with it applies it to every input
     mask_threshold: float | None = None
     num_workers: int = 0
 
@@ -210,6 +214,7 @@ def check_ranges(config: Config) -> None:
     )
     unknown_aug = [a for a in d.augmentations if a not in AUGMENTATIONS]
     need(not unknown_aug, f"data.augmentations has unknown {unknown_aug}; valid: {AUGMENTATIONS}")
+    need(d.intensity in INTENSITIES, f"data.intensity must be one of {INTENSITIES}, got {d.intensity!r}")
     need(t.max_minutes is None or t.max_minutes > 0, "train.max_minutes must be a positive number of minutes or null")
     need(d.mask_threshold is None or 0.0 <= d.mask_threshold < 1.0, "data.mask_threshold must be in [0, 1) or null")
     need(d.num_workers >= 0, "data.num_workers must be >= 0")
@@ -263,7 +268,7 @@ def config_from_dict(data: dict[str, Any], overrides: list[str] | None = None) -
 # What a resumed run's checkpoint and split.json were made with. ``model.*`` and ``data.image_size`` shape
 # the weights; the run's split.json is reused, so data.split/val_fraction/protocol would be ignored
 # silently. data.root may move: the split's names are looked up (and checked) in the new root.
-RESUME_FROZEN = ("model", "data.image_size", "data.split", "data.val_fraction", "data.protocol")
+RESUME_FROZEN = ("model", "data.image_size", "data.intensity", "data.split", "data.val_fraction", "data.protocol")
 
 
 def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -131,16 +131,16 @@ def pick_device(device: str = "auto") -> torch.device:
     return chosen
 
 
-def image_to_tensor(image: np.ndarray, size: int) -> torch.Tensor:
-    """uint8 RGB (H,W,3) -> (3,size,size) float in [-1,1]; not resampled when already ``size``x``size``."""
+def image_to_tensor(image: np.ndarray, size: int, intensity: str = "none") -> torch.Tensor:
+    """uint8 RGB (H,W,3) -> (3,size,size) float in [-1,1], histogram-standardised as ``intensity`` says;
+    not resampled when already ``size``x``size`` and not standardised."""
     tensor = torch.from_numpy(np.array(image, dtype=np.float32)).permute(2, 0, 1).div(255.0)
-    if tensor.shape[1:] != (size, size):
+    if tensor.shape[1:] != (size, size) or intensity != "none":
         from .data.transforms import build_transform
 
-        # The same resize as evaluation during training, so predictions match validation scores.
-        tensor = build_transform(size)(image=image.astype(np.float32), mask=np.zeros(image.shape[:2], np.uint8))[
-            "image"
-        ]
+        # The same steps as evaluation during training, so predictions match validation scores.
+        transform = build_transform(size, intensity=intensity)
+        tensor = transform(image=image.astype(np.float32), mask=np.zeros(image.shape[:2], np.uint8))["image"]
     return tensor * 2.0 - 1.0
 
 
@@ -327,7 +327,7 @@ def make_predictor(
 
 
 def read_batches(
-    files: Sequence[Path], size: int, batch_size: int, failed: dict[str, str]
+    files: Sequence[Path], size: int, batch_size: int, failed: dict[str, str], intensity: str = "none"
 ) -> Iterator[tuple[Sequence[Path], list[str], list[np.ndarray], torch.Tensor | None]]:
     """Yield (files, names, original images, model-size batch) per chunk of ``batch_size`` files.
 
@@ -347,7 +347,7 @@ def read_batches(
                 continue
             names.append(split_name(path)[0])
             images.append(image)
-            tensors.append(image_to_tensor(image, size))
+            tensors.append(image_to_tensor(image, size, intensity))
         yield chunk, names, images, (torch.stack(tensors) if tensors else None)
 
 
@@ -393,7 +393,8 @@ def predict_files(
     report = PredictionReport()
     started = time.perf_counter()
     bar = tqdm(total=len(files), desc="predict", unit="img", disable=not progress)
-    for chunk, names, images, batch in read_batches(files, size, batch_size, report.failed):
+    intensity = getattr(model, "intensity", "none")
+    for chunk, names, images, batch in read_batches(files, size, batch_size, report.failed, intensity):
         if names:
             probabilities = predict(batch)
             for name, image, probability in zip(names, images, probabilities):

@@ -18,15 +18,17 @@ import cv2
 import numpy as np
 from albumentations.pytorch import ToTensorV2
 
-from gmseg.config import AUGMENTATIONS, RELEASE_AUGMENTATIONS
+from gmseg.config import AUGMENTATIONS, INTENSITIES, RELEASE_AUGMENTATIONS
 from gmseg.errors import ConfigError
 
 __all__ = [
     "AUGMENTATIONS",
     "CLASS_INDEX_MASK",
     "RELEASE_AUGMENTATIONS",
+    "INTENSITIES",
     "FinalizeTargets",
     "ScaleToUnit",
+    "StandardizeIntensity",
     "build_transform",
     "class_index_inputs",
 ]
@@ -44,6 +46,37 @@ class ScaleToUnit(A.ImageOnlyTransform):
 
     def get_transform_init_args_names(self) -> tuple[str, ...]:
         return ("max_value",)
+
+
+class StandardizeIntensity(A.ImageOnlyTransform):
+    """Histogram standardisation of a 0..255 image (uint8 or float), so that scanners' gains look alike.
+
+    ``equalize``: albumentations' global histogram equalisation of the luminance (colours keep their hue);
+    ``clahe``: its contrast-limited adaptive equalisation (8 x 8 tiles, clip limit 2), the usual choice for
+    ultrasound. Both work on uint8, so the input is rounded first; the output is float32 0..255. A gray
+    image stored as RGB is standardised as one gray channel.
+    """
+
+    def __init__(self, method: str = "clahe", p: float = 1.0):
+        super().__init__(p=p)
+        if method not in INTENSITIES or method == "none":
+            raise ConfigError(f"intensity standardisation must be one of {INTENSITIES[1:]}, got {method!r}")
+        self.method = method
+        self.inner = (
+            A.Equalize(mode="cv", by_channels=False, p=1.0)
+            if method == "equalize"
+            else A.CLAHE(clip_limit=(2.0, 2.0), tile_grid_size=(8, 8), p=1.0)
+        )
+
+    def apply(self, img: np.ndarray, **params: Any) -> np.ndarray:
+        pixels = np.clip(np.rint(img), 0, 255).astype(np.uint8)
+        if pixels.ndim == 3 and (pixels == pixels[..., :1]).all():  # gray stored as RGB: stay exactly gray
+            gray = self.inner(image=np.ascontiguousarray(pixels[..., 0]))["image"]
+            return np.repeat(gray[..., None], pixels.shape[2], axis=2).astype(np.float32)
+        return self.inner(image=pixels)["image"].astype(np.float32)
+
+    def get_transform_init_args_names(self) -> tuple[str, ...]:
+        return ("method",)
 
 
 CLASS_INDEX_MASK = "class_index_mask"
@@ -121,7 +154,9 @@ def _augmentation(name: str) -> A.BasicTransform:
     raise AssertionError(name)  # unreachable: names are validated first
 
 
-def build_transform(image_size: int, augmentations: list[str] | None = None, *, seed: int | None = None) -> A.Compose:
+def build_transform(
+    image_size: int, augmentations: list[str] | None = None, *, intensity: str = "none", seed: int | None = None
+) -> A.Compose:
     """The training (``augmentations`` given) or evaluation (None / []) pipeline.
 
     Input: image (H, W, 3) float32 in 0..255 (uint8 also works), mask (H, W) uint8 {0, 1}.
@@ -129,7 +164,8 @@ def build_transform(image_size: int, augmentations: list[str] | None = None, *, 
     Multi-class: a mask of class indices 0..K-1 (uint8) called with :func:`class_index_inputs` comes out
     as the same indices (every mask step is nearest-neighbour, so no new value appears).
     Augmentations run in the release's order whatever order they are listed in (gamma and speckle,
-    which the release lacks, after its own). ``seed`` fixes the
+    which the release lacks, after its own). ``intensity`` (:data:`INTENSITIES`) standardises the image's
+    histogram before anything else, in training and evaluation alike. ``seed`` fixes the
     random stream (albumentations 2.x ignores global seeds).
     """
     if isinstance(image_size, bool) or not isinstance(image_size, (int, np.integer)) or image_size < 1:
@@ -138,7 +174,10 @@ def build_transform(image_size: int, augmentations: list[str] | None = None, *, 
     unknown = [a for a in requested if a not in AUGMENTATIONS]
     if unknown:
         raise ConfigError(f"unknown augmentation(s) {unknown}; valid names: {AUGMENTATIONS}")
-    steps: list[A.BasicTransform] = [ScaleToUnit(max_value=255.0)]
+    if intensity not in INTENSITIES:
+        raise ConfigError(f"unknown intensity standardisation {intensity!r}; valid names: {INTENSITIES}")
+    steps: list[A.BasicTransform] = [] if intensity == "none" else [StandardizeIntensity(intensity)]
+    steps.append(ScaleToUnit(max_value=255.0))
     steps += [_augmentation(name) for name in AUGMENTATIONS if name in requested]
     steps += [
         A.Resize(

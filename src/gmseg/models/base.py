@@ -5,7 +5,8 @@ A model is an ``nn.Module`` with:
 * ``labels``: its classes (:class:`gmseg.labels.LabelSet`, binary by default);
 * ``predict_proba(images)``: foreground probability (B, 1, H, W) for images in [-1, 1], no graph; with
   more than two classes the K class probabilities (B, K, H, W);
-* ``image_size`` and ``threshold``: the inference contract (square resize, binarisation);
+* ``image_size``, ``intensity`` and ``threshold``: the inference contract (square resize, histogram
+  standardisation, binarisation);
 * ``trainable``: the sub-module the optimizer trains (GMS: the mapping; the U-Net: all of it), which the
   trainer hands to accelerate and passes back as ``net`` (possibly DDP-wrapped);
 * ``training_loss(image, mask, generator, net, autocast)``: ``{"loss", "loss_rec", "loss_dice"}``, the
@@ -50,6 +51,11 @@ class SegmentationModel(nn.Module):
     @property
     def image_size(self) -> int:
         raise NotImplementedError
+
+    @property
+    def intensity(self) -> str:
+        """The histogram standardisation every input gets (``data.intensity`` of its training)."""
+        return "none"
 
     @property
     def threshold(self) -> float:

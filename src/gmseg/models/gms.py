@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from huggingface_hub import PyTorchModelHubMixin
 from torch import nn
 
+from ..config import INTENSITIES
 from ..errors import CheckpointError, ConfigError
 from ..first_stage import DEFAULT_VAE, FirstStage, FirstStageSource, identify_source, load_first_stage
 from ..labels import BINARY, LabelSet
@@ -77,6 +78,7 @@ class GMSConfig:
     )
     first_stage: dict[str, Any] = field(default_factory=lambda: identify_source(DEFAULT_VAE).to_dict())
     image_size: int = 224
+    intensity: str = "none"  # histogram standardisation of every input (gmseg.config.INTENSITIES)
     supervised_levels: list[str] = field(default_factory=lambda: ["level2", "level1", "out"])
     # Levels whose decoded masks enter the Dice term (None: all supervised levels, as the paper). Each one
     # costs a decoder pass with gradients, the dominant cost of a training step.
@@ -116,6 +118,8 @@ class GMSConfig:
             and self.image_size % 8 == 0
         ):
             problems.append(f"image_size must be a positive multiple of 8, got {self.image_size!r}")
+        if self.intensity not in INTENSITIES:
+            problems.append(f"intensity must be one of {INTENSITIES}, got {self.intensity!r}")
         for key in ("threshold", "noise_probability"):
             value = getattr(self, key)
             if not (number(value) and 0.0 <= value <= 1.0):
@@ -146,6 +150,8 @@ class GMSConfig:
             del data["labels"], data["mask_encoding"]
         if not self.latent_noise_std:
             del data["latent_noise_std"]
+        if self.intensity == "none":
+            del data["intensity"]
         return {CLASS_KEY: GMS.__name__, **data, "gmseg_version": __version__}
 
 
@@ -206,6 +212,7 @@ class GMS(SegmentationModel, PyTorchModelHubMixin, library_name="gmseg", tags=["
                 "ch_mult": list(options.ch_mult),
             },
             image_size=config.data.image_size,
+            intensity=config.data.intensity,
             supervised_levels=list(options.supervised_levels),
             rec_weight=loss.rec_weight,
             dice_weight=loss.dice_weight,
@@ -225,6 +232,10 @@ class GMS(SegmentationModel, PyTorchModelHubMixin, library_name="gmseg", tags=["
     def image_size(self) -> int:
         """The square size images are resized to before the first stage (the inference contract)."""
         return int(self.gms_config.image_size)
+
+    @property
+    def intensity(self) -> str:
+        return self.gms_config.intensity
 
     @property
     def threshold(self) -> float:

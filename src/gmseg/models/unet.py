@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from huggingface_hub import PyTorchModelHubMixin
 from torch import nn
 
+from ..config import INTENSITIES
 from ..errors import CheckpointError, ConfigError
 from ..labels import BINARY, LabelSet
 from .base import CLASS_KEY, Autocast, SegmentationModel, load_weights, save_weights
@@ -54,10 +55,15 @@ class UNetOptions:
 
 
 def unet_arguments(
-    channels: Sequence[int], image_size: int, num_res_units: int = 2, labels: LabelSet = BINARY
+    channels: Sequence[int],
+    image_size: int,
+    num_res_units: int = 2,
+    labels: LabelSet = BINARY,
+    intensity: str = "none",
 ) -> dict[str, Any]:
     """The model folder's config: ``monai.networks.nets.UNet`` keyword arguments + the inference facts
-    (+ ``labels`` for more than two classes; a binary config is what it always was)."""
+    (+ ``labels`` for more than two classes and ``intensity`` when not none: a default config is what it
+    always was)."""
     channels = [int(c) for c in channels]
     if len(channels) < 2 or any(c < 1 for c in channels):
         raise ConfigError(f"U-Net channels must be at least two positive integers, e.g. 16,32,64; got {channels}")
@@ -91,6 +97,8 @@ def unet_arguments(
     if not labels.is_binary:
         config["output"] = "one logit per class and pixel; class = argmax of the softmax"
         config["labels"] = labels.to_labels()
+    if intensity != "none":
+        config["intensity"] = intensity
     return config
 
 
@@ -108,6 +116,8 @@ def check_unet_config(config: Any, where: str) -> dict[str, Any]:
     try:
         config["unet"]["channels"]
         int(config["image_size"])
+        if config.get("intensity", "none") not in INTENSITIES:
+            raise ValueError(f"intensity must be one of {INTENSITIES}, got {config['intensity']!r}")
     except (KeyError, TypeError, ValueError) as error:
         raise CheckpointError(f"{where} is not a U-Net description ({type(error).__name__}: {error}).") from error
     return config
@@ -141,7 +151,11 @@ class UNet(SegmentationModel, PyTorchModelHubMixin, library_name="gmseg", tags=[
     @classmethod
     def from_run_config(cls, config: Any, labels: LabelSet = BINARY) -> UNet:
         options = config.model
-        return cls(unet_arguments(options.channels, config.data.image_size, options.num_res_units, labels))
+        return cls(
+            unet_arguments(
+                options.channels, config.data.image_size, options.num_res_units, labels, config.data.intensity
+            )
+        )
 
     def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
         """Foreground probability (sigmoid), or the K class probabilities (softmax over channels)."""
@@ -155,6 +169,10 @@ class UNet(SegmentationModel, PyTorchModelHubMixin, library_name="gmseg", tags=[
     @property
     def image_size(self) -> int:
         return int(self.unet_config["image_size"])
+
+    @property
+    def intensity(self) -> str:
+        return str(self.unet_config.get("intensity", "none"))
 
     @property
     def threshold(self) -> float:

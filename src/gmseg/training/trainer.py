@@ -55,7 +55,8 @@ def make_dataset(config: Config, names: list[str], augment: bool) -> Any:
     from ..data.dataset import SegmentationDataset, dataset_labels
     from ..data.transforms import build_transform
 
-    transform = build_transform(config.data.image_size, config.data.augmentations if augment else None)
+    augmentations = config.data.augmentations if augment else None
+    transform = build_transform(config.data.image_size, augmentations, intensity=config.data.intensity)
     return SegmentationDataset(
         config.data.root,
         names,
