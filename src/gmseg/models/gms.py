@@ -48,8 +48,8 @@ class GMSOptions:
     # probability noise_probability the image latent gets std * N(0, 1); 0 keeps the release's behaviour.
     latent_noise_std: float = 0.0
     # How a dataset with more than two classes enters the autoencoder (gmseg.models.encodings); binary
-    # datasets always use the release's encoding.
-    mask_encoding: str = "colour"
+    # datasets always use the release's encoding. The default won on validation (BENCHMARKS.md, "Multi-class").
+    mask_encoding: str = "one_vs_rest"
 
     def problems(self) -> list[str]:
         """Values that parse but make no sense, with the accepted range."""
@@ -90,7 +90,7 @@ class GMSConfig:
     threshold: float = 0.5
     # The classes (dataset.json "labels" form) and their encoding; None: binary, the release's encoding.
     labels: dict[str, int] | None = None
-    mask_encoding: str = "colour"
+    mask_encoding: str = "one_vs_rest"
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> GMSConfig:
