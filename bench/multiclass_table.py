@@ -36,6 +36,33 @@ def class_dice(rows: list[dict], name: str) -> tuple[float, float]:
     return mean, sd / math.sqrt(len(values))
 
 
+def paired(a: list[dict], b: list[dict], column: str, holding: str | None = None) -> tuple[float, float]:
+    """Mean and SE (%) of the per-image difference a - b in ``column`` (over the images holding class
+    ``holding`` when given): the two models saw the same images, so their difference is paired."""
+    first = {r["name"]: r for r in a}
+    diffs = [
+        100 * (float(first[r["name"]][column]) - float(r[column]))
+        for r in b
+        if r["name"] in first and (holding is None or float(r[f"true_area_{holding}"]) > 0)
+    ]
+    mean = sum(diffs) / len(diffs)
+    sd = math.sqrt(sum((d - mean) ** 2 for d in diffs) / (len(diffs) - 1))
+    return mean, sd / math.sqrt(len(diffs))
+
+
+def encoding_difference(out: Path) -> dict | None:
+    """Colour coding minus one-vs-rest, paired per image: lesion, benign and malignant Dice."""
+    files = [out / key / "test" / "metrics.csv" for key in ("gms-colour", "gms-one_vs_rest")]
+    if not all(f.is_file() for f in files):
+        return None
+    a, b = (list(csv.DictReader(f.open())) for f in files)
+    return {
+        "lesion": paired(a, b, "any_dice"),
+        "benign": paired(a, b, "dice_benign", "benign"),
+        "malignant": paired(a, b, "dice_malignant", "malignant"),
+    }
+
+
 def log_facts(run: Path) -> tuple[float | None, float | None]:
     """(best validation Dice, training minutes) from the run's train_log.csv."""
     log = run / "train_log.csv"
@@ -89,6 +116,9 @@ def gather(out: Path, binary: Path) -> dict:
         if binary_summary.is_file():
             row["binary_lesion"] = mean_se(json.loads(binary_summary.read_text())["metrics"]["dice"])
         table[label] = row
+    difference = encoding_difference(out)
+    if difference is not None:
+        table["colour minus one-vs-rest (paired)"] = difference
     return table
 
 
@@ -102,7 +132,9 @@ def markdown(table: dict) -> str:
         "| pathology accuracy (n) | val best | training min |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    for label, row in table.items():
+    difference = table.get("colour minus one-vs-rest (paired)")
+    models = {label: row for label, row in table.items() if "pathology" in row}
+    for label, row in models.items():
         p = row["pathology"]
         val = "" if row["val_best"] is None else f"{row['val_best']:.3f}"
         minutes = "" if row["minutes"] is None else f"{row['minutes']:.1f}"
@@ -116,10 +148,17 @@ def markdown(table: dict) -> str:
         "| malignant→none |",
         "|---|---|---|---|---|---|---|",
     ]
-    for label, row in table.items():
+    for label, row in models.items():
         m = row["pathology"]["matrix"]
         cells = [m[t][p] for t in ("benign", "malignant") for p in ("benign", "malignant", "none")]
         lines.append(f"| {label} | " + " | ".join(str(c) for c in cells) + " |")
+    if difference is not None:
+        lines += [
+            "",
+            "GMS encodings, colour coding minus one-vs-rest, per-image paired difference ± SE (%): "
+            + ", ".join(f"{k} {v[0]:+.2f} ± {v[1]:.2f}" for k, v in difference.items())
+            + ".",
+        ]
     lines += [
         "",
         "Dice ± standard error (%), per image at its native size; a class's Dice over the test images holding "
