@@ -8,6 +8,7 @@
 #   SCALE=quick bash bench/cross_domain.sh        # the same four trainings at 128 px, shorter (< 60 min)
 #   PARTS="gms-busi unet-busi" bash bench/cross_domain.sh   # some parts only; the table uses what is there
 #   EXTRA="kvasir=path/to/prepared" ...           # also score every model on a dataset of your own
+#   PARTS="data gms-kvasir unet-kvasir table" ...  # Kvasir-SEG in-domain (seeded 880/118 split), both models
 #
 # Budget: each model gets a fixed number of optimizer steps (GMS: the schedule of
 # bench/configs/busi-taesd-cpu.yaml; U-Net: the epochs that filled GMS's BUSI time on an idle machine), so
@@ -16,7 +17,9 @@
 # trainings get BUS_EPOCH_FACTOR = 4 times the epochs, i.e. the same number of steps as on BUSI (with
 # equal epochs GMS stopped far from converged on BUS: validation Dice 0.33 at the quick scale).
 # SCALE=quick trains at 128 px instead of 224 (a third of the time per step) to stay under an hour.
-# Writes $OUT/data/{busi,bus}, $OUT/{gms,unet}-{busi,bus}/ (run folder, model, generalization table) and
+# Kvasir-SEG (no official split: 118 of its 998 pairs held out, seed 2333) trains with BUSI's epochs (792
+# training images: 1.7 times BUSI's steps, for both models) and is tested in-domain only.
+# Writes $OUT/data/{busi,bus,kvasir}, $OUT/{gms,unet}-{busi,bus,kvasir}/ (run folder, model, generalization table) and
 # $OUT/table.md + table.json.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -54,13 +57,18 @@ if has_part data; then
     --masks "$SHARED/data/busi/masks" --split "$SHARED/data/busi/busi_train_test_names.pkl" --out "$OUT/data/busi"
   [ -f "$OUT/data/bus/split.json" ] || gmseg prepare bus --raw "$SHARED/data/bus-udiat" \
     --split "$SHARED/data/bus-udiat/bus_train_test_names.pkl" --out "$OUT/data/bus"
+  if has_part gms-kvasir || has_part unet-kvasir; then
+    [ -f "$OUT/data/kvasir/split.json" ] || gmseg prepare folders --images "$SHARED/data/kvasir-seg-256/images" \
+      --masks "$SHARED/data/kvasir-seg-256/masks" --test-fraction 0.1182 --seed 2333 --out "$OUT/data/kvasir"
+  fi
 fi
 
-# score MODEL_DIR OUT_DIR TRAIN_DATASET: in-domain test split, the other dataset's test split and all of it.
+# score MODEL_DIR OUT_DIR TRAIN_DATASET: in-domain test split, the other dataset's test split and all of it
+# (Kvasir: in-domain only, it has no partner).
 score() {
-  local other=bus; [ "$3" = bus ] && other=busi
+  local other=(); case $3 in busi) other=(--data "bus=$OUT/data/bus") ;; bus) other=(--data "busi=$OUT/data/busi") ;; esac
   local extra=(); for item in $EXTRA; do extra+=(--data "$item"); done
-  gmseg generalize --model "$1" --data "$3=$OUT/data/$3" --in-domain "$3" --data "$other=$OUT/data/$other" \
+  gmseg generalize --model "$1" --data "$3=$OUT/data/$3" --in-domain "$3" "${other[@]}" \
     "${extra[@]}" --overwrite --out "$2/generalization"
 }
 
@@ -76,7 +84,7 @@ train_part() {
   touch "$part/done"
 }
 
-for dataset in busi bus; do
+for dataset in busi bus kvasir; do
   factor=1; [ "$dataset" = bus ] && factor=$BUS_EPOCH_FACTOR
   # shellcheck disable=SC2046  # schedule prints separate words on purpose
   if has_part "gms-$dataset"; then

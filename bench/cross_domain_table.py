@@ -21,7 +21,9 @@ COLUMNS = [
     ("bus", "bus", "test", "BUS→BUS (31)"),
     ("bus", "busi", "test", "BUS→BUSI (130)"),
     ("bus", "busi", "all", "BUS→BUSI (647)"),
+    ("kvasir", "kvasir", "test", "Kvasir→Kvasir (118)"),
 ]
+TRAINED_ON = ("busi", "bus", "kvasir")
 PAPER = {"BUSI→BUSI (130)": 81.43, "BUSI→BUS (31)": 80.31, "BUS→BUS (31)": 88.42, "BUS→BUSI (130)": 61.60}
 
 
@@ -40,7 +42,7 @@ def training_minutes(part: Path) -> float | None:
 def gather(out: Path) -> dict:
     table: dict = {}
     for key, label in MODELS.items():
-        for train in ("busi", "bus"):
+        for train in TRAINED_ON:
             path = out / f"{key}-{train}" / "generalization" / "generalization.json"
             if not path.is_file():
                 continue
@@ -62,7 +64,8 @@ def fmt(value: float, scale: float = 100.0, digits: int = 2) -> str:
 
 def markdown(table: dict) -> str:
     titles = [c[3] for c in COLUMNS]
-    lines = ["| model | " + " | ".join(titles) + " | training min (BUSI / BUS) |", "|---|" + "---|" * (len(titles) + 1)]
+    head = "| model | " + " | ".join(titles) + " | training min (BUSI / BUS / Kvasir) |"
+    lines = [head, "|---|" + "---|" * (len(titles) + 1)]
     for label, entry in table.items():
         cells = []
         for title in titles:
@@ -72,7 +75,7 @@ def markdown(table: dict) -> str:
                 continue
             d, i, h = cell["dice"], cell["iou"], cell["hd95"]
             cells.append(f"{fmt(d['mean'])} ± {fmt(d['se'])} / {fmt(i['mean'])} / {fmt(h['mean'], 1.0, 1)}")
-        minutes = " / ".join(str(entry["minutes"].get(t, "")) for t in ("busi", "bus"))
+        minutes = " / ".join(str(entry["minutes"].get(t, "")) for t in TRAINED_ON)
         lines.append(f"| {label} | " + " | ".join(cells) + f" | {minutes} |")
     lines.append(
         "| GMS, SD-2 VAE (paper) | " + " | ".join(f"{PAPER[t]:.2f}" if t in PAPER else "" for t in titles) + " | |"
