@@ -20,6 +20,7 @@ MODELS = {
     "unet": ("U-Net (3 outputs)", "unet-busi"),
 }
 PATHOLOGY = {1: "benign", 2: "malignant"}
+PAIRED_KEY = "colour minus one-vs-rest (paired)"  # table.json's entry for the paired encoding difference
 
 
 def mean_se(stats: dict) -> tuple[float, float]:
@@ -27,35 +28,38 @@ def mean_se(stats: dict) -> tuple[float, float]:
     return 100 * float(stats["mean"]), (100 * float(stats["std"]) / math.sqrt(n) if n > 1 else math.nan)
 
 
-def class_dice(rows: list[dict], name: str) -> tuple[float, float]:
-    """Dice of class ``name`` over the images whose truth holds it (mean, SE, %): an image without the class
-    would score 1 by the both-empty convention and hide how the class itself is segmented."""
-    values = [float(r[f"dice_{name}"]) for r in rows if float(r[f"true_area_{name}"]) > 0]
+def percent_mean_se(values: list[float]) -> tuple[float, float]:
+    """Mean and standard error (ddof=1) of fractions, in %."""
     mean = 100 * sum(values) / len(values)
     sd = math.sqrt(sum((100 * v - mean) ** 2 for v in values) / (len(values) - 1))
     return mean, sd / math.sqrt(len(values))
+
+
+def class_dice(rows: list[dict], name: str) -> tuple[float, float]:
+    """Dice of class ``name`` over the images whose truth holds it (mean, SE, %): an image without the class
+    would score 1 by the both-empty convention and hide how the class itself is segmented."""
+    return percent_mean_se([float(r[f"dice_{name}"]) for r in rows if float(r[f"true_area_{name}"]) > 0])
 
 
 def paired(a: list[dict], b: list[dict], column: str, holding: str | None = None) -> tuple[float, float]:
     """Mean and SE (%) of the per-image difference a - b in ``column`` (over the images holding class
     ``holding`` when given): the two models saw the same images, so their difference is paired."""
     first = {r["name"]: r for r in a}
-    diffs = [
-        100 * (float(first[r["name"]][column]) - float(r[column]))
-        for r in b
-        if r["name"] in first and (holding is None or float(r[f"true_area_{holding}"]) > 0)
-    ]
-    mean = sum(diffs) / len(diffs)
-    sd = math.sqrt(sum((d - mean) ** 2 for d in diffs) / (len(diffs) - 1))
-    return mean, sd / math.sqrt(len(diffs))
+    return percent_mean_se(
+        [
+            float(first[r["name"]][column]) - float(r[column])
+            for r in b
+            if r["name"] in first and (holding is None or float(r[f"true_area_{holding}"]) > 0)
+        ]
+    )
 
 
-def encoding_difference(out: Path) -> dict | None:
-    """Colour coding minus one-vs-rest, paired per image: lesion, benign and malignant Dice."""
-    files = [out / key / "test" / "metrics.csv" for key in ("gms-colour", "gms-one_vs_rest")]
-    if not all(f.is_file() for f in files):
+def encoding_difference(rows: dict[str, list[dict]]) -> dict | None:
+    """Colour coding minus one-vs-rest, paired per image (``rows``: each model's metrics.csv rows by part
+    name): lesion, benign and malignant Dice; None until both encodings are tested."""
+    if "gms-colour" not in rows or "gms-one_vs_rest" not in rows:
         return None
-    a, b = (list(csv.DictReader(f.open())) for f in files)
+    a, b = rows["gms-colour"], rows["gms-one_vs_rest"]
     return {
         "lesion": paired(a, b, "any_dice"),
         "benign": paired(a, b, "dice_benign", "benign"),
@@ -94,8 +98,9 @@ def pathology_confusion(predictions: Path, data: Path, names: list[str]) -> dict
     return {"matrix": matrix, "n": total, "accuracy": correct / total if total else math.nan}
 
 
-def gather(out: Path, binary: Path) -> dict:
-    table = {}
+def gather(out: Path, binary: Path) -> tuple[dict, dict[str, list[dict]]]:
+    """One row per tested model (by its label), and the models' per-image metrics rows (by part name)."""
+    table, rows_by_part = {}, {}
     data = out / "data" / "busi3"
     for key, (label, binary_part) in MODELS.items():
         summary_file = out / key / "test" / "summary.json"
@@ -103,7 +108,7 @@ def gather(out: Path, binary: Path) -> dict:
             continue
         metrics = json.loads(summary_file.read_text())["metrics"]
         with (out / key / "test" / "metrics.csv").open() as handle:
-            rows = list(csv.DictReader(handle))
+            rows = rows_by_part[key] = list(csv.DictReader(handle))
         names = [r["name"] for r in rows]
         row = {
             "benign": class_dice(rows, "benign"),
@@ -116,25 +121,20 @@ def gather(out: Path, binary: Path) -> dict:
         if binary_summary.is_file():
             row["binary_lesion"] = mean_se(json.loads(binary_summary.read_text())["metrics"]["dice"])
         table[label] = row
-    difference = encoding_difference(out)
-    if difference is not None:
-        table["colour minus one-vs-rest (paired)"] = difference
-    return table
+    return table, rows_by_part
 
 
 def cell(pair: tuple[float, float] | None) -> str:
     return "" if pair is None else f"{pair[0]:.2f} ± {pair[1]:.2f}"
 
 
-def markdown(table: dict) -> str:
+def markdown(table: dict, difference: dict | None) -> str:
     lines = [
         "| model | benign Dice | malignant Dice | lesion Dice (3-class) | lesion Dice (binary model) "
         "| pathology accuracy (n) | val best | training min |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    difference = table.get("colour minus one-vs-rest (paired)")
-    models = {label: row for label, row in table.items() if "pathology" in row}
-    for label, row in models.items():
+    for label, row in table.items():
         p = row["pathology"]
         val = "" if row["val_best"] is None else f"{row['val_best']:.3f}"
         minutes = "" if row["minutes"] is None else f"{row['minutes']:.1f}"
@@ -148,7 +148,7 @@ def markdown(table: dict) -> str:
         "| malignant→none |",
         "|---|---|---|---|---|---|---|",
     ]
-    for label, row in models.items():
+    for label, row in table.items():
         m = row["pathology"]["matrix"]
         cells = [m[t][p] for t in ("benign", "malignant") for p in ("benign", "malignant", "none")]
         lines.append(f"| {label} | " + " | ".join(str(c) for c in cells) + " |")
@@ -172,9 +172,11 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--binary", type=Path, required=True, help="the cross-domain study's folder, same scale")
     args = parser.parse_args()
-    table = gather(args.out, args.binary)
-    (args.out / "table.json").write_text(json.dumps(table, indent=2, default=float) + "\n")
-    text = markdown(table)
+    table, rows = gather(args.out, args.binary)
+    difference = encoding_difference(rows)
+    stored = table if difference is None else {**table, PAIRED_KEY: difference}
+    (args.out / "table.json").write_text(json.dumps(stored, indent=2, default=float) + "\n")
+    text = markdown(table, difference)
     (args.out / "table.md").write_text(text + "\n")
     print(text)
 
