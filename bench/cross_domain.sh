@@ -33,7 +33,8 @@ UNET_MODEL=(--set model.name=unet --set trainer.name=default)
 BUS_EPOCH_FACTOR=4
 if [ "$SCALE" = quick ]; then
   SIZE=(--set data.image_size=128)
-  gms_epochs=19 gms_latent=16 gms_warmup=3 unet_epochs=75 unet_warmup=2
+  # U-Net: the epochs that fill GMS-BUSI's minutes on an idle machine (BENCHMARKS.md, Generalization)
+  gms_epochs=19 gms_latent=16 gms_warmup=3 unet_epochs=44 unet_warmup=2
 else
   SIZE=()
   gms_epochs=88 gms_latent=60 gms_warmup=10 unet_epochs=450 unet_warmup=2

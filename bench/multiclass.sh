@@ -22,7 +22,7 @@ PARTS=${PARTS:-data gms-colour gms-one_vs_rest unet table}
 if [ "$SCALE" = quick ]; then
   SIZE=(--set data.image_size=128)
   GMS=(--set train.epochs=19 --set trainer.latent_epochs=16 --set train.warmup_epochs=3)
-  UNET=(--set train.epochs=75 --set train.warmup_epochs=2)
+  UNET=(--set train.epochs=44 --set train.warmup_epochs=2)  # cross_domain.sh's quick U-Net budget
 else
   SIZE=()
   GMS=()
