@@ -112,3 +112,14 @@ def test_a_resume_may_not_change_intensity(tmp_path):
     changed = config_from_dict({"data": {"root": "x", "intensity": "clahe"}})
     with pytest.raises(ConfigError, match="data.intensity"):
         check_resume_config(saved, changed, tmp_path)
+
+
+def test_inference_reuses_one_evaluation_pipeline_and_matches_a_fresh_one():
+    """Prediction builds the evaluation transform once per (size, intensity), with the same result."""
+    from gmseg.predict import evaluation_transform
+
+    assert evaluation_transform(24, "clahe") is evaluation_transform(24, "clahe")
+    assert evaluation_transform(24, "clahe") is not evaluation_transform(24, "none")
+    image = low_contrast()
+    fresh = build_transform(24, intensity="clahe")(image=image.astype(np.float32), mask=np.zeros((48, 64), np.uint8))
+    assert torch.equal(image_to_tensor(image, 24, "clahe"), fresh["image"] * 2.0 - 1.0)

@@ -14,6 +14,7 @@ legend (:func:`write_class_prediction`).
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -136,12 +137,17 @@ def image_to_tensor(image: np.ndarray, size: int, intensity: str = "none") -> to
     not resampled when already ``size``x``size`` and not standardised."""
     tensor = torch.from_numpy(np.array(image, dtype=np.float32)).permute(2, 0, 1).div(255.0)
     if tensor.shape[1:] != (size, size) or intensity != "none":
-        from .data.transforms import build_transform
-
-        # The same steps as evaluation during training, so predictions match validation scores.
-        transform = build_transform(size, intensity=intensity)
+        transform = evaluation_transform(size, intensity)
         tensor = transform(image=image.astype(np.float32), mask=np.zeros(image.shape[:2], np.uint8))["image"]
     return tensor * 2.0 - 1.0
+
+
+@functools.lru_cache(maxsize=8)
+def evaluation_transform(size: int, intensity: str) -> Callable[..., dict[str, Any]]:
+    """The evaluation steps of training (so predictions match validation scores), built once per setting."""
+    from .data.transforms import build_transform
+
+    return build_transform(size, intensity=intensity)
 
 
 def class_probabilities_at_size(probability: torch.Tensor, height: int, width: int) -> np.ndarray:
