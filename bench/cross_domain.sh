@@ -29,28 +29,10 @@ OUT=${OUT:-bench/results/cross_domain/$SCALE}
 CONFIG=${CONFIG:-bench/configs/busi-taesd-cpu.yaml}
 PARTS=${PARTS:-data gms-busi unet-busi gms-bus unet-bus table}
 EXTRA=${EXTRA:-}
-UNET_MODEL=(--set model.name=unet --set trainer.name=default)
 BUS_EPOCH_FACTOR=4
-if [ "$SCALE" = quick ]; then
-  SIZE=(--set data.image_size=128)
-  # U-Net: the epochs that fill GMS-BUSI's minutes on an idle machine (BENCHMARKS.md, Generalization)
-  gms_epochs=19 gms_latent=16 gms_warmup=3 unet_epochs=44 unet_warmup=2
-else
-  SIZE=()
-  gms_epochs=88 gms_latent=60 gms_warmup=10 unet_epochs=450 unet_warmup=2
-fi
-# schedule MODEL FACTOR: the --set arguments of MODEL's schedule with its epochs times FACTOR.
-schedule() {
-  local f=$2
-  if [ "$1" = gms ]; then
-    echo --set train.epochs=$((gms_epochs * f)) --set trainer.latent_epochs=$((gms_latent * f)) \
-      --set train.warmup_epochs=$((gms_warmup * f))
-  else
-    echo "${UNET_MODEL[@]}" --set train.epochs=$((unet_epochs * f)) --set train.warmup_epochs=$((unet_warmup * f))
-  fi
-}
 mkdir -p "$OUT"
 . bench/lib.sh
+study_schedule "$SCALE"
 has_part() { [[ " $PARTS " == *" $1 "* ]]; }
 
 if has_part data; then

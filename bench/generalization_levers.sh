@@ -17,10 +17,12 @@ CROSS=${CROSS:-bench/results/cross_domain/quick}
 OUT=${OUT:-bench/results/generalization_levers}
 CONFIG=${CONFIG:-bench/configs/busi-taesd-cpu.yaml}
 PARTS=${PARTS:-baseline intensity noise clahe equalize table}
-QUICK=(--set data.image_size=128 --set train.epochs=19 --set trainer.latent_epochs=16 --set train.warmup_epochs=3)
 AUGMENT=(--set "data.augmentations=[hflip,vflip,rot90,color_jitter,shift_scale_rotate,gamma,speckle]")
 mkdir -p "$OUT"
 . bench/lib.sh
+study_schedule quick
+# shellcheck disable=SC2207  # schedule prints separate words on purpose
+QUICK=("${SIZE[@]}" $(schedule gms 1))
 has_part() { [[ " $PARTS " == *" $1 "* ]]; }
 OUT="$CROSS" SCALE=quick PARTS=data bash bench/cross_domain.sh
 

@@ -12,3 +12,29 @@ train_or_resume() {
     gmseg train "$@" --run-dir "$run" --no-progress | tee "$log"
   fi
 }
+
+# study_schedule SCALE: the training budgets of the study scripts, kept in one place. Sets SIZE (--set of the
+# image size) and the epochs on BUSI: GMS the schedule of bench/configs/busi-taesd-cpu.yaml (quick: 128 px,
+# shortened), the U-Net the epochs that fill GMS-BUSI's minutes on an idle machine (BENCHMARKS.md).
+study_schedule() {
+  if [ "$1" = quick ]; then
+    SIZE=(--set data.image_size=128)
+    gms_epochs=19 gms_latent=16 gms_warmup=3 unet_epochs=44 unet_warmup=2
+  else
+    SIZE=()
+    gms_epochs=88 gms_latent=60 gms_warmup=10 unet_epochs=450 unet_warmup=2
+  fi
+}
+
+# schedule MODEL FACTOR: the --set arguments of MODEL's (gms | unet) schedule with its epochs times FACTOR
+# (call study_schedule first).
+schedule() {
+  local f=$2
+  if [ "$1" = gms ]; then
+    echo --set train.epochs=$((gms_epochs * f)) --set trainer.latent_epochs=$((gms_latent * f)) \
+      --set train.warmup_epochs=$((gms_warmup * f))
+  else
+    echo --set model.name=unet --set trainer.name=default --set train.epochs=$((unet_epochs * f)) \
+      --set train.warmup_epochs=$((unet_warmup * f))
+  fi
+}

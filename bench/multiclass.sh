@@ -19,19 +19,12 @@ OUT=${OUT:-bench/results/multiclass/$SCALE}
 CONFIG=${CONFIG:-bench/configs/busi-taesd-cpu.yaml}
 BINARY=${BINARY:-bench/results/cross_domain/$SCALE}  # the binary study whose BUSI models the table compares
 PARTS=${PARTS:-data gms-colour gms-one_vs_rest unet table}
-if [ "$SCALE" = quick ]; then
-  SIZE=(--set data.image_size=128)
-  GMS=(--set train.epochs=19 --set trainer.latent_epochs=16 --set train.warmup_epochs=3)
-  UNET=(--set train.epochs=44 --set train.warmup_epochs=2)  # cross_domain.sh's quick U-Net budget
-else
-  SIZE=()
-  GMS=()
-  UNET=(--set train.epochs=450 --set train.warmup_epochs=2)
-fi
-UNET=(--set model.name=unet --set trainer.name=default "${UNET[@]}")
+. bench/lib.sh
+study_schedule "$SCALE"  # the binary study's budgets
+# shellcheck disable=SC2207  # schedule prints separate words on purpose
+GMS=($(schedule gms 1)) UNET=($(schedule unet 1))
 DATA=$OUT/data/busi3
 mkdir -p "$OUT"
-. bench/lib.sh
 has_part() { [[ " $PARTS " == *" $1 "* ]]; }
 
 if has_part data && [ ! -f "$DATA/split.json" ]; then
