@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Which latent space segments best (issue #21): GMS trained on BUSI with each tiny autoencoder under the
 # budget and schedule of bench/configs/busi-taesd-cpu.yaml (selection on validation), tested on BUSI's test
-# split and cross-domain on BUS (its 31 test images and all 163); the 16-channel spaces also with a mapping
-# twice as wide (model.ch 64). Resumable: each part leaves a `done` file; a training resumes from its last
-# checkpoint. The TAESD part is the cross-domain study's GMS-BUSI training (bench/cross_domain.sh, same
-# config): one run serves both tables.
+# split and cross-domain on BUS (its 31 test images and all 163); then a mapping twice as wide (model.ch 64)
+# for the one 16-channel space that validates better at the default width (part `wide`; a rule fixed before
+# either ran). Resumable: each part leaves a `done` file; a training resumes from its last checkpoint. The
+# TAESD part and the U-Net reference row are the cross-domain study's BUSI trainings (bench/cross_domain.sh,
+# same config and budget): one run serves both tables.
 #
-#   bash bench/latent_spaces.sh                         # every part (~107 min each on 2 cores)
-#   PARTS="taesd3 taesd3-ch64" bash bench/latent_spaces.sh
+#   bash bench/latent_spaces.sh                         # every part (~107 min each on an idle 2026-11-26 host)
+#   PARTS="taesd3 taesd3-ch64" bash bench/latent_spaces.sh   # named parts; both wider ones can be asked for
 #
 # Writes $OUT/data (BUSI and BUS, as the cross-domain study prepares them), $OUT/<part>/{run,generalization},
 # $OUT/ceiling/<ae> (bench/first_stage_ceiling.py) and $OUT/table.md.
@@ -17,7 +18,7 @@ SHARED=${SHARED:-../shared}
 OUT=${OUT:-bench/results/latent_spaces}
 CROSS=${CROSS:-bench/results/cross_domain/full}
 CONFIG=${CONFIG:-bench/configs/busi-taesd-cpu.yaml}
-PARTS=${PARTS:-ceilings taesd taesdxl taesd3 taef1 taesd3-ch64 taef1-ch64 table}
+PARTS=${PARTS:-ceilings taesd taesdxl taesd3 taef1 wide unet table}
 mkdir -p "$OUT"
 . bench/lib.sh
 has_part() { [[ " $PARTS " == *" $1 "* ]]; }
@@ -45,13 +46,19 @@ part() {
   touch "$dir/done"
 }
 
-if has_part taesd; then  # the cross-domain study's GMS-BUSI part, linked rather than trained twice
-  OUT="$CROSS" PARTS=gms-busi bash bench/cross_domain.sh
-  ln -sfn "$(cd "$CROSS/gms-busi" && pwd)" "$OUT/taesd"
-fi
+# linked NAME CROSS_PART: the cross-domain study's part, trained (or resumed) there and linked, not trained twice.
+linked() {
+  has_part "$1" || return 0
+  OUT="$CROSS" PARTS="$2" bash bench/cross_domain.sh
+  ln -sfn "$(cd "$CROSS/$2" && pwd)" "$OUT/$1"
+}
+
+linked taesd gms-busi
 part taesdxl taesdxl
 part taesd3 taesd3
 part taef1 taef1
+if has_part wide; then PARTS="$PARTS $(python bench/latent_spaces_table.py --out "$OUT" --wider)"; fi
 part taesd3-ch64 taesd3 --set model.ch=64
 part taef1-ch64 taef1 --set model.ch=64
+linked unet unet-busi
 if has_part table; then python bench/latent_spaces_table.py --out "$OUT"; fi

@@ -2,7 +2,8 @@
 
 Reads OUT/<part>/run (train_log.csv, checkpoints/best/config.json), OUT/<part>/generalization and
 OUT/ceiling/<autoencoder>/ceiling.json; writes OUT/table.json and OUT/table.md and prints the markdown.
-Parts not yet run are left out.
+Parts not yet run are left out; the U-Net (part ``unet``, no first stage) is the reference row.
+``--wider`` prints instead which 16-channel space gets the wider mapping (see ``wider_part``).
 """
 
 from __future__ import annotations
@@ -19,7 +20,9 @@ PARTS = {
     "taef1": ("taef1", 32),
     "taesd3-ch64": ("taesd3", 64),
     "taef1-ch64": ("taef1", 64),
+    "unet": (None, None),
 }
+WIDENED = ("taesd3", "taef1")  # the 16-channel spaces, candidates for a wider mapping
 
 
 def cell(row: dict | None, key: str = "dice") -> str:
@@ -46,6 +49,24 @@ def trainable_parameters(folder: Path) -> int | None:
     return total
 
 
+def best_validation(run: Path) -> float:
+    """The best validation Dice of a run folder's train_log.csv."""
+    with (run / "train_log.csv").open() as handle:
+        return max(float(r["val_dice"]) for r in csv.DictReader(handle))
+
+
+def wider_part(out: Path) -> str:
+    """The one wider-mapping part to train: ``<space>-ch64`` for the 16-channel space with the higher best
+    validation Dice at the default width (a rule fixed before either ran; test scores play no part)."""
+    missing = [p for p in WIDENED if not (out / p / "run" / "train_log.csv").is_file()]
+    if missing:
+        raise SystemExit(
+            f'error: train {" and ".join(missing)} first (PARTS="{" ".join(missing)}"): the '
+            f"wider mapping goes to the 16-channel space that validates better, under {out}"
+        )
+    return max(WIDENED, key=lambda p: best_validation(out / p / "run")) + "-ch64"
+
+
 def gather(out: Path) -> list[dict]:
     rows = []
     for part, (autoencoder, ch) in PARTS.items():
@@ -56,7 +77,7 @@ def gather(out: Path) -> list[dict]:
         cells = {(r["dataset"], r["stage"]): r for r in json.loads(result.read_text())["rows"]}
         with (folder / "run" / "train_log.csv").open() as handle:
             log = list(csv.DictReader(handle))
-        ceiling_file = out / "ceiling" / autoencoder / "ceiling.json"
+        ceiling_file = out / "ceiling" / str(autoencoder) / "ceiling.json"
         ceiling = json.loads(ceiling_file.read_text()) if ceiling_file.is_file() else {}
         timing = json.loads((folder / "generalization" / "busi" / "test" / "timing.json").read_text())
         rows.append(
@@ -89,8 +110,10 @@ def markdown(rows: list[dict]) -> str:
         params = "" if r["parameters"] is None else f" ({r['parameters'] / 1e6:.2f} M)"
         ceiling = "" if r["mask_ceiling"] is None else f"{r['mask_ceiling']:.4f}"
         psnr = "" if r["psnr"] is None else f"{r['psnr']:.2f}"
+        stage = r["autoencoder"] or "none (U-Net, reference)"
+        mapping = "U-Net" if r["ch"] is None else r["ch"]
         lines.append(
-            f"| {r['autoencoder']} | {r['channels'] or ''} | {r['ch']}{params} | {ceiling} | {psnr} "
+            f"| {stage} | {r['channels'] or ''} | {mapping}{params} | {ceiling} | {psnr} "
             f"| {r['val_best']:.3f} | {cell(r['busi'])} | {cell(r['bus31'])} | {cell(r['bus163'])} "
             f"| {r['minutes']:.1f} | {r['seconds_per_image']:.3f} |"
         )
@@ -101,7 +124,11 @@ def markdown(rows: list[dict]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--wider", action="store_true", help="print the wider-mapping part to train, and stop")
     args = parser.parse_args()
+    if args.wider:
+        print(wider_part(args.out))
+        return
     rows = gather(args.out)
     (args.out / "table.json").write_text(json.dumps(rows, indent=2) + "\n")
     text = markdown(rows)

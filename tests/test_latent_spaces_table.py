@@ -1,0 +1,61 @@
+"""bench/latent_spaces_table.py: the latent-space study's table and its rule for the one wider mapping."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[1] / "bench" / "latent_spaces_table.py"
+
+
+@pytest.fixture(scope="module")
+def table():
+    spec = importlib.util.spec_from_file_location("latent_spaces_table", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def fake_part(out: Path, part: str, val_dice: list[float], busi_dice: float = 0.7) -> None:
+    """A finished part as bench/latent_spaces.sh leaves it: run log, generalization table, timing."""
+    run = out / part / "run"
+    run.mkdir(parents=True)
+    rows = [f"{i + 1},{v},60.0" for i, v in enumerate(val_dice)]
+    (run / "train_log.csv").write_text("epoch,val_dice,seconds\n" + "\n".join(rows) + "\n")
+    stat = {"mean": busi_dice, "se": 0.02, "n": 130}
+    cells = [
+        {"dataset": "busi", "stage": "test", "dice": stat},
+        {"dataset": "bus", "stage": "test", "dice": stat},
+        {"dataset": "bus", "stage": "all", "dice": stat},
+    ]
+    scored = out / part / "generalization"
+    (scored / "busi" / "test").mkdir(parents=True)
+    (scored / "generalization.json").write_text(json.dumps({"rows": cells}))
+    (scored / "busi" / "test" / "timing.json").write_text(json.dumps({"seconds_per_image": 0.25}))
+
+
+def test_the_wider_mapping_goes_to_the_space_that_validates_better(table, tmp_path):
+    fake_part(tmp_path, "taesd3", [0.60, 0.71, 0.70], busi_dice=0.9)  # better on test, worse on validation
+    with pytest.raises(SystemExit, match="train taef1 first"):
+        table.wider_part(tmp_path)
+    fake_part(tmp_path, "taef1", [0.65, 0.72], busi_dice=0.5)
+    assert table.wider_part(tmp_path) == "taef1-ch64"
+
+
+def test_the_table_has_a_row_per_finished_part_and_the_unet_for_reference(table, tmp_path):
+    fake_part(tmp_path, "taesd", [0.75])
+    fake_part(tmp_path, "unet", [0.78, 0.79], busi_dice=0.78)
+    (tmp_path / "ceiling" / "taesd").mkdir(parents=True)
+    (tmp_path / "ceiling" / "taesd" / "ceiling.json").write_text(
+        json.dumps({"latent_channels": 4, "mask_dice": 0.977, "psnr_mean": 25.5})
+    )
+    rows = table.gather(tmp_path)
+    assert [r["part"] for r in rows] == ["taesd", "unet"]  # parts not yet run are left out
+    assert rows[0]["channels"] == 4 and rows[0]["mask_ceiling"] == 0.977
+    assert rows[1]["autoencoder"] is None and rows[1]["val_best"] == 0.79 and rows[1]["minutes"] == 2.0
+    text = table.markdown(rows)
+    assert "| taesd | 4 | 32 | 0.9770 | 25.50 | 0.750 | 70.00 ± 2.00 |" in text
+    assert "| none (U-Net, reference) |  | U-Net |  |  | 0.790 | 78.00 ± 2.00 |" in text
