@@ -4,7 +4,7 @@
 # and all of its images). One command, resumable: every part leaves a `done` file and is skipped next time;
 # an interrupted training (either model: they share one trainer) resumes from its last checkpoint.
 #
-#   bash bench/cross_domain.sh                    # the full study (~7 h on 2 cores)
+#   bash bench/cross_domain.sh                    # the full study (2 cores: ~7 h in 2026-11, ~15 h on 2026-12-02)
 #   SCALE=quick bash bench/cross_domain.sh        # the same four trainings at 128 px, shorter (< 60 min)
 #   PARTS="gms-busi unet-busi" bash bench/cross_domain.sh   # some parts only; the table uses what is there
 #   EXTRA="kvasir=path/to/prepared" ...           # also score every model on a dataset of your own
