@@ -50,7 +50,7 @@ part() {
 linked() {
   has_part "$1" || return 0
   OUT="$CROSS" PARTS="$2" bash bench/cross_domain.sh
-  ln -sfn "$(cd "$CROSS/$2" && pwd)" "$OUT/$1"
+  ln -sfn "$(python -c 'import os, sys; print(os.path.relpath(*sys.argv[1:]))' "$CROSS/$2" "$OUT")" "$OUT/$1"  # moves with the tree
 }
 
 linked taesd gms-busi
