@@ -8,15 +8,12 @@ import csv
 import math
 from pathlib import Path
 
+from run_logs import log_facts
+
 
 def per_image(folder: Path) -> dict[str, float]:
     with (folder / "metrics.csv").open() as handle:
         return {row["name"]: float(row["dice"]) for row in csv.DictReader(handle)}
-
-
-def best_validation(run: Path) -> float:
-    with (run / "train_log.csv").open() as handle:
-        return max(float(row["val_dice"]) for row in csv.DictReader(handle))
 
 
 def mean_se(values: list[float]) -> tuple[float, float]:
@@ -30,11 +27,11 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
     base = per_image(args.out / "baseline" / "bus-train")
-    base_val = best_validation(args.out / "baseline" / "run")
+    base_val = log_facts(args.out / "baseline" / "run")[0]
     print("| lever | BUSI val Dice (best) | BUS train-names Dice | paired difference ± SE | recommended |")
     print("|---|---:|---|---|---|")
     for part in sorted(p for p in args.out.iterdir() if (p / "bus-train" / "metrics.csv").is_file()):
-        scores, val = per_image(part / "bus-train"), best_validation(part / "run")
+        scores, val = per_image(part / "bus-train"), log_facts(part / "run")[0]
         mean, se = mean_se(list(scores.values()))
         diff, diff_se = mean_se([scores[n] - base[n] for n in base])
         verdict = (

@@ -9,9 +9,10 @@ Parts not yet run are left out; the U-Net (part ``unet``, no first stage) is the
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 from pathlib import Path
+
+from run_logs import log_facts
 
 PARTS = {
     "taesd": ("taesd", 32),
@@ -49,22 +50,17 @@ def trainable_parameters(folder: Path) -> int | None:
     return total
 
 
-def best_validation(run: Path) -> float:
-    """The best validation Dice of a run folder's train_log.csv."""
-    with (run / "train_log.csv").open() as handle:
-        return max(float(r["val_dice"]) for r in csv.DictReader(handle))
-
-
 def wider_part(out: Path) -> str:
     """The one wider-mapping part to train: ``<space>-ch64`` for the 16-channel space with the higher best
     validation Dice at the default width (a rule fixed before either ran; test scores play no part)."""
-    missing = [p for p in WIDENED if not (out / p / "run" / "train_log.csv").is_file()]
+    best = {p: log_facts(out / p / "run")[0] for p in WIDENED}
+    missing = [p for p, value in best.items() if value is None]
     if missing:
         raise SystemExit(
             f'error: train {" and ".join(missing)} first (PARTS="{" ".join(missing)}"): the '
             f"wider mapping goes to the 16-channel space that validates better, under {out}"
         )
-    return max(WIDENED, key=lambda p: best_validation(out / p / "run")) + "-ch64"
+    return max(WIDENED, key=best.__getitem__) + "-ch64"
 
 
 def gather(out: Path) -> list[dict]:
@@ -75,8 +71,7 @@ def gather(out: Path) -> list[dict]:
         if not result.is_file():
             continue
         cells = {(r["dataset"], r["stage"]): r for r in json.loads(result.read_text())["rows"]}
-        with (folder / "run" / "train_log.csv").open() as handle:
-            log = list(csv.DictReader(handle))
+        val_best, minutes = log_facts(folder / "run")
         ceiling_file = out / "ceiling" / str(autoencoder) / "ceiling.json"
         ceiling = json.loads(ceiling_file.read_text()) if ceiling_file.is_file() else {}
         timing = json.loads((folder / "generalization" / "busi" / "test" / "timing.json").read_text())
@@ -89,11 +84,11 @@ def gather(out: Path) -> list[dict]:
                 "parameters": trainable_parameters(folder / "run" / "checkpoints" / "best"),
                 "mask_ceiling": ceiling.get("mask_dice"),
                 "psnr": ceiling.get("psnr_mean"),
-                "val_best": max(float(r["val_dice"]) for r in log),
+                "val_best": val_best,
                 "busi": cells.get(("busi", "test")),
                 "bus31": cells.get(("bus", "test")),
                 "bus163": cells.get(("bus", "all")),
-                "minutes": sum(float(r["seconds"]) for r in log) / 60,
+                "minutes": minutes,
                 "seconds_per_image": timing["seconds_per_image"],
             }
         )

@@ -14,6 +14,8 @@ import json
 import math
 from pathlib import Path
 
+from run_logs import log_facts
+
 MODELS = {
     "gms-colour": ("GMS-TAESD, colour coding", "gms-busi"),
     "gms-one_vs_rest": ("GMS-TAESD, one-vs-rest", "gms-busi"),
@@ -65,16 +67,6 @@ def encoding_difference(rows: dict[str, list[dict]]) -> dict | None:
         "benign": paired(a, b, "dice_benign", "benign"),
         "malignant": paired(a, b, "dice_malignant", "malignant"),
     }
-
-
-def log_facts(run: Path) -> tuple[float | None, float | None]:
-    """(best validation Dice, training minutes) from the run's train_log.csv."""
-    log = run / "train_log.csv"
-    if not log.is_file():
-        return None, None
-    with log.open() as handle:
-        rows = list(csv.DictReader(handle))
-    return max(float(r["val_dice"]) for r in rows), sum(float(r["seconds"]) for r in rows) / 60
 
 
 def pathology_confusion(predictions: Path, data: Path, names: list[str]) -> dict:

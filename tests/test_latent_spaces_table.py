@@ -2,21 +2,20 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
+import sys
 from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[1] / "bench" / "latent_spaces_table.py"
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+
+import latent_spaces_table  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def table():
-    spec = importlib.util.spec_from_file_location("latent_spaces_table", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return latent_spaces_table
 
 
 def fake_part(out: Path, part: str, val_dice: list[float], busi_dice: float = 0.7) -> None:

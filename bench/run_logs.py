@@ -1,0 +1,16 @@
+"""What the study tables read from a run folder's train_log.csv; kept free of torch so that tables stay quick."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+
+def log_facts(run: Path) -> tuple[float | None, float | None]:
+    """(best validation Dice, training minutes) from the run's train_log.csv; (None, None) before it exists."""
+    log = run / "train_log.csv"
+    if not log.is_file():
+        return None, None
+    with log.open() as handle:
+        rows = list(csv.DictReader(handle))
+    return max(float(r["val_dice"]) for r in rows), sum(float(r["seconds"]) for r in rows) / 60
