@@ -4,15 +4,17 @@
 # and all of its images). One command, resumable: every part leaves a `done` file and is skipped next time;
 # an interrupted training (either model: they share one trainer) resumes from its last checkpoint.
 #
-#   bash bench/cross_domain.sh                    # the full study (2 cores: ~7 h in 2026-11, ~15 h on 2026-12-02)
+#   bash bench/cross_domain.sh                    # the full study (2 cores: ~5 h on the slow 2026-12 host)
+#   SCALE=long bash bench/cross_domain.sh         # 3x the epochs of full (~15 h on the 2026-12 host)
 #   SCALE=quick bash bench/cross_domain.sh        # the same four trainings at 128 px, shorter (< 60 min)
 #   PARTS="gms-busi unet-busi" bash bench/cross_domain.sh   # some parts only; the table uses what is there
 #   EXTRA="kvasir=path/to/prepared" ...           # also score every model on a dataset of your own
 #   PARTS="data gms-kvasir unet-kvasir table" ...  # Kvasir-SEG in-domain (seeded 880/118 split), both models
 #
-# Budget: each model gets a fixed number of optimizer steps (GMS: the schedule of
-# bench/configs/busi-taesd-cpu.yaml; U-Net: the epochs that filled GMS's BUSI time on an idle machine), so
-# the results do not depend on what else the machine runs; training minutes come from the run logs.
+# Budget: each model gets a fixed number of optimizer steps (SCALE=long: GMS the schedule of
+# bench/configs/busi-taesd-cpu.yaml, the U-Net the epochs that filled GMS's BUSI time on an idle machine; full:
+# a third of those epochs, see study_schedule in bench/lib.sh), so the results do not depend on what else the
+# machine runs; training minutes come from the run logs.
 # BUS has 119 training images after validation (15 steps of 8) against BUSI's 465 (59 steps): its
 # trainings get BUS_EPOCH_FACTOR = 4 times the epochs, i.e. the same number of steps as on BUSI (with
 # equal epochs GMS stopped far from converged on BUS: validation Dice 0.33 at the quick scale).
