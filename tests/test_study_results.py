@@ -1,0 +1,48 @@
+"""The study scripts skip a part whose folder holds `done` and retrain (deleting the run folder) otherwise, so
+every committed part with scores must commit its `done` too, or a fresh clone would redo hours of training."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+STUDIES = ("cross_domain", "multiclass", "generalization_levers", "latent_spaces")
+SCORES = ("generalization", "test", "bus-train")  # the folders a finished part's scoring writes
+
+
+def _git(*args: str) -> str:
+    if shutil.which("git") is None or not (ROOT / ".git").exists():
+        pytest.skip("not a git checkout: the committed study results cannot be listed")
+    return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+
+
+def _scored_parts(tracked: list[str]) -> set[str]:
+    """Part folders (bench/results/<study>/.../<part>) with committed scores."""
+    parts = set()
+    for path in tracked:
+        pieces = path.split("/")
+        for i, piece in enumerate(pieces[3:], start=3):
+            if piece in SCORES:
+                parts.add("/".join(pieces[:i]))
+                break
+    return parts
+
+
+def test_every_scored_study_part_commits_its_done_marker():
+    tracked = _git("ls-files", *(f"bench/results/{s}" for s in STUDIES)).splitlines()
+    parts = _scored_parts(tracked)
+    assert parts, "no committed study results found under bench/results"
+    missing = sorted(p for p in parts if f"{p}/done" not in tracked)
+    assert not missing, f"scored parts without a committed `done` (a fresh clone would retrain them): {missing}"
+
+
+@pytest.mark.parametrize("study", STUDIES)
+def test_done_markers_are_not_ignored(study):
+    probe = f"bench/results/{study}/some-scale/some-part/done"
+    _git("--version")  # skips outside a git checkout
+    ignored = subprocess.run(["git", "check-ignore", "-q", probe], cwd=ROOT).returncode == 0
+    assert not ignored, f"{probe} is ignored by .gitignore: finished parts would not be skipped on a fresh clone"
