@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Which latent space segments best (issue #21): GMS trained on BUSI with each tiny autoencoder under the
-# budget and schedule of bench/configs/busi-taesd-cpu.yaml (selection on validation), tested on BUSI's test
+# cross-domain study's full-scale budget (bench/configs/busi-taesd-cpu.yaml with the epochs of study_schedule
+# full in bench/lib.sh: 20 latent-only + 9 full-loss; selection on validation), tested on BUSI's test
 # split and cross-domain on BUS (its 31 test images and all 163); then a mapping twice as wide (model.ch 64)
 # for the one 16-channel space that validates better at the default width (part `wide`; a rule fixed before
 # either ran). Resumable: each part leaves a `done` file; a training resumes from its last checkpoint. The
 # TAESD part and the U-Net reference row are the cross-domain study's BUSI trainings (bench/cross_domain.sh,
 # same config and budget): one run serves both tables.
 #
-#   bash bench/latent_spaces.sh                         # every part (~107 min each on an idle 2026-11-26 host)
+#   bash bench/latent_spaces.sh                         # every part (~80 min each on the slow 2026-12 host)
 #   PARTS="taesd3 taesd3-ch64" bash bench/latent_spaces.sh   # named parts; both wider ones can be asked for
 #
 # Writes $OUT/data (BUSI and BUS, as the cross-domain study prepares them), $OUT/<part>/{run,generalization},
@@ -21,6 +22,9 @@ CONFIG=${CONFIG:-bench/configs/busi-taesd-cpu.yaml}
 PARTS=${PARTS:-ceilings taesd taesdxl taesd3 taef1 wide unet table}
 mkdir -p "$OUT"
 . bench/lib.sh
+study_schedule full
+# shellcheck disable=SC2207  # schedule prints separate words on purpose
+GMS=($(schedule gms 1))
 has_part() { [[ " $PARTS " == *" $1 "* ]]; }
 
 OUT="$CROSS" PARTS=data bash bench/cross_domain.sh  # the prepared BUSI and BUS folders
@@ -39,7 +43,7 @@ part() {
   has_part "$name" || return 0
   [ -f "$dir/done" ] && { echo "$name: done (delete $dir/done to redo)"; return; }
   mkdir -p "$dir"
-  train_or_resume "$run" "$dir/train.txt" --config "$CONFIG" "$@" --set "model.vae=$SHARED/weights/$ae" \
+  train_or_resume "$run" "$dir/train.txt" --config "$CONFIG" "${GMS[@]}" "$@" --set "model.vae=$SHARED/weights/$ae" \
     --set "name=busi-$name" --set "data.root=$DATA/busi" --set "data.split=$DATA/busi/split.json"
   gmseg generalize --model "$run/checkpoints/best" --data "busi=$DATA/busi" --in-domain busi \
     --data "bus=$DATA/bus" --overwrite --out "$dir/generalization"

@@ -46,3 +46,32 @@ def test_done_markers_are_not_ignored(study):
     _git("--version")  # skips outside a git checkout
     ignored = subprocess.run(["git", "check-ignore", "-q", probe], cwd=ROOT).returncode == 0
     assert not ignored, f"{probe} is ignored by .gitignore: finished parts would not be skipped on a fresh clone"
+
+
+def _schedule(scale: str, model: str, factor: int = 1) -> dict[str, int]:
+    """The --set epochs that bench/lib.sh gives MODEL at SCALE."""
+    script = f". bench/lib.sh && study_schedule {scale} && schedule {model} {factor}"
+    words = subprocess.run(["bash", "-c", script], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    pairs = [w.split("=", 1) for w in words.split() if "epochs=" in w]
+    return {key: int(value) for key, value in pairs}
+
+
+@pytest.mark.parametrize("model", ["gms", "unet"])
+def test_full_scale_is_a_third_of_long(model):
+    """The full study must fit ~5 h on the 2-core machine: every epoch count of long, divided by 3."""
+    if shutil.which("bash") is None:
+        pytest.skip("bash is needed to source bench/lib.sh")
+    full, long = _schedule("full", model), _schedule("long", model)
+    assert full.keys() == long.keys()
+    for key in full:
+        assert 1 <= full[key] < long[key] and abs(full[key] - long[key] / 3) <= 1, (key, full[key], long[key])
+    assert _schedule("full", model, 4)["train.epochs"] == 4 * full["train.epochs"]  # BUS: step-matched
+
+
+def test_unknown_scale_is_refused():
+    if shutil.which("bash") is None:
+        pytest.skip("bash is needed to source bench/lib.sh")
+    done = subprocess.run(
+        ["bash", "-c", ". bench/lib.sh && study_schedule huge"], cwd=ROOT, capture_output=True, text=True
+    )
+    assert done.returncode != 0 and "unknown SCALE 'huge'" in done.stderr
