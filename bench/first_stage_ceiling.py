@@ -103,7 +103,7 @@ def main() -> None:
         "vae": str(args.vae),
         "latent_channels": model.first_stage.latent_channels,
         "data": str(args.data),
-        "stage": args.stage,
+        "stage": args.stage if args.split else "all",  # no split file: every case was scored
         "n": len(names),
         "mask_dice": dice["mean"],
         "mask_dice_se": dice["std"] / np.sqrt(dice["n"]),

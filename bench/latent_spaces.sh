@@ -34,6 +34,9 @@ if has_part ceilings; then
   for ae in taesd taesdxl taesd3 taef1; do
     [ -f "$OUT/ceiling/$ae/ceiling.json" ] || python bench/first_stage_ceiling.py --vae "$SHARED/weights/$ae" \
       --data "$SHARED/data/busi" --split "$SHARED/data/busi/busi_train_test_names.pkl" --out "$OUT/ceiling/$ae"
+    # the same on all 163 BUS images: does the frozen first stage represent the other scanner's data as well?
+    [ -f "$OUT/ceiling-bus/$ae/ceiling.json" ] || python bench/first_stage_ceiling.py --vae "$SHARED/weights/$ae" \
+      --data "$DATA/bus" --out "$OUT/ceiling-bus/$ae"
   done
 fi
 

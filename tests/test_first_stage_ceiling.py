@@ -43,3 +43,14 @@ def test_taesd_reconstructs_real_masks_almost_exactly(taesd_dir, tmp_path):
     # encode/decode convention (e.g. masks not mapped to [-1, 1]) would not come close.
     assert summary["metrics"]["dice"]["mean"] > 0.9
     assert sorted(p.stem for p in (out / "predictions").glob("*.png")) == names[2:]
+
+
+def test_without_a_split_every_case_is_scored_and_recorded_as_all(taesd_dir, tmp_path):
+    data = need(KVASIR5)
+    out = tmp_path / "ceiling"
+    cmd = [sys.executable, str(SCRIPT), "--vae", str(taesd_dir), "--data", str(data), "--out", str(out)]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    ceiling = json.loads((out / "ceiling.json").read_text())
+    assert ceiling["n"] == len(list((data / "masks").iterdir()))
+    assert ceiling["stage"] == "all"
