@@ -30,13 +30,16 @@ has_part() { [[ " $PARTS " == *" $1 "* ]]; }
 OUT="$CROSS" PARTS=data bash bench/cross_domain.sh  # the prepared BUSI and BUS folders
 DATA=$CROSS/data
 
+# ceiling AUTOENCODER OUT_DIR ARGS...: bench/first_stage_ceiling.py once per OUT_DIR.
+ceiling() {
+  [ -f "$2/ceiling.json" ] || python bench/first_stage_ceiling.py --vae "$SHARED/weights/$1" --out "$2" "${@:3}"
+}
+
 if has_part ceilings; then
   for ae in taesd taesdxl taesd3 taef1; do
-    [ -f "$OUT/ceiling/$ae/ceiling.json" ] || python bench/first_stage_ceiling.py --vae "$SHARED/weights/$ae" \
-      --data "$SHARED/data/busi" --split "$SHARED/data/busi/busi_train_test_names.pkl" --out "$OUT/ceiling/$ae"
-    # the same on all 163 BUS images: does the frozen first stage represent the other scanner's data as well?
-    [ -f "$OUT/ceiling-bus/$ae/ceiling.json" ] || python bench/first_stage_ceiling.py --vae "$SHARED/weights/$ae" \
-      --data "$DATA/bus" --out "$OUT/ceiling-bus/$ae"
+    ceiling "$ae" "$OUT/ceiling/$ae" --data "$SHARED/data/busi" --split "$SHARED/data/busi/busi_train_test_names.pkl"
+    # all 163 BUS images: does the frozen first stage represent the other scanner's data as well as BUSI's?
+    ceiling "$ae" "$OUT/ceiling-bus/$ae" --data "$DATA/bus"
   done
 fi
 

@@ -14,10 +14,13 @@ STUDIES = ("cross_domain", "multiclass", "generalization_levers", "latent_spaces
 SCORES = ("generalization", "test", "bus-train")  # the folders a finished part's scoring writes
 
 
-def _git(*args: str) -> str:
+needs_bash = pytest.mark.skipif(shutil.which("bash") is None, reason="bash is needed to source bench/lib.sh")
+
+
+def _git(*args: str, check: bool = True) -> subprocess.CompletedProcess:
     if shutil.which("git") is None or not (ROOT / ".git").exists():
         pytest.skip("not a git checkout: the committed study results cannot be listed")
-    return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=check)
 
 
 def _scored_parts(tracked: list[str]) -> set[str]:
@@ -33,7 +36,7 @@ def _scored_parts(tracked: list[str]) -> set[str]:
 
 
 def test_every_scored_study_part_commits_its_done_marker():
-    tracked = _git("ls-files", *(f"bench/results/{s}" for s in STUDIES)).splitlines()
+    tracked = _git("ls-files", *(f"bench/results/{s}" for s in STUDIES)).stdout.splitlines()
     parts = _scored_parts(tracked)
     assert parts, "no committed study results found under bench/results"
     missing = sorted(p for p in parts if f"{p}/done" not in tracked)
@@ -43,8 +46,7 @@ def test_every_scored_study_part_commits_its_done_marker():
 @pytest.mark.parametrize("study", STUDIES)
 def test_done_markers_are_not_ignored(study):
     probe = f"bench/results/{study}/some-scale/some-part/done"
-    _git("--version")  # skips outside a git checkout
-    ignored = subprocess.run(["git", "check-ignore", "-q", probe], cwd=ROOT).returncode == 0
+    ignored = _git("check-ignore", "-q", probe, check=False).returncode == 0
     assert not ignored, f"{probe} is ignored by .gitignore: finished parts would not be skipped on a fresh clone"
 
 
@@ -56,11 +58,10 @@ def _schedule(scale: str, model: str, factor: int = 1) -> dict[str, int]:
     return {key: int(value) for key, value in pairs}
 
 
+@needs_bash
 @pytest.mark.parametrize("model", ["gms", "unet"])
 def test_full_scale_is_a_third_of_long(model):
     """The full study must fit ~5 h on the 2-core machine: every epoch count of long, divided by 3."""
-    if shutil.which("bash") is None:
-        pytest.skip("bash is needed to source bench/lib.sh")
     full, long = _schedule("full", model), _schedule("long", model)
     assert full.keys() == long.keys()
     for key in full:
@@ -68,9 +69,8 @@ def test_full_scale_is_a_third_of_long(model):
     assert _schedule("full", model, 4)["train.epochs"] == 4 * full["train.epochs"]  # BUS: step-matched
 
 
+@needs_bash
 def test_unknown_scale_is_refused():
-    if shutil.which("bash") is None:
-        pytest.skip("bash is needed to source bench/lib.sh")
     done = subprocess.run(
         ["bash", "-c", ". bench/lib.sh && study_schedule huge"], cwd=ROOT, capture_output=True, text=True
     )
