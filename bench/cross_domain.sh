@@ -11,7 +11,7 @@
 #   EXTRA="kvasir=path/to/prepared" ...           # also score every model on a dataset of your own
 #   PARTS="data gms-kvasir unet-kvasir table" ...  # Kvasir-SEG in-domain (seeded 880/118 split), both models
 #   PARTS=data ...; then OMP_NUM_THREADS=1 PARTS=gms-busi ... & OMP_NUM_THREADS=1 PARTS=unet-busi ...
-#                                                 # two parts side by side: 1.45x the throughput on 2 cores
+#                                                 # two parts side by side: 1.15-1.45x the throughput on 2 cores
 #
 # Budget: each model gets a fixed number of optimizer steps (SCALE=long: GMS the schedule of
 # bench/configs/busi-taesd-cpu.yaml, the U-Net the epochs that filled GMS's BUSI time on an idle machine; full:
