@@ -4,45 +4,30 @@ training names, with the paired difference to the baseline and its standard erro
 from __future__ import annotations
 
 import argparse
-import csv
-import math
 from pathlib import Path
 
 from run_logs import log_facts
-
-
-def per_image(folder: Path) -> dict[str, float]:
-    with (folder / "metrics.csv").open() as handle:
-        return {row["name"]: float(row["dice"]) for row in csv.DictReader(handle)}
-
-
-def mean_se(values: list[float]) -> tuple[float, float]:
-    mean = sum(values) / len(values)
-    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
-    return mean, sd / math.sqrt(len(values))
+from study_stats import per_image_dice, percent_mean_se
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
-    base = per_image(args.out / "baseline" / "bus-train")
+    base = per_image_dice(args.out / "baseline" / "bus-train")
     base_val = log_facts(args.out / "baseline" / "run")[0]
     print("| lever | BUSI val Dice (best) | BUS train-names Dice | paired difference ± SE | recommended |")
     print("|---|---:|---|---|---|")
     for part in sorted(p for p in args.out.iterdir() if (p / "bus-train" / "metrics.csv").is_file()):
-        scores, val = per_image(part / "bus-train"), log_facts(part / "run")[0]
-        mean, se = mean_se(list(scores.values()))
-        diff, diff_se = mean_se([scores[n] - base[n] for n in base])
+        scores, val = per_image_dice(part / "bus-train"), log_facts(part / "run")[0]
+        mean, se = percent_mean_se(list(scores.values()))
+        diff, diff_se = percent_mean_se([scores[n] - base[n] for n in base])
         verdict = (
             "baseline"
             if part.name == "baseline"
             else ("yes" if diff > 2 * diff_se and val >= base_val - 0.01 else "no")
         )
-        print(
-            f"| {part.name} | {val:.3f} | {100 * mean:.2f} ± {100 * se:.2f} | {100 * diff:+.2f} ± {100 * diff_se:.2f} "
-            f"| {verdict} |"
-        )
+        print(f"| {part.name} | {val:.3f} | {mean:.2f} ± {se:.2f} | {diff:+.2f} ± {diff_se:.2f} | {verdict} |")
 
 
 if __name__ == "__main__":

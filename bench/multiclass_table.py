@@ -15,6 +15,7 @@ import math
 from pathlib import Path
 
 from run_logs import log_facts
+from study_stats import percent_mean_se
 
 MODELS = {
     "gms-colour": ("GMS-TAESD, colour coding", "gms-busi"),
@@ -28,13 +29,6 @@ PAIRED_KEY = "colour minus one-vs-rest (paired)"  # table.json's entry for the p
 def mean_se(stats: dict) -> tuple[float, float]:
     n = int(stats["n"])
     return 100 * float(stats["mean"]), (100 * float(stats["std"]) / math.sqrt(n) if n > 1 else math.nan)
-
-
-def percent_mean_se(values: list[float]) -> tuple[float, float]:
-    """Mean and standard error (ddof=1) of fractions, in %."""
-    mean = 100 * sum(values) / len(values)
-    sd = math.sqrt(sum((100 * v - mean) ** 2 for v in values) / (len(values) - 1))
-    return mean, sd / math.sqrt(len(values))
 
 
 def class_dice(rows: list[dict], name: str) -> tuple[float, float]:
