@@ -22,7 +22,7 @@ MODELS = {
     "gms-one_vs_rest": ("GMS-TAESD, one-vs-rest", "gms-busi"),
     "unet": ("U-Net (3 outputs)", "unet-busi"),
 }
-PATHOLOGY = {1: "benign", 2: "malignant"}
+PATHOLOGY = ("benign", "malignant")  # the lesion labels of the 3-class BUSI
 PAIRED_KEY = "colour minus one-vs-rest (paired)"  # table.json's entry for the paired encoding difference
 
 
@@ -63,22 +63,18 @@ def encoding_difference(rows: dict[str, list[dict]]) -> dict | None:
     }
 
 
-def pathology_confusion(predictions: Path, data: Path, names: list[str]) -> dict:
-    """Truth (the image's lesion label) x prediction (majority lesion label of the predicted pixels, or none)."""
-    from gmseg.data.dataset import dataset_labels
-    from gmseg.data.io import find_file, read_label_map
-
-    labels = dataset_labels(data)
-    matrix = {t: {p: 0 for p in ("benign", "malignant", "none")} for t in PATHOLOGY.values()}
-    for name in names:
-        truth = read_label_map(find_file(data / "masks", name), labels)
-        predicted = read_label_map(predictions / f"{name}.png", labels)
-        present = [v for v in PATHOLOGY if (truth == v).any()]
+def pathology_confusion(rows: list[dict]) -> dict:
+    """Truth (the image's lesion label) x prediction (majority lesion label of the predicted pixels, or none),
+    from metrics.csv's per-class true and predicted areas: the same pixel counts as the label maps, so the
+    table needs neither the predictions nor the prepared data, which the study does not keep."""
+    matrix = {t: {p: 0 for p in ("benign", "malignant", "none")} for t in PATHOLOGY}
+    for row in rows:
+        present = [name for name in PATHOLOGY if float(row[f"true_area_{name}"]) > 0]
         if len(present) != 1:
             continue  # no lesion or both kinds: no single pathology to match
-        counts = {v: int((predicted == v).sum()) for v in PATHOLOGY}
-        guess = "none" if not any(counts.values()) else PATHOLOGY[max(counts, key=counts.get)]
-        matrix[PATHOLOGY[present[0]]][guess] += 1
+        counts = {name: float(row[f"pred_area_{name}"]) for name in PATHOLOGY}
+        guess = "none" if not any(counts.values()) else max(counts, key=counts.get)
+        matrix[present[0]][guess] += 1
     total = sum(sum(row.values()) for row in matrix.values())
     correct = sum(matrix[t][t] for t in matrix)
     return {"matrix": matrix, "n": total, "accuracy": correct / total if total else math.nan}
@@ -87,7 +83,6 @@ def pathology_confusion(predictions: Path, data: Path, names: list[str]) -> dict
 def gather(out: Path, binary: Path) -> tuple[dict, dict[str, list[dict]]]:
     """One row per tested model (by its label), and the models' per-image metrics rows (by part name)."""
     table, rows_by_part = {}, {}
-    data = out / "data" / "busi3"
     for key, (label, binary_part) in MODELS.items():
         summary_file = out / key / "test" / "summary.json"
         if not summary_file.is_file():
@@ -95,12 +90,11 @@ def gather(out: Path, binary: Path) -> tuple[dict, dict[str, list[dict]]]:
         metrics = json.loads(summary_file.read_text())["metrics"]
         with (out / key / "test" / "metrics.csv").open() as handle:
             rows = rows_by_part[key] = list(csv.DictReader(handle))
-        names = [r["name"] for r in rows]
         row = {
             "benign": class_dice(rows, "benign"),
             "malignant": class_dice(rows, "malignant"),
             "lesion": mean_se(metrics["any_dice"]),
-            "pathology": pathology_confusion(out / key / "test" / "predictions", data, names),
+            "pathology": pathology_confusion(rows),
         }
         row["val_best"], row["minutes"] = log_facts(out / key / "run")
         binary_summary = binary / binary_part / "generalization" / "busi" / "test" / "summary.json"

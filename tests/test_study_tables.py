@@ -1,4 +1,5 @@
-"""bench/cross_domain_table.py and bench/study_stats.py: the per-image paired model difference."""
+"""bench/cross_domain_table.py, bench/multiclass_table.py and bench/study_stats.py: paired model differences
+and the pathology confusion."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 
 import cross_domain_table  # noqa: E402
+import multiclass_table  # noqa: E402
 from study_stats import paired_difference  # noqa: E402
 
 
@@ -37,3 +39,28 @@ def test_cross_domain_table_pairs_unet_and_gms_per_column(tmp_path):
     assert cell["mean"] == pytest.approx(10.0)
     line = cross_domain_table.markdown({}, result).splitlines()[2]
     assert "+10.00 ± 5.77 (2 of 3)" in line
+
+
+def area_row(true: tuple[float, float], pred: tuple[float, float]) -> dict[str, str]:
+    """A metrics.csv row as csv.DictReader gives it: (benign, malignant) true and predicted areas."""
+    return {
+        "true_area_benign": str(true[0]),
+        "true_area_malignant": str(true[1]),
+        "pred_area_benign": str(pred[0]),
+        "pred_area_malignant": str(pred[1]),
+    }
+
+
+def test_pathology_confusion_reads_the_majority_label_from_the_areas():
+    rows = [
+        area_row((120, 0), (80, 30)),  # benign, mostly predicted benign: correct
+        area_row((0, 50), (60, 10)),  # malignant predicted benign
+        area_row((0, 70), (0, 0)),  # malignant, nothing predicted
+        area_row((10, 10), (5, 5)),  # both kinds: no single pathology, left out
+        area_row((0, 0), (3, 0)),  # normal image: left out
+    ]
+    result = multiclass_table.pathology_confusion(rows)
+    assert result["n"] == 3
+    assert result["matrix"]["benign"] == {"benign": 1, "malignant": 0, "none": 0}
+    assert result["matrix"]["malignant"] == {"benign": 1, "malignant": 0, "none": 1}
+    assert result["accuracy"] == pytest.approx(1 / 3)
