@@ -1,6 +1,6 @@
 """Gather the latent-space study (bench/latent_spaces.sh) into one table: one row per first stage and mapping.
 
-Reads OUT/<part>/run (train_log.csv, checkpoints/best/config.json), OUT/<part>/generalization and
+Reads OUT/<part>/run (train_log.csv, run_info.json), OUT/<part>/generalization (its per-image metrics.csv) and
 OUT/ceiling/<autoencoder>/ceiling.json; writes OUT/table.json and OUT/table.md and prints the markdown.
 Parts not yet run are left out; the U-Net (part ``unet``, no first stage) is the reference row.
 ``--wider`` prints instead which 16-channel space gets the wider mapping (see ``wider_part``).
@@ -13,6 +13,7 @@ import json
 from pathlib import Path
 
 from run_logs import log_facts
+from study_stats import paired_difference, per_image_dice
 
 PARTS = {
     "taesd": ("taesd", 32),
@@ -32,22 +33,28 @@ def cell(row: dict | None, key: str = "dice") -> str:
     return f"{100 * row[key]['mean']:.2f} ± {100 * row[key]['se']:.2f}"
 
 
-def trainable_parameters(folder: Path) -> int | None:
-    """Parameters of the stored mapping model (its safetensors header, no torch needed)."""
-    weights = folder / "model.safetensors"
-    if not weights.is_file():
+def trainable_parameters(run: Path) -> int | None:
+    """Parameters of the trained model, as the run recorded them (run_info.json outlives the checkpoints)."""
+    info = run / "run_info.json"
+    if not info.is_file():
         return None
-    with weights.open("rb") as handle:
-        size = int.from_bytes(handle.read(8), "little")
-        header = json.loads(handle.read(size))
-    total = 0
-    for name, entry in header.items():
-        if name != "__metadata__":
-            count = 1
-            for dim in entry["shape"]:
-                count *= dim
-            total += count
-    return total
+    return json.loads(info.read_text())[-1].get("trainable_parameters")
+
+
+def versus_taesd(out: Path, part: str, scored: str) -> dict | None:
+    """The part minus TAESD per image on the same images (``scored``: a folder under generalization/): the
+    paired difference says whether a first stage's lead is beyond the noise, which two means with SEs cannot."""
+    pair = [out / name / "generalization" / scored for name in (part, "taesd")]
+    if part == "taesd" or not all((f / "metrics.csv").is_file() for f in pair):
+        return None
+    mean, se, n, better = paired_difference(*(per_image_dice(f) for f in pair))
+    return {"mean": mean, "se": se, "n_images": n, "better": better}
+
+
+def paired_cell(diff: dict | None) -> str:
+    if diff is None:
+        return ""
+    return f"{diff['mean']:+.2f} ± {diff['se']:.2f} ({diff['better']} of {diff['n_images']})"
 
 
 def wider_part(out: Path) -> str:
@@ -81,13 +88,15 @@ def gather(out: Path) -> list[dict]:
                 "autoencoder": autoencoder,
                 "channels": ceiling.get("latent_channels"),
                 "ch": ch,
-                "parameters": trainable_parameters(folder / "run" / "checkpoints" / "best"),
+                "parameters": trainable_parameters(folder / "run"),
                 "mask_ceiling": ceiling.get("mask_dice"),
                 "psnr": ceiling.get("psnr_mean"),
                 "val_best": val_best,
                 "busi": cells.get(("busi", "test")),
+                "busi_vs_taesd": versus_taesd(out, part, "busi/test"),
                 "bus31": cells.get(("bus", "test")),
                 "bus163": cells.get(("bus", "all")),
+                "bus163_vs_taesd": versus_taesd(out, part, "bus/all"),
                 "minutes": minutes,
                 "seconds_per_image": timing["seconds_per_image"],
             }
@@ -98,8 +107,9 @@ def gather(out: Path) -> list[dict]:
 def markdown(rows: list[dict]) -> str:
     lines = [
         "| first stage | latent ch | mapping ch (params) | mask ceiling Dice | image PSNR dB | val Dice (best) "
-        "| BUSI test Dice | BUS Dice (31) | BUS Dice (163) | training min | inference s/image |",
-        "|---|---:|---|---:|---:|---:|---|---|---|---:|---:|",
+        "| BUSI test Dice | BUSI − TAESD, paired | BUS Dice (31) | BUS Dice (163) | BUS (163) − TAESD, paired "
+        "| training min | inference s/image |",
+        "|---|---:|---|---:|---:|---:|---|---|---|---|---|---:|---:|",
     ]
     for r in rows:
         params = "" if r["parameters"] is None else f" ({r['parameters'] / 1e6:.2f} M)"
@@ -109,10 +119,15 @@ def markdown(rows: list[dict]) -> str:
         mapping = "U-Net" if r["ch"] is None else r["ch"]
         lines.append(
             f"| {stage} | {r['channels'] or ''} | {mapping}{params} | {ceiling} | {psnr} "
-            f"| {r['val_best']:.3f} | {cell(r['busi'])} | {cell(r['bus31'])} | {cell(r['bus163'])} "
+            f"| {r['val_best']:.3f} | {cell(r['busi'])} | {paired_cell(r['busi_vs_taesd'])} | {cell(r['bus31'])} "
+            f"| {cell(r['bus163'])} | {paired_cell(r['bus163_vs_taesd'])} "
             f"| {r['minutes']:.1f} | {r['seconds_per_image']:.3f} |"
         )
-    lines += ["", "Dice ± standard error (%), per image at its native size; ceilings on the 130 BUSI test masks."]
+    lines += [
+        "",
+        "Dice ± standard error (%), per image at its native size; ceilings on the 130 BUSI test masks. Paired: "
+        "this row minus TAESD per image on the same images (on how many this row is better).",
+    ]
     return "\n".join(lines)
 
 

@@ -56,5 +56,29 @@ def test_the_table_has_a_row_per_finished_part_and_the_unet_for_reference(table,
     assert rows[0]["channels"] == 4 and rows[0]["mask_ceiling"] == 0.977
     assert rows[1]["autoencoder"] is None and rows[1]["val_best"] == 0.79 and rows[1]["minutes"] == 2.0
     text = table.markdown(rows)
-    assert "| taesd | 4 | 32 | 0.9770 | 25.50 | 0.750 | 70.00 ± 2.00 |" in text
-    assert "| none (U-Net, reference) |  | U-Net |  |  | 0.790 | 78.00 ± 2.00 |" in text
+    assert "| taesd | 4 | 32 | 0.9770 | 25.50 | 0.750 | 70.00 ± 2.00 |  | 70.00 ± 2.00 | 70.00 ± 2.00 |  |" in text
+    assert "| none (U-Net, reference) |  | U-Net |  |  | 0.790 | 78.00 ± 2.00 |  |" in text
+
+
+def scored(folder: Path, dice: dict[str, float]) -> None:
+    """A scored folder's per-image metrics.csv, as gmseg test writes it."""
+    folder.mkdir(parents=True, exist_ok=True)
+    lines = [f"{name},{value}" for name, value in dice.items()]
+    (folder / "metrics.csv").write_text("name,dice\n" + "\n".join(lines) + "\n")
+
+
+def test_each_first_stage_is_paired_with_taesd_image_by_image(table, tmp_path):
+    for part in ("taesd", "taesd3"):
+        fake_part(tmp_path, part, [0.7])
+    (tmp_path / "taesd3" / "run" / "run_info.json").write_text(json.dumps([{"trainable_parameters": 1600000}]))
+    tested = "generalization/busi/test"
+    scored(tmp_path / "taesd" / tested, {"a": 0.5, "b": 0.6, "c": 0.7})
+    scored(tmp_path / "taesd3" / tested, {"a": 0.6, "b": 0.6, "c": 0.9, "z": 1.0})  # +10, 0, +20; z unpaired
+    scored(tmp_path / "taesd" / "generalization/bus/all", {"x": 0.8, "y": 0.8})
+    scored(tmp_path / "taesd3" / "generalization/bus/all", {"x": 0.7, "y": 1.0})
+    rows = {r["part"]: r for r in table.gather(tmp_path)}
+    assert rows["taesd"]["busi_vs_taesd"] is None and rows["taesd3"]["parameters"] == 1600000
+    assert rows["taesd3"]["busi_vs_taesd"]["n_images"] == 3 and rows["taesd3"]["busi_vs_taesd"]["better"] == 2
+    text = table.markdown(list(rows.values()))
+    assert "| 70.00 ± 2.00 | +10.00 ± 5.77 (2 of 3) | 70.00 ± 2.00 | 70.00 ± 2.00 | +5.00 ± 15.00 (1 of 2) |" in text
+    assert "(1.60 M)" in text
