@@ -6,9 +6,11 @@ from pathlib import Path
 
 import pytest
 
+from conftest import SHARED, need
 from gmseg.config import Config, load_config
 from gmseg.configs import CONFIG_DIR, config_path, packaged_configs
 from gmseg.errors import ConfigError
+from gmseg.models import build_model
 
 REPO_CONFIGS = Path(__file__).resolve().parents[1] / "src" / "gmseg" / "configs"
 DATASETS = ("bus", "busi", "glas", "ham10000", "kvasir-instrument")
@@ -16,7 +18,7 @@ DATASETS = ("bus", "busi", "glas", "ham10000", "kvasir-instrument")
 
 def test_the_configs_live_in_the_package() -> None:
     assert CONFIG_DIR == REPO_CONFIGS.resolve()
-    assert set(DATASETS) | {"cpu-taesd"} <= set(packaged_configs())
+    assert set(DATASETS) | {"cpu-taesd", "cpu-taesd3"} <= set(packaged_configs())
     assert not (REPO_CONFIGS.parents[2] / "configs").exists()  # no second copy at the repository root
 
 
@@ -45,3 +47,24 @@ def test_anything_else_lists_the_packaged_names(name: str) -> None:
         config_path(name)
     message = str(info.value)
     assert repr(name) in message and all(n in message for n in DATASETS)
+
+
+def test_the_shipped_taesd3_config_is_the_setting_the_latent_space_study_measured() -> None:
+    """cpu-taesd3 ships because its first stage validated best on BUSI (BENCHMARKS.md, "Latent spaces"): the
+    config must be that run's setting, not a neighbour of it, or the recommendation would not hold."""
+    measured = Path(__file__).resolve().parents[1] / "bench/results/latent_spaces/taesd3/run/config.yaml"
+    shipped = load_config("cpu-taesd3").to_dict()
+    run = load_config(measured).to_dict()
+    assert shipped["model"]["vae"] == "madebyollin/taesd3" and Path(run["model"]["vae"]).name == "taesd3"
+    for section in ("model", "loss", "train", "trainer"):
+        differing = {k for k in run[section] if shipped[section][k] != run[section][k]}
+        assert differing <= {"vae", "output_dir"}, (section, differing)
+    for key in ("val_fraction", "image_size", "augmentations", "protocol", "intensity"):
+        assert shipped["data"][key] == run["data"][key], key
+
+
+def test_the_taesd3_config_builds_a_16_channel_mapping_on_the_local_weights() -> None:
+    weights = need(SHARED / "weights" / "taesd3")
+    model = build_model(load_config("cpu-taesd3", [f"model.vae={weights}"]))
+    assert model.first_stage.latent_channels == 16
+    assert model.gms_config.mapping["in_channels"] == model.gms_config.mapping["out_channels"] == 16
