@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -89,6 +90,12 @@ def test_loss_falls_and_run_folder_is_complete(tiny_data, tiny_vae_dir, tmp_path
     model = load_model(run_dir / "checkpoints" / "best")
     assert model.predict_proba(torch.zeros(1, 3, 32, 32)).shape == (1, 1, 32, 32)
     assert (run_dir / "checkpoints" / "last").is_dir() and not (run_dir / "checkpoints" / "last").is_symlink()
+    # The best epoch's per-image validation scores outlive the checkpoints, for paired comparisons of runs.
+    with (run_dir / "val_best.csv").open() as handle:
+        best = list(csv.DictReader(handle))
+    assert sorted(r["name"] for r in best) == sorted(split["val"])
+    best_logged = max(float(r["val_dice"]) for r in rows)
+    assert np.mean([float(r["dice"]) for r in best]) == pytest.approx(best_logged, abs=1e-9)
 
 
 def interrupt_after_first_epoch(monkeypatch):
@@ -117,6 +124,10 @@ def assert_resume_matches_uninterrupted(options: dict, tmp_path: Path, monkeypat
     for row, reference in zip(actual[1:], expected[1:]):
         for key in ("loss", "loss_rec", "loss_dice", "val_dice", "lr"):
             assert float(row[key]) == pytest.approx(float(reference[key]), rel=1e-5, abs=1e-7), key
+    val_best = [(run / "val_best.csv").read_text().splitlines() for run in (straight, resumed)]
+    assert [line.split(",")[0] for line in val_best[0]] == [line.split(",")[0] for line in val_best[1]]
+    for x, y in zip(val_best[0][1:], val_best[1][1:]):
+        assert float(x.split(",")[1]) == pytest.approx(float(y.split(",")[1]), abs=1e-6)
     a = load_file(str(straight / "checkpoints" / "last" / "model.safetensors"))
     b = load_file(str(resumed / "checkpoints" / "last" / "model.safetensors"))
     assert a.keys() == b.keys()

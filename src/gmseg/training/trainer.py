@@ -30,6 +30,7 @@ from torch.utils.data import DataLoader
 from ..config import Config, check_resume_config, load_config
 from ..data.dataset import item_seed
 from ..errors import CheckpointError, GmsegError
+from ..fileio import atomic_write_text
 from ..labels import BINARY
 from .checkpoints import (
     RunState,
@@ -44,6 +45,8 @@ from .checkpoints import (
 from .ema import averaged_weights, ema_checkpoint_state, make_ema
 from .logs import EpochLog
 from .schedules import lr_factor
+
+VAL_BEST = "val_best.csv"  # the best model's per-image validation scores, in the run folder
 
 
 class TrainingDivergedError(GmsegError):
@@ -213,6 +216,7 @@ class Trainer:
         if config.train.compile:
             self.net = torch.compile(self.net)
         self.val_cache = self.encode_validation() if val_names else []
+        self.validation_scores: dict[str, tuple[float, float]] = {}
         if self.is_main:
             if not val_names:
                 print(
@@ -277,7 +281,7 @@ class Trainer:
     def validate(self) -> tuple[float, float]:
         """Mean per-image Dice and IoU (threshold 0.5; an empty mask predicted empty scores 1). With more
         than two classes, an image's score is the mean over the foreground classes in its truth or its
-        prediction (1 when there are none)."""
+        prediction (1 when there are none). The per-image scores stay in ``validation_scores``."""
         from accelerate.utils import gather_object
 
         self.net.eval()
@@ -292,8 +296,16 @@ class Trainer:
         self.net.train()
         # Shards are padded to equal length across processes: de-duplicate by name.
         unique = dict((name, (d, i)) for name, d, i in gather_object(scores))
+        self.validation_scores = unique
         values = np.array(list(unique.values()), dtype=np.float64)
         return float(values[:, 0].mean()), float(values[:, 1].mean())
+
+    def write_best_validation(self) -> None:
+        """``val_best.csv``: the best model's Dice and IoU per validation image. Two runs on the same split
+        can then be compared image by image (far less noisy than two means) after their checkpoints are
+        gone. Written before the checkpoint, so an exact resume rewrites it if a kill fell in between."""
+        rows = "".join(f"{name},{d!r},{i!r}\n" for name, (d, i) in sorted(self.validation_scores.items()))
+        atomic_write_text(self.run_dir / VAL_BEST, "name,dice,iou\n" + rows)
 
     # ------------------------------------------------------------------ training epochs
     def noise_generator(self, epoch: int, step: int) -> torch.Generator:
@@ -483,6 +495,8 @@ class Trainer:
             # Log first: a resume drops log rows newer than its checkpoint, never the reverse.
             row["seconds"] = round(time.time() - started, 3)
             log.append(row)
+            if improved and self.val_cache:
+                self.write_best_validation()
             save_checkpoint(
                 self.model, self.optimizer, self.scheduler, self.state, self.checkpoints, names, extra_state=extra_state
             )
