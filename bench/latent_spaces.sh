@@ -12,14 +12,14 @@
 #   PARTS="taesd3 taesd3-ch64" bash bench/latent_spaces.sh   # named parts; both wider ones can be asked for
 #
 # Writes $OUT/data (BUSI and BUS, as the cross-domain study prepares them), $OUT/<part>/{run,generalization},
-# $OUT/ceiling/<ae> (bench/first_stage_ceiling.py) and $OUT/table.md.
+# $OUT/ceiling/<ae> (bench/first_stage_ceiling.py), $OUT/inference.json and $OUT/table.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SHARED=${SHARED:-../shared}
 OUT=${OUT:-bench/results/latent_spaces}
 CROSS=${CROSS:-bench/results/cross_domain/full}
 CONFIG=${CONFIG:-bench/configs/busi-taesd-cpu.yaml}
-PARTS=${PARTS:-ceilings taesd taesdxl taesd3 taef1 wide unet table}
+PARTS=${PARTS:-ceilings taesd taesdxl taesd3 taef1 wide unet inference table}
 mkdir -p "$OUT"
 . bench/lib.sh
 study_schedule full
@@ -71,4 +71,7 @@ if has_part wide; then PARTS="$PARTS $(python bench/latent_spaces_table.py --out
 part taesd3-ch64 taesd3 --set model.ch=64
 part taef1-ch64 taef1 --set model.ch=64
 linked unet unet-busi
+# every trained architecture timed side by side on a quiet machine (the scoring runs' own times depend on
+# the load they met); run it when no training shares the machine.
+if has_part inference; then python bench/latent_spaces_inference.py --out "$OUT"; fi
 if has_part table; then python bench/latent_spaces_table.py --out "$OUT"; fi

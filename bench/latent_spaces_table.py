@@ -70,8 +70,17 @@ def wider_part(out: Path) -> str:
     return max(WIDENED, key=best.__getitem__) + "-ch64"
 
 
+def inference_times(out: Path) -> dict[str, float] | None:
+    """s/image by part from bench/latent_spaces_inference.py (all models timed side by side), if it ran."""
+    path = out / "inference.json"
+    if not path.is_file():
+        return None
+    return {row["part"]: row["seconds_per_image"] for row in json.loads(path.read_text())["rows"]}
+
+
 def gather(out: Path) -> list[dict]:
     rows = []
+    side_by_side = inference_times(out)
     for part, (autoencoder, ch) in PARTS.items():
         folder = out / part
         result = folder / "generalization" / "generalization.json"
@@ -81,7 +90,11 @@ def gather(out: Path) -> list[dict]:
         val_best, minutes = log_facts(folder / "run")
         ceiling_file = out / "ceiling" / str(autoencoder) / "ceiling.json"
         ceiling = json.loads(ceiling_file.read_text()) if ceiling_file.is_file() else {}
-        timing = json.loads((folder / "generalization" / "busi" / "test" / "timing.json").read_text())
+        if side_by_side is None:  # the scoring run's own time, which depends on the machine's load then
+            timing = json.loads((folder / "generalization" / "busi" / "test" / "timing.json").read_text())
+            seconds = timing["seconds_per_image"]
+        else:
+            seconds = side_by_side.get(part)
         rows.append(
             {
                 "part": part,
@@ -98,7 +111,7 @@ def gather(out: Path) -> list[dict]:
                 "bus163": cells.get(("bus", "all")),
                 "bus163_vs_taesd": versus_taesd(out, part, "bus/all"),
                 "minutes": minutes,
-                "seconds_per_image": timing["seconds_per_image"],
+                "seconds_per_image": seconds,
             }
         )
     return rows
@@ -117,16 +130,19 @@ def markdown(rows: list[dict]) -> str:
         psnr = "" if r["psnr"] is None else f"{r['psnr']:.2f}"
         stage = r["autoencoder"] or "none (U-Net, reference)"
         mapping = "U-Net" if r["ch"] is None else r["ch"]
+        seconds = "" if r["seconds_per_image"] is None else f"{r['seconds_per_image']:.3f}"
         lines.append(
             f"| {stage} | {r['channels'] or ''} | {mapping}{params} | {ceiling} | {psnr} "
             f"| {r['val_best']:.3f} | {cell(r['busi'])} | {paired_cell(r['busi_vs_taesd'])} | {cell(r['bus31'])} "
             f"| {cell(r['bus163'])} | {paired_cell(r['bus163_vs_taesd'])} "
-            f"| {r['minutes']:.1f} | {r['seconds_per_image']:.3f} |"
+            f"| {r['minutes']:.1f} | {seconds} |"
         )
     lines += [
         "",
         "Dice ± standard error (%), per image at its native size; ceilings on the 130 BUSI test masks. Paired: "
-        "this row minus TAESD per image on the same images (on how many this row is better).",
+        "this row minus TAESD per image on the same images (on how many this row is better). Inference: "
+        "bench/latent_spaces_inference.py (every model side by side in one process, 224 px, one image at a "
+        "time) when it has run, else each scoring run's own time.",
     ]
     return "\n".join(lines)
 

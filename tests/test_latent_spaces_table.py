@@ -82,3 +82,25 @@ def test_each_first_stage_is_paired_with_taesd_image_by_image(table, tmp_path):
     text = table.markdown(list(rows.values()))
     assert "| 70.00 ± 2.00 | +10.00 ± 5.77 (2 of 3) | 70.00 ± 2.00 | 70.00 ± 2.00 | +5.00 ± 15.00 (1 of 2) |" in text
     assert "(1.60 M)" in text
+
+
+def test_inference_times_measured_side_by_side_replace_the_scoring_runs_own(table, tmp_path):
+    for part in ("taesd", "taesd3"):
+        fake_part(tmp_path, part, [0.7])  # their scoring runs took 0.25 s/image
+    (tmp_path / "inference.json").write_text(json.dumps({"rows": [{"part": "taesd", "seconds_per_image": 0.31}]}))
+    rows = {r["part"]: r for r in table.gather(tmp_path)}
+    assert rows["taesd"]["seconds_per_image"] == 0.31 and rows["taesd3"]["seconds_per_image"] is None
+    text = table.markdown(list(rows.values()))
+    assert text.count("| 1.0 | 0.310 |") == 1 and text.count("| 1.0 |  |") == 1
+
+
+def test_the_inference_bench_times_each_runs_architecture(tmp_path, tiny_vae_dir):
+    import latent_spaces_inference
+
+    for part, ch in (("taesd", 32), ("taesd3-ch64", 64)):
+        run = tmp_path / part / "run"
+        run.mkdir(parents=True)
+        (run / "config.yaml").write_text(f"name: x\nmodel:\n  name: gms\n  vae: {tiny_vae_dir}\n  ch: {ch}\n")
+    assert latent_spaces_inference.main(["--out", str(tmp_path), "--images", "1", "--rounds", "1"]) == 0
+    rows = json.loads((tmp_path / "inference.json").read_text())["rows"]
+    assert [r["part"] for r in rows] == ["taesd", "taesd3-ch64"] and all(r["seconds_per_image"] > 0 for r in rows)
