@@ -19,6 +19,12 @@ BUSI = SHARED / "data" / "busi"
 KVASIR5 = SHARED / "data" / "kvasir-seg-5"
 
 
+def relative_error(actual: torch.Tensor, expected: torch.Tensor) -> float:
+    """Largest deviation over the largest reference value: how the parity fixtures are compared, because
+    float32 on another CPU (AVX2 against AVX-512 kernels) moves single elements by ~1e-5 of the range."""
+    return ((actual - expected).abs().max() / expected.abs().max()).item()
+
+
 def need(path: Path) -> Path:
     """Skip (with the reason) when a ../shared resource is absent, e.g. outside CI."""
     if not path.exists():

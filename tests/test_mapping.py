@@ -6,11 +6,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from conftest import relative_error
 from gmseg.mapping import LatentMappingModel, SpatialSelfAttention, count_parameters
-
-
-def relative_error(actual: torch.Tensor, expected: torch.Tensor) -> float:
-    return ((actual - expected).abs().max() / expected.abs().max()).item()
 
 
 def test_paper_configuration_has_1_565_m_parameters():

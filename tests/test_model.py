@@ -8,13 +8,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from conftest import relative_error
 from gmseg.errors import CheckpointError, ConfigError
 from gmseg.first_stage import load_first_stage
 from gmseg.models import GMS, GMSConfig, load_model
-
-
-def relative_error(actual: torch.Tensor, expected: torch.Tensor) -> float:
-    return ((actual - expected).abs().max() / expected.abs().max()).item()
 
 
 @pytest.fixture
