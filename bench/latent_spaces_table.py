@@ -12,7 +12,7 @@ import argparse
 import json
 from pathlib import Path
 
-from run_logs import log_facts
+from run_logs import epochs_trained, log_facts
 from study_stats import paired_difference, per_image_dice
 
 PARTS = {
@@ -105,6 +105,7 @@ def gather(out: Path) -> list[dict]:
                 "mask_ceiling": ceiling.get("mask_dice"),
                 "psnr": ceiling.get("psnr_mean"),
                 "val_best": val_best,
+                "epochs": epochs_trained(folder / "run"),
                 "busi": cells.get(("busi", "test")),
                 "busi_vs_taesd": versus_taesd(out, part, "busi/test"),
                 "bus31": cells.get(("bus", "test")),
@@ -131,9 +132,11 @@ def markdown(rows: list[dict]) -> str:
         stage = r["autoencoder"] or "none (U-Net, reference)"
         mapping = "U-Net" if r["ch"] is None else r["ch"]
         seconds = "" if r["seconds_per_image"] is None else f"{r['seconds_per_image']:.3f}"
+        done, scheduled = r["epochs"] or (None, None)
+        short = f" ({done} of {scheduled} epochs)" if done is not None and scheduled and done < scheduled else ""
         lines.append(
             f"| {stage} | {r['channels'] or ''} | {mapping}{params} | {ceiling} | {psnr} "
-            f"| {r['val_best']:.3f} | {cell(r['busi'])} | {paired_cell(r['busi_vs_taesd'])} | {cell(r['bus31'])} "
+            f"| {r['val_best']:.3f}{short} | {cell(r['busi'])} | {paired_cell(r['busi_vs_taesd'])} | {cell(r['bus31'])} "
             f"| {cell(r['bus163'])} | {paired_cell(r['bus163_vs_taesd'])} "
             f"| {r['minutes']:.1f} | {seconds} |"
         )
@@ -142,7 +145,8 @@ def markdown(rows: list[dict]) -> str:
         "Dice ± standard error (%), per image at its native size; ceilings on the 130 BUSI test masks. Paired: "
         "this row minus TAESD per image on the same images (on how many this row is better). Inference: "
         "bench/latent_spaces_inference.py (every model side by side in one process, 224 px, one image at a "
-        "time) when it has run, else each scoring run's own time.",
+        "time) when it has run, else each scoring run's own time. A run scored before the end of its schedule "
+        "says so beside its validation Dice.",
     ]
     return "\n".join(lines)
 

@@ -104,3 +104,12 @@ def test_the_inference_bench_times_each_runs_architecture(tmp_path, tiny_vae_dir
     assert latent_spaces_inference.main(["--out", str(tmp_path), "--images", "1", "--rounds", "1"]) == 0
     rows = json.loads((tmp_path / "inference.json").read_text())["rows"]
     assert [r["part"] for r in rows] == ["taesd", "taesd3-ch64"] and all(r["seconds_per_image"] > 0 for r in rows)
+
+
+def test_a_run_scored_before_its_schedule_ended_says_so(table, tmp_path):
+    fake_part(tmp_path, "taesd", [0.70, 0.72, 0.75])
+    fake_part(tmp_path, "taef1", [0.70, 0.71])
+    for part, epochs in (("taesd", 3), ("taef1", 3)):
+        (tmp_path / part / "run" / "config.yaml").write_text(f"train:\n  epochs: {epochs}\n")
+    text = table.markdown(table.gather(tmp_path))
+    assert "| 0.750 | 70.00" in text and "| 0.710 (2 of 3 epochs) | 70.00" in text
