@@ -13,6 +13,8 @@ What it adds to the release's loop, and why:
 
 from __future__ import annotations
 
+import csv
+import io
 import math
 import os
 import shutil
@@ -304,8 +306,11 @@ class Trainer:
         """``val_best.csv``: the best model's Dice and IoU per validation image. Two runs on the same split
         can then be compared image by image (far less noisy than two means) after their checkpoints are
         gone. Written before the checkpoint, so an exact resume rewrites it if a kill fell in between."""
-        rows = "".join(f"{name},{d!r},{i!r}\n" for name, (d, i) in sorted(self.validation_scores.items()))
-        atomic_write_text(self.run_dir / VAL_BEST, "name,dice,iou\n" + rows)
+        text = io.StringIO()
+        writer = csv.writer(text, lineterminator="\n")  # quotes a file name that holds a comma
+        writer.writerow(["name", "dice", "iou"])
+        writer.writerows([name, repr(d), repr(i)] for name, (d, i) in sorted(self.validation_scores.items()))
+        atomic_write_text(self.run_dir / VAL_BEST, text.getvalue())
 
     # ------------------------------------------------------------------ training epochs
     def noise_generator(self, epoch: int, step: int) -> torch.Generator:
