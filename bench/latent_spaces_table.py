@@ -132,8 +132,8 @@ def markdown(rows: list[dict]) -> str:
         stage = r["autoencoder"] or "none (U-Net, reference)"
         mapping = "U-Net" if r["ch"] is None else r["ch"]
         seconds = "" if r["seconds_per_image"] is None else f"{r['seconds_per_image']:.3f}"
-        done, scheduled = r["epochs"] or (None, None)
-        short = f" ({done} of {scheduled} epochs)" if done is not None and scheduled and done < scheduled else ""
+        done, scheduled = r["epochs"]
+        short = f" ({done} of {scheduled} epochs)" if done is not None and done < scheduled else ""
         lines.append(
             f"| {stage} | {r['channels'] or ''} | {mapping}{params} | {ceiling} | {psnr} "
             f"| {r['val_best']:.3f}{short} | {cell(r['busi'])} | {paired_cell(r['busi_vs_taesd'])} | {cell(r['bus31'])} "
