@@ -60,15 +60,15 @@ def check_empty_mode(empty: str) -> str:
     return empty
 
 
-def _as_binary(mask: np.ndarray, what: str) -> np.ndarray:
-    """Return a bool (H,W) array; refuse anything that is not already binary.
+def _as_binary(mask: np.ndarray, what: str, ndim: int = 2) -> np.ndarray:
+    """Return a bool (H,W) array (``ndim`` 3: (Z,Y,X)); refuse anything that is not already binary.
 
     A 0/255 or probability map passed by mistake would otherwise be scored as something else than
     intended, so thresholding stays the caller's explicit decision.
     """
     arr = np.asarray(mask)
-    if arr.ndim != 2:
-        raise ValueError(f"{what} must be a 2-D (H,W) mask, got shape {arr.shape}")
+    if arr.ndim != ndim:
+        raise ValueError(f"{what} must be a {ndim}-D mask, got shape {arr.shape}")
     if arr.dtype == np.bool_:
         return arr
     if arr.size and not np.isin(arr, (0, 1)).all():
@@ -90,8 +90,8 @@ def _one_hot(mask: np.ndarray) -> torch.Tensor:
     return torch.stack((1.0 - fg, fg))[None]
 
 
-def _hd95(pred: torch.Tensor, gt: torch.Tensor) -> float:
-    """Symmetric 95th-percentile Hausdorff distance (pixels) between the two masks' edges.
+def _hd95(pred: torch.Tensor, gt: torch.Tensor, spacing: tuple[float, ...] | None = None) -> float:
+    """Symmetric 95th-percentile Hausdorff distance (pixels; with ``spacing``, its units) between the edges.
 
     MONAI takes the edge of each mask (mask XOR its erosion), the distances from every edge pixel of
     one mask to the nearest edge pixel of the other, the 95th percentile of each direction, and the
@@ -100,7 +100,7 @@ def _hd95(pred: torch.Tensor, gt: torch.Tensor) -> float:
     with warnings.catch_warnings():
         # MONAI 1.5+ warns about one of its own internal arguments; nothing the caller can act on.
         warnings.filterwarnings("ignore", message=".*always_return_as_numpy.*")
-        value = compute_hausdorff_distance(pred, gt, include_background=False, percentile=95)
+        value = compute_hausdorff_distance(pred, gt, include_background=False, percentile=95, spacing=spacing)
     out = float(value.reshape(-1)[0])
     return out if math.isfinite(out) else math.nan
 
@@ -109,16 +109,20 @@ def _ratio(num: int, den: int) -> float:
     return num / den if den else math.nan
 
 
-def binary_metrics(pred: np.ndarray, gt: np.ndarray, empty: str = "standard") -> dict[str, float]:
+def binary_metrics(
+    pred: np.ndarray, gt: np.ndarray, empty: str = "standard", spacing: tuple[float, ...] | None = None
+) -> dict[str, float]:
     """Score one binary prediction against its ground truth.
 
     Returns ``dice, iou, hd95, precision, recall`` (floats; hd95 in pixels), ``pred_area`` and
     ``true_area`` (foreground pixel counts, ints) and ``both_empty`` (0/1). See the module docstring
-    for how empty masks are handled under each ``empty`` convention.
+    for how empty masks are handled under each ``empty`` convention. ``spacing`` (one length per axis, e.g.
+    a volume's (z, y, x) mm): masks of that many axes, HD95 in those units (``gmseg.metrics3d``).
     """
     check_empty_mode(empty)
-    p = _as_binary(pred, "pred")
-    g = _as_binary(gt, "gt")
+    ndim = 2 if spacing is None else len(spacing)
+    p = _as_binary(pred, "pred", ndim)
+    g = _as_binary(gt, "gt", ndim)
     if p.shape != g.shape:
         raise ValueError(f"pred and gt shapes differ: {p.shape} vs {g.shape}")
 
@@ -141,7 +145,7 @@ def binary_metrics(pred: np.ndarray, gt: np.ndarray, empty: str = "standard") ->
         hd95 = math.nan
         precision, recall = _ratio(tp, tp + fp), _ratio(tp, tp + fn)
     else:
-        hd95 = _hd95(yp, yt)
+        hd95 = _hd95(yp, yt, None if spacing is None else tuple(float(s) for s in spacing))
         precision, recall = _ratio(tp, tp + fp), _ratio(tp, tp + fn)
 
     return {
@@ -162,35 +166,43 @@ def class_metric_keys(labels: LabelSet) -> tuple[str, ...]:
     return per_class + tuple(ANY_PREFIX + key for key in METRIC_KEYS)
 
 
-def _as_label_map(values: np.ndarray, labels: LabelSet, what: str) -> np.ndarray:
-    """A 2-D integer map of declared class values; anything else would be scored as some other class."""
+def _as_label_map(values: np.ndarray, labels: LabelSet, what: str, ndim: int = 2) -> np.ndarray:
+    """An integer map (2-D, or ``ndim``) of declared class values; anything else would be scored as some other class."""
     arr = np.asarray(values)
-    if arr.ndim != 2:
-        raise ValueError(f"{what} must be a 2-D (H,W) label map, got shape {arr.shape}")
+    if arr.ndim != ndim:
+        raise ValueError(f"{what} must be a {ndim}-D label map, got shape {arr.shape}")
     if arr.dtype == np.bool_ or not np.issubdtype(arr.dtype, np.integer):
         raise ValueError(f"{what} must hold integer class values {list(labels.values)}, got dtype {arr.dtype}")
     labels.check_values(arr, what)
     return arr
 
 
-def class_metrics(pred: np.ndarray, gt: np.ndarray, labels: LabelSet, empty: str = "standard") -> dict[str, float]:
+def class_metrics(
+    pred: np.ndarray,
+    gt: np.ndarray,
+    labels: LabelSet,
+    empty: str = "standard",
+    spacing: tuple[float, ...] | None = None,
+) -> dict[str, float]:
     """Score one label map of class values against its ground truth, per foreground class and merged.
 
     Returns :func:`class_metric_keys`: for each foreground class ``c`` the :func:`binary_metrics` of
     ``pred == value(c)`` vs ``gt == value(c)`` as ``<metric>_<c>``, and of ``pred != 0`` vs ``gt != 0``
     as ``any_<metric>``. A value that is no declared class is an error (:meth:`LabelSet.check_values`).
+    ``spacing``: label volumes, HD95 in its units (as :func:`binary_metrics`).
     """
     check_empty_mode(empty)
-    p = _as_label_map(pred, labels, "pred")
-    g = _as_label_map(gt, labels, "gt")
+    ndim = 2 if spacing is None else len(spacing)
+    p = _as_label_map(pred, labels, "pred", ndim)
+    g = _as_label_map(gt, labels, "gt", ndim)
     if p.shape != g.shape:
         raise ValueError(f"pred and gt shapes differ: {p.shape} vs {g.shape}")
     out: dict[str, float] = {}
     fg = zip(labels.names[1:], labels.values[1:])
-    scores = {name: binary_metrics(p == value, g == value, empty) for name, value in fg}
+    scores = {name: binary_metrics(p == value, g == value, empty, spacing) for name, value in fg}
     for key in METRIC_KEYS:
         for name in labels.foreground:
             out[f"{key}_{name}"] = scores[name][key]
-    merged = binary_metrics(p != 0, g != 0, empty)
+    merged = binary_metrics(p != 0, g != 0, empty, spacing)
     out.update({ANY_PREFIX + key: value for key, value in merged.items()})
     return out
