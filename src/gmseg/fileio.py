@@ -8,16 +8,70 @@ that a later step trusts. Each writer gets an open binary handle on a temporary 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
+#: ``.NAME.<pid>.<hex>.tmp`` (a temporary file or staging folder of :func:`temporary_sibling`) and the
+#: ``.NAME.prepare-<pid>`` staging folders of older versions of ``gmseg prepare``: group 1 is the writer's PID.
+_TEMPORARY = re.compile(r"^\..+\.(\d+)\.[0-9a-f]{8}\.tmp$|^\..+\.prepare-(\d+)$")
+
 
 def temporary_sibling(path: Path) -> Path:
+    """A hidden name beside ``path`` that carries this process's PID, so a later run can tell whether the
+    writer is still alive (:func:`clean_stale_temporaries`)."""
     # Not tempfile.mkstemp: its 0600 permissions would stick to the final file; this name honours umask.
     return path.parent / f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
+
+
+def process_alive(pid: int) -> bool:
+    """Whether a process with this PID exists on this machine (one we may not signal counts as alive)."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    except OSError:
+        return False
+    return True
+
+
+def temporary_owner(name: str) -> int | None:
+    """The PID encoded in a temporary name of :func:`temporary_sibling` (or an old prepare staging folder)."""
+    match = _TEMPORARY.match(name)
+    if match is None:
+        return None
+    return int(match.group(1) or match.group(2))
+
+
+def clean_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
+    """Remove the temporary files and staging folders in ``folder`` whose writer is dead (SIGKILL, OOM).
+
+    Only names of :func:`temporary_sibling`'s pattern are touched, and only when the PID they carry is no
+    live process, so a concurrent writer's temporary is never removed. Returns what was removed.
+    """
+    folder = Path(folder)
+    removed: list[Path] = []
+    try:
+        entries = list(folder.iterdir())
+    except OSError:  # missing or unreadable: nothing of ours to clean
+        return removed
+    for entry in entries:
+        pid = temporary_owner(entry.name)
+        if pid is None or pid == os.getpid() or process_alive(pid):
+            continue
+        try:
+            remove_path(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink(missing_ok=True)
+        except OSError:
+            continue  # another cleaner got there first, or no permission: leave it
+        removed.append(entry)
+    return removed
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], object]) -> Path:
@@ -90,3 +144,25 @@ def swap_in(temp: Path, final: Path) -> None:
         os.replace(final, aside)
     os.replace(temp, final)
     remove_path(aside)
+
+
+def atomic_folder(final: str | os.PathLike, fill: Callable[[Path], object]) -> Path:
+    """Call ``fill(folder)`` on a hidden staging folder beside ``final``, then swap it in whole.
+
+    The staging folder carries this process's PID (:func:`temporary_sibling`), so a kill leaves nothing a
+    later run trusts and :func:`clean_stale_temporaries` removes it.
+    """
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    temp = temporary_sibling(final)
+    try:
+        temp.mkdir()
+        fill(temp)
+        swap_in(temp, final)
+    except BaseException:
+        try:
+            remove_path(temp)
+        except OSError:
+            pass  # never hide the error that caused the cleanup
+        raise
+    return final
