@@ -50,7 +50,7 @@ def test_registry_order_is_the_preference_order() -> None:
     assert find_format("a.JPG").name == "JPEG" and find_format("a.gif") is None
 
 
-@pytest.mark.parametrize("name", ["scan.gif", "scan.nii.gz", "scan.webp", "scan"])
+@pytest.mark.parametrize("name", ["scan.gif", "scan.webp", "scan"])
 def test_unsupported_endings_name_the_file_and_the_supported_endings(tmp_path: Path, name: str) -> None:
     path = tmp_path / name
     Image.fromarray(np.zeros((4, 4), np.uint8)).save(path, format="PNG")  # readable bytes, wrong ending
@@ -66,7 +66,7 @@ def test_unsupported_endings_name_the_file_and_the_supported_endings(tmp_path: P
 def test_folder_index_and_lookup_use_the_name_split(tmp_path: Path) -> None:
     Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(tmp_path / "case.v2.png")
     Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(tmp_path / "case.v2.Tif", format="TIFF")
-    (tmp_path / "case.v2.nii.gz").write_bytes(b"not supported yet")
+    (tmp_path / "case.v2.nii.gz").write_bytes(b"a volume: not a 2D image")
     (tmp_path / "case.v2.prob.npy").write_bytes(b"")
     assert index_folder(tmp_path) == {"case.v2": tmp_path / "case.v2.png"}
     assert find_file(tmp_path, "case.v2") == tmp_path / "case.v2.png"
@@ -86,3 +86,13 @@ def test_write_array_picks_the_format_by_ending(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="supported endings"):
         readers.write_array(tmp_path / "c.gif", rgb)
     assert not (tmp_path / "c.gif").exists()
+
+
+def test_a_volume_where_a_2d_image_is_expected_is_named_as_such(tmp_path: Path) -> None:
+    path = tmp_path / "scan.nii.gz"
+    Image.fromarray(np.zeros((4, 4), np.uint8)).save(path, format="PNG")
+    for read in (read_image, read_mask, read_size, format_for):
+        with pytest.raises(DataError, match="a volume where a 2D image is expected") as info:
+            read(path)
+        assert str(path) in str(info.value) and "NIfTI" in str(info.value)
+    assert not is_image_file(path)

@@ -259,12 +259,25 @@ def test_soft_masks_are_warned_about_and_a_threshold_can_be_set(tmp_path):
     assert any("soft ground truth" in w for w in result.warnings)
 
 
+def declare_bits(path: Path, bits: int) -> None:
+    """Give a PNG an sBIT chunk (right after IHDR) declaring ``bits`` significant bits per sample."""
+    import struct
+    import zlib
+
+    data = path.read_bytes()
+    end = 8 + 8 + 13 + 4  # signature, IHDR length/type, IHDR data, CRC
+    body = b"sBIT" + bytes([bits])
+    chunk = struct.pack(">I", 1) + body + struct.pack(">I", zlib.crc32(body))
+    path.write_bytes(data[:end] + chunk + data[end:])
+
+
 @pytest.mark.parametrize("bits", [12, 10])
 def test_high_bit_depth_images_are_scaled_by_their_bit_depth(bits, tmp_path):
     top = 2**bits - 1
     data = (np.linspace(0, top, S * S).reshape(S, S)).astype(np.uint16)
     path = tmp_path / f"scan{bits}.png"
     Image.fromarray(data).save(path)
+    declare_bits(path, bits)  # the bit depth the file declares decides, never the image's own maximum
     notes: list[str] = []
     rgb = read_image(path, notes)
     assert rgb.max() == 255 and abs(int(rgb[S // 2, 0, 0]) - round(data[S // 2, 0] / top * 255)) <= 1

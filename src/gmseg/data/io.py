@@ -201,16 +201,6 @@ def _label_map_error(path: Path, problem: str, labels: LabelSet) -> DataError:
     )
 
 
-def _palette_indices(path: Path) -> np.ndarray:
-    """A palette image's indices, not its colours: in a palette label map the index is the class value."""
-    img = readers._pil_open(path, "mask")  # MaskData holds the palette's colours; the indices are needed here
-    try:
-        arr = np.asarray(img)
-    finally:
-        img.close()
-    return arr[..., 0] if arr.ndim == 3 else arr
-
-
 def _gray_values(path: Path, raw: readers.MaskData, labels: LabelSet) -> np.ndarray:
     """One integer value per pixel from gray, 1-bit, 16-bit, float or equal-channel RGB mask data."""
     data = raw.data
@@ -244,7 +234,8 @@ def read_label_map(path: str | os.PathLike[str], labels: LabelSet) -> np.ndarray
     if _lossy(path):
         raise _label_map_error(path, "a lossy (JPEG) file: compression changes class values along every edge", labels)
     raw = readers.read_mask_data(path)
-    values = _palette_indices(path) if raw.mode in ("P", "PA") else _gray_values(path, raw, labels)
+    # In a palette label map the index is the class value, whatever its colour.
+    values = raw.indices if raw.indices is not None else _gray_values(path, raw, labels)
     labels.check_values(values, path)
     return np.ascontiguousarray(values, dtype=np.uint8)
 
