@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import uuid
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +18,7 @@ import SimpleITK as sitk
 
 from gmseg.data.formats.base import FileFormat, Geometry, Volume
 from gmseg.errors import DataError
-from gmseg.fileio import honour_umask
+from gmseg.fileio import honour_umask, temporary_sibling
 
 __all__ = ["sitk_format"]
 
@@ -101,7 +100,7 @@ def _write_volume(path: Path, array: np.ndarray, geometry: Geometry) -> None:
     image.SetOrigin(geometry.origin)
     image.SetDirection(geometry.direction)
     path.parent.mkdir(parents=True, exist_ok=True)
-    temp = path.parent / f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
+    temp = temporary_sibling(path)  # a folder: PID-named, so a dead writer's leftover is cleaned
     try:
         temp.mkdir()
         sitk.WriteImage(image, str(temp / path.name), useCompression=True)
