@@ -7,7 +7,7 @@ import argparse
 from pathlib import Path
 
 from run_logs import log_facts
-from study_stats import per_image_dice, percent_mean_se
+from study_stats import paired_difference, per_image_dice, percent_mean_se
 
 
 def main() -> None:
@@ -21,7 +21,7 @@ def main() -> None:
     for part in sorted(p for p in args.out.iterdir() if (p / "bus-train" / "metrics.csv").is_file()):
         scores, val = per_image_dice(part / "bus-train"), log_facts(part / "run")[0]
         mean, se = percent_mean_se(list(scores.values()))
-        diff, diff_se = percent_mean_se([scores[n] - base[n] for n in base])
+        diff, diff_se = paired_difference(scores, base)[:2]
         verdict = (
             "baseline"
             if part.name == "baseline"

@@ -15,7 +15,7 @@ import math
 from pathlib import Path
 
 from run_logs import log_facts
-from study_stats import percent_mean_se
+from study_stats import paired_difference, percent_mean_se
 
 MODELS = {
     "gms-colour": ("GMS-TAESD, colour coding", "gms-busi"),
@@ -40,14 +40,9 @@ def class_dice(rows: list[dict], name: str) -> tuple[float, float]:
 def paired(a: list[dict], b: list[dict], column: str, holding: str | None = None) -> tuple[float, float]:
     """Mean and SE (%) of the per-image difference a - b in ``column`` (over the images holding class
     ``holding`` when given): the two models saw the same images, so their difference is paired."""
-    first = {r["name"]: r for r in a}
-    return percent_mean_se(
-        [
-            float(first[r["name"]][column]) - float(r[column])
-            for r in b
-            if r["name"] in first and (holding is None or float(r[f"true_area_{holding}"]) > 0)
-        ]
-    )
+    first = {r["name"]: float(r[column]) for r in a}
+    second = {r["name"]: float(r[column]) for r in b if holding is None or float(r[f"true_area_{holding}"]) > 0}
+    return paired_difference(first, second)[:2]
 
 
 def encoding_difference(rows: dict[str, list[dict]]) -> dict | None:

@@ -1,0 +1,549 @@
+"""Self-contained HTML pages to browse results: a scored folder, a comparison, a training run.
+
+``report.html`` sits next to ``metrics.csv``: the summary (mean ± standard error, median, counts; per class
+when there are several), then one row per case with a thumbnail of the image with the truth and the
+prediction drawn on it (:func:`gmseg.visualize.overlay_picture`: the contours of :func:`~gmseg.visualize.overlay`,
+or one colour per class), and its metrics. Rows sort by any column and filter by name or class; a click opens
+the case large. The pictures are small JPEG files in ``report_files/`` beside the page, named by a hash of
+the case name (never the name itself, which may hold anything), loaded lazily, so a page of 2,000 cases
+stays usable and works from a ``file://`` URL with no network.
+
+Everything that comes from a user's files (case names, class names, paths) is HTML-escaped, and the one
+script is fixed text: no user text ever reaches ``innerHTML``.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import html
+import io
+import math
+import os
+import uuid
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from gmseg.errors import GmsegError
+from gmseg.fileio import atomic_write, atomic_write_text, remove_path, swap_in
+from gmseg.labels import BINARY, LabelSet
+
+if TYPE_CHECKING:
+    from gmseg.compare import Comparison
+    from gmseg.evaluate import EvaluationResult
+
+__all__ = ["picture_name", "report_page", "write_comparison_page", "write_report_html", "write_training_page"]
+
+REPORT_HTML = "report.html"
+PICTURES = "report_files"
+#: a file in every pictures folder this module writes: a folder without it is a user's and is never replaced
+MARKER = ".gmseg-report"
+THUMB_SIDE = 128
+LARGE_SIDE = 384
+_PAGE_METRICS_BINARY = ("dice", "iou", "hd95", "precision", "recall")
+_PAGE_METRICS_CLASSES = ("dice", "iou", "hd95")
+
+_CSS = """
+body{font:14px/1.4 system-ui,sans-serif;margin:1.2em;color:#222}
+h1{font-size:1.3em;margin:.2em 0}h2{font-size:1.1em;margin:1.2em 0 .4em}
+table{border-collapse:collapse}td,th{padding:3px 8px;border-bottom:1px solid #ddd;text-align:right}
+td.name,th.name{text-align:left;max-width:22em;overflow-wrap:anywhere}
+th[data-sort]{cursor:pointer;user-select:none;background:#f3f3f3}
+th[aria-sort=ascending]::after{content:" \\25B2"}th[aria-sort=descending]::after{content:" \\25BC"}
+tr.case{cursor:zoom-in}tr.case:hover{background:#f6f9ff}
+img.thumb{display:block;background:#eee}
+.muted{color:#777}.swatch{display:inline-block;width:.9em;height:.9em;border:1px solid #333;margin:0 .3em 0 .8em;
+vertical-align:-.1em}
+dialog{max-width:95vw;max-height:95vh}dialog img{max-width:90vw;max-height:80vh;display:block}
+.pair{display:flex;flex-wrap:wrap;gap:1em;margin:.4em 0 1.2em}.pair figure{margin:0}
+.controls{margin:.6em 0}.controls input,.controls select{margin-right:1em}
+"""
+
+_JS = """
+(function(){
+"use strict";
+function value(cell){var v=cell.getAttribute("data-v");if(v===null||v===""){return null;}
+var x=parseFloat(v);return isNaN(x)?null:x;}
+document.querySelectorAll("table.sortable").forEach(function(table){
+var heads=table.tHead.rows[0].cells;
+Array.prototype.forEach.call(heads,function(th,i){
+if(!th.hasAttribute("data-sort")){return;}
+th.addEventListener("click",function(){
+var asc=th.getAttribute("aria-sort")!=="ascending";
+Array.prototype.forEach.call(heads,function(h){h.removeAttribute("aria-sort");});
+th.setAttribute("aria-sort",asc?"ascending":"descending");
+var text=th.getAttribute("data-sort")==="text";
+var body=table.tBodies[0];var rows=Array.prototype.slice.call(body.rows);
+rows.sort(function(a,b){
+if(text){var s=a.cells[i].textContent.localeCompare(b.cells[i].textContent);return asc?s:-s;}
+var x=value(a.cells[i]),y=value(b.cells[i]);
+if(x===null&&y===null){return 0;}if(x===null){return 1;}if(y===null){return -1;}
+return asc?x-y:y-x;});
+var frag=document.createDocumentFragment();rows.forEach(function(r){frag.appendChild(r);});
+body.appendChild(frag);});});});
+var box=document.getElementById("filter"),cls=document.getElementById("class-filter"),
+shown=document.getElementById("shown");
+function apply(){var q=box?box.value.toLowerCase():"";var c=cls?cls.value:"";var n=0;
+document.querySelectorAll("tr.case").forEach(function(tr){
+var ok=tr.getAttribute("data-name").toLowerCase().indexOf(q)>=0&&
+(!c||(" "+tr.getAttribute("data-classes")+" ").indexOf(" "+c+" ")>=0);
+tr.hidden=!ok;if(ok){n+=1;}});if(shown){shown.textContent=String(n);}}
+if(box){box.addEventListener("input",apply);}if(cls){cls.addEventListener("change",apply);}
+var dialog=document.getElementById("case-view");
+if(dialog){var big=document.getElementById("case-image"),caption=document.getElementById("case-caption");
+document.querySelectorAll("tr.case").forEach(function(tr){tr.addEventListener("click",function(){
+var large=tr.getAttribute("data-large");
+if(large){big.src=large;big.hidden=false;}else{big.removeAttribute("src");big.hidden=true;}
+caption.textContent=tr.getAttribute("data-name")+"  "+tr.getAttribute("data-summary");
+dialog.showModal();});});
+dialog.addEventListener("click",function(){dialog.close();});}
+})();
+"""
+
+
+def _e(text: object) -> str:
+    """HTML-escape anything that came from a user's files (quotes too: it may land in an attribute)."""
+    return html.escape(str(text), quote=True)
+
+
+def picture_name(name: str) -> str:
+    """The file stem of a case's pictures: a hash of its name, so no name ever becomes a path or markup."""
+    return hashlib.sha1(name.encode("utf-8", "surrogatepass")).hexdigest()[:20]
+
+
+def _finite(value: Any) -> float | None:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _fmt(value: Any, metric: str) -> str:
+    number = _finite(value)
+    if number is None:
+        return "n/a"
+    return f"{number:.1f}" if metric.endswith("hd95") or metric.startswith("hd95") else f"{number:.3f}"
+
+
+def _page(title: str, body: str) -> str:
+    """One page: fixed CSS and script, no outside resource (it must work from file:// offline)."""
+    return (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"<title>{_e(title)}</title><style>{_CSS}</style></head><body>\n{body}\n"
+        f"<script>{_JS}</script></body></html>\n"
+    )
+
+
+# ------------------------------------------------------------------------------------------- pictures
+
+
+def _jpeg(picture: np.ndarray) -> bytes:
+    """A picture as JPEG at full chroma (4:4:4), so 1-px coloured contours keep their colour."""
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(picture)).save(buf, format="JPEG", quality=90, subsampling=0)
+    return buf.getvalue()
+
+
+def load_case(
+    name: str,
+    images_dir: Path,
+    mask_dir: Path,
+    pred_dir: Path,
+    labels: LabelSet = BINARY,
+    threshold: float | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """(image, prediction, truth) of one case, or None when a file is missing or the three do not line up."""
+    from gmseg.data.io import find_file, read_image, read_label_map, read_mask  # lazy: gmseg.data loads torch
+
+    image_file, gt_file, pred_file = find_file(images_dir, name), find_file(mask_dir, name), pred_dir / f"{name}.png"
+    if image_file is None or gt_file is None or not pred_file.is_file():
+        return None
+    try:
+        image = read_image(image_file)
+        if labels.is_binary:
+            pred, gt = read_mask(pred_file).astype(bool), read_mask(gt_file, threshold).astype(bool)
+        else:
+            pred, gt = read_label_map(pred_file, labels), read_label_map(gt_file, labels)
+    except (OSError, ValueError, GmsegError):
+        return None  # the metrics already reported what is wrong with the file
+    if pred.shape != image.shape[:2] or gt.shape != image.shape[:2]:
+        return None
+    return image, pred, gt
+
+
+def write_pictures(
+    cases: Iterable[tuple[str, np.ndarray, np.ndarray, np.ndarray]], out_dir: Path, labels: LabelSet = BINARY
+) -> dict[str, tuple[int, int]]:
+    """Each case's thumbnail (``<hash>.s.jpg``) and large view (``<hash>.jpg``) into ``out_dir/report_files``,
+    written whole in a temporary folder and swapped in; returns each drawn case's thumbnail (width, height).
+
+    A ``report_files`` folder that this module did not write (no marker file) is refused, never replaced.
+    """
+    from gmseg.visualize import overlay_picture
+
+    final = out_dir / PICTURES
+    if final.exists() and not (final / MARKER).is_file():
+        raise GmsegError(f"{final} exists and was not written by gmseg; move it away to get {REPORT_HTML}")
+    temp = out_dir / f".{PICTURES}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
+    sizes: dict[str, tuple[int, int]] = {}
+    try:
+        temp.mkdir(parents=True)
+        (temp / MARKER).write_text("pictures of report.html, written by gmseg\n", encoding="utf-8")
+        for name, image, pred, gt in cases:
+            stem = picture_name(name)
+            thumb = overlay_picture(image, pred, gt, labels, THUMB_SIDE)
+            (temp / f"{stem}.s.jpg").write_bytes(_jpeg(thumb))
+            (temp / f"{stem}.jpg").write_bytes(_jpeg(overlay_picture(image, pred, gt, labels, LARGE_SIDE)))
+            sizes[name] = (thumb.shape[1], thumb.shape[0])
+        swap_in(temp, final)
+    except BaseException:
+        remove_path(temp)
+        raise
+    return sizes
+
+
+# ------------------------------------------------------------------------------------------- scored folder
+
+
+def _stat_cell(stats: dict | None, metric: str) -> str:
+    """mean ± SE, then median and n in grey."""
+    if not stats:
+        return "<td>n/a</td>"
+    mean, std, n = _finite(stats.get("mean")), _finite(stats.get("std")), int(stats.get("n") or 0)
+    se = std / math.sqrt(n) if std is not None and n >= 2 else None
+    text = _fmt(mean, metric) + (f" ± {_fmt(se, metric)}" if se is not None else "")
+    return (
+        f'<td data-v="{mean if mean is not None else ""}">{text}<br><span class="muted">median '
+        f"{_fmt(stats.get('median'), metric)}, n {n}</span></td>"
+    )
+
+
+def summary_html(summary: dict, labels: LabelSet) -> str:
+    """The summary table: one row of metrics (binary) or one row per class and the merged lesion."""
+    metrics = summary.get("metrics", {})
+    keys = _PAGE_METRICS_BINARY
+    head = "".join(f"<th>{_e(k)}</th>" for k in keys)
+    if labels.is_binary:
+        rows = ['<tr><td class="name">all cases</td>' + "".join(_stat_cell(metrics.get(k), k) for k in keys)]
+    else:
+        rows = [
+            f'<tr><td class="name">{_e(name)}</td>' + "".join(_stat_cell(metrics.get(f"{k}_{name}"), k) for k in keys)
+            for name in labels.foreground
+        ]
+        rows.append(
+            '<tr><td class="name">lesion (classes merged)</td>'
+            + "".join(_stat_cell(metrics.get(f"any_{k}"), k) for k in keys)
+        )
+    counts = summary.get("counts", {})
+    flat = {k: v for k, v in counts.items() if not isinstance(v, dict)}
+    lines = ", ".join(f"{_e(k.replace('n_', '').replace('_', ' '))} {_e(v)}" for k, v in flat.items())
+    for group in ("classes",):
+        for name, c in (counts.get(group) or {}).items():
+            lines += f"<br>{_e(name)}: " + ", ".join(
+                f"{_e(k.replace('n_', '').replace('_', ' '))} {_e(v)}" for k, v in c.items()
+            )
+    settings = ", ".join(f"{_e(k)} = {_e(v)}" for k, v in summary.get("settings", {}).items())
+    return (
+        f'<h2>Summary</h2><table id="summary"><thead><tr><th class="name">class</th>{head}</tr></thead>'
+        f"<tbody>{''.join(r + '</tr>' for r in rows)}</tbody></table>"
+        f"<p>Mean ± standard error of the mean; median and n (cases scored) below.<br>Counts: {lines}"
+        f"<br>Settings: {settings}</p>"
+    )
+
+
+def legend_html(labels: LabelSet) -> str:
+    """The colours of the pictures: contours of prediction and truth (binary), or one colour per class."""
+    from gmseg.visualize import BOTH_COLOR, GT_COLOR, PRED_COLOR
+
+    def swatch(rgb: Sequence[int], text: str, index: int | None = None) -> str:
+        data = f' data-class="{index}"' if index is not None else ""
+        colour = "#" + "".join(f"{int(c):02x}" for c in rgb)
+        return f'<span class="swatch" style="background:{colour}"{data}></span>{_e(text)}'
+
+    if labels.is_binary:
+        parts = [swatch(PRED_COLOR, "prediction"), swatch(GT_COLOR, "ground truth"), swatch(BOTH_COLOR, "both")]
+        return '<p id="legend">Contours:' + "".join(parts) + "</p>"
+    parts = [
+        swatch(labels.colours[i], f"{name} ({value})", i)
+        for i, (name, value) in enumerate(zip(labels.names, labels.values))
+        if i > 0
+    ]
+    return (
+        '<p id="legend">Classes:' + "".join(parts) + ' <span class="muted">fill: prediction, outline: ground '
+        "truth</span></p>"
+    )
+
+
+def _page_columns(columns: Sequence[str], labels: LabelSet) -> list[str]:
+    """The metric columns a case row shows: the binary scores, or Dice/IoU/HD95 per class and merged."""
+    if labels.is_binary:
+        return [c for c in _PAGE_METRICS_BINARY if c in columns]
+    keys = [f"{k}_{n}" for k in _PAGE_METRICS_CLASSES for n in labels.foreground]
+    return [c for c in [*(f"any_{k}" for k in _PAGE_METRICS_CLASSES), *keys] if c in columns]
+
+
+def _classes_of(row: dict, labels: LabelSet) -> str:
+    """The foreground class indices a case holds in its truth or its prediction (for the class filter)."""
+    if labels.is_binary:
+        held = (_finite(row.get("true_area")) or 0) > 0 or (_finite(row.get("pred_area")) or 0) > 0
+        return "1" if held else ""
+    held = [
+        str(i)
+        for i, name in enumerate(labels.foreground, start=1)
+        if (_finite(row.get(f"true_area_{name}")) or 0) > 0 or (_finite(row.get(f"pred_area_{name}")) or 0) > 0
+    ]
+    return " ".join(held)
+
+
+def cases_html(
+    rows: Sequence[dict], labels: LabelSet, pictures: dict[str, tuple[int, int]], columns: Sequence[str]
+) -> str:
+    """The case table: name, thumbnail, metrics; every cell escaped, every number also in ``data-v``."""
+    shown = _page_columns(columns, labels)
+    head = '<th class="name" data-sort="text">case</th><th>picture</th>' + "".join(
+        f'<th data-sort="number">{_e(c)}</th>' for c in shown
+    )
+    body = []
+    for row in rows:
+        name = str(row["name"])
+        size = pictures.get(name)
+        stem = picture_name(name)
+        if size is None:
+            picture, large = '<td class="muted">no picture</td>', ""
+        else:
+            picture = (
+                f'<td><img class="thumb" loading="lazy" alt="" width="{size[0]}" height="{size[1]}" '
+                f'src="{PICTURES}/{stem}.s.jpg"></td>'
+            )
+            large = f"{PICTURES}/{stem}.jpg"
+        cells = "".join(
+            f'<td data-v="{"" if _finite(row.get(c)) is None else _finite(row.get(c))}">{_fmt(row.get(c), c)}</td>'
+            for c in shown
+        )
+        summary = ", ".join(f"{c} {_fmt(row.get(c), c)}" for c in shown[:3])
+        body.append(
+            f'<tr class="case" data-name="{_e(name)}" data-classes="{_classes_of(row, labels)}" '
+            f'data-large="{large}" data-summary="{_e(summary)}"><td class="name">{_e(name)}</td>{picture}{cells}</tr>'
+        )
+    options = "".join(f'<option value="{i}">{_e(name)}</option>' for i, name in enumerate(labels.foreground, start=1))
+    controls = (
+        '<div class="controls"><label>Filter by name <input id="filter" type="search"></label>'
+        f'<label>class <select id="class-filter"><option value="">any</option>{options}</select></label>'
+        f'<span class="muted"><span id="shown">{len(rows)}</span> of {len(rows)} cases shown; '
+        "click a column to sort, a case to open it large</span></div>"
+    )
+    return (
+        f'<h2>Cases</h2>{controls}<table id="cases" class="sortable"><thead><tr>{head}</tr></thead>'
+        f"<tbody>{''.join(body)}</tbody></table>"
+        '<dialog id="case-view"><img id="case-image" alt=""><p id="case-caption"></p></dialog>'
+    )
+
+
+def report_page(
+    rows: Sequence[dict],
+    summary: dict,
+    labels: LabelSet,
+    title: str,
+    pictures: dict[str, tuple[int, int]],
+    columns: Sequence[str],
+) -> str:
+    """The whole report.html of a scored folder."""
+    body = (
+        f"<h1>{_e(title)}</h1>"
+        + legend_html(labels)
+        + summary_html(summary, labels)
+        + cases_html(rows, labels, pictures, columns)
+    )
+    return _page(title, body)
+
+
+def _mask_dir(gt_dir: Path) -> Path:
+    return gt_dir / "masks" if (gt_dir / "masks").is_dir() else gt_dir
+
+
+def images_of(gt_dir: str | os.PathLike) -> Path | None:
+    """The images beside a ground truth: ``ROOT/images`` for a dataset root or its ``masks`` folder."""
+    gt_dir = Path(gt_dir)
+    root = gt_dir.parent if gt_dir.name == "masks" and not (gt_dir / "masks").is_dir() else gt_dir
+    return root / "images" if (root / "images").is_dir() else None
+
+
+def write_report_html(
+    result: EvaluationResult,
+    out_dir: str | os.PathLike,
+    images_dir: str | os.PathLike,
+    gt_dir: str | os.PathLike,
+    pred_dir: str | os.PathLike,
+    threshold: float | None = None,
+    title: str | None = None,
+) -> Path:
+    """Draw every case's pictures into ``out_dir/report_files`` and write ``out_dir/report.html``."""
+    from gmseg.evaluate import csv_columns
+
+    out, mask_dir = Path(out_dir), _mask_dir(Path(gt_dir))
+    labels = result.labels
+
+    def cases() -> Iterator[tuple[str, np.ndarray, np.ndarray, np.ndarray]]:
+        for row in result.rows:
+            case = load_case(row["name"], Path(images_dir), mask_dir, Path(pred_dir), labels, threshold)
+            if case is not None:
+                yield (row["name"], *case)
+
+    pictures = write_pictures(cases(), out, labels)
+    page = report_page(
+        result.rows, result.summary, labels, title or f"gmseg report: {out}", pictures, csv_columns(labels)
+    )
+    return atomic_write_text(out / REPORT_HTML, page)
+
+
+# ------------------------------------------------------------------------------------------- comparison
+
+
+def _difference_rows(comparison: Comparison) -> str:
+    first = comparison.first.label
+    rows = []
+    for column in comparison.columns:
+        for label, d in comparison.differences[column].items():
+            rows.append(
+                f'<tr><td class="name">{_e(column)}</td><td class="name">{_e(label)} − {_e(first)}</td>'
+                f'<td data-v="{"" if _finite(d.mean) is None else d.mean}">{_fmt(d.mean, column)} ± '
+                f"{_fmt(d.se, column)}</td><td>{d.other_better}</td><td>{d.first_better}</td><td>{d.ties}</td>"
+                f"<td>{d.n}</td></tr>"
+            )
+    return (
+        '<table id="paired"><thead><tr><th class="name">metric</th><th class="name">difference</th>'
+        "<th>mean ± SE</th><th>other better</th><th>first better</th><th>ties</th><th>n</th></tr></thead>"
+        f"<tbody>{''.join(rows)}</tbody></table>"
+    )
+
+
+def _copy_pictures(comparison: Comparison, names: Sequence[str], out: Path) -> dict[tuple[int, str], str]:
+    """Each folder's large picture of each shown case (from its report_files) copied beside the page."""
+    final = out / "comparison_files"
+    if final.exists() and not (final / MARKER).is_file():
+        raise GmsegError(f"{final} exists and was not written by gmseg; move it away to get comparison.html")
+    temp = out / f".comparison_files.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
+    found: dict[tuple[int, str], str] = {}
+    try:
+        temp.mkdir(parents=True)
+        (temp / MARKER).write_text("pictures of comparison.html, written by gmseg\n", encoding="utf-8")
+        for index, folder in enumerate(comparison.folders):
+            for name in names:
+                source = folder.path / PICTURES / f"{picture_name(name)}.jpg"
+                if source.is_file():
+                    target = f"{index}-{picture_name(name)}.jpg"
+                    (temp / target).write_bytes(source.read_bytes())
+                    found[(index, name)] = f"comparison_files/{target}"
+        swap_in(temp, final)
+    except BaseException:
+        remove_path(temp)
+        raise
+    return found
+
+
+def comparison_page(comparison: Comparison, top: int, pictures: dict[tuple[int, str], str]) -> str:
+    """The paired statistics, the scatter, and the cases the folders disagree on most, side by side."""
+    column = comparison.main_column()
+    folders = "".join(
+        f"<li>{_e(f.label)}: <code>{_e(f.path)}</code> ({len(f.scores)} cases)</li>" for f in comparison.folders
+    )
+    dropped = sum(len(v) for v in comparison.dropped.values())
+    note = f"<p>{dropped} case(s) not in every folder were dropped.</p>" if dropped else ""
+    cards = []
+    for name in comparison.most_disagreeing(top):
+        figures = []
+        for index, folder in enumerate(comparison.folders):
+            score = _fmt(folder.scores[name][column], column)
+            src = pictures.get((index, name))
+            img = (
+                f'<img loading="lazy" alt="" src="{src}">'
+                if src
+                else '<div class="muted">no picture (the folder has no report_files)</div>'
+            )
+            figures.append(f"<figure>{img}<figcaption>{_e(folder.label)}: {_e(column)} {score}</figcaption></figure>")
+        gap = comparison.disagreement(name)
+        cards.append(
+            f'<div class="disagreement" data-name="{_e(name)}"><h3>{_e(name)} '
+            f'<span class="muted">largest {_e(column)} difference {_fmt(gap, column)}</span></h3>'
+            f'<div class="pair">{"".join(figures)}</div></div>'
+        )
+    title = "gmseg comparison: " + " vs ".join(f.label for f in comparison.folders)
+    body = (
+        f"<h1>{_e(title)}</h1><ul>{folders}</ul><p>{len(comparison.names)} cases compared; differences are "
+        f"other minus {_e(comparison.first.label)}, per case.</p>{note}<h2>Paired differences</h2>"
+        + _difference_rows(comparison)
+        + f'<h2>{_e(column)} per case</h2><img src="comparison.png" alt="scatter" width="520">'
+        + f"<h2>The {len(cards)} cases they disagree on most</h2>"
+        + "".join(cards)
+    )
+    return _page(title, body)
+
+
+def write_comparison_page(comparison: Comparison, out_dir: str | os.PathLike, top: int = 24) -> Path:
+    """comparison.html (and its copied pictures) in ``out_dir``."""
+    out = Path(out_dir)
+    pictures = _copy_pictures(comparison, comparison.most_disagreeing(top), out)
+    return atomic_write_text(out / "comparison.html", comparison_page(comparison, top, pictures))
+
+
+# ------------------------------------------------------------------------------------------- training run
+
+
+def training_page(csv_path: Path, png: bytes, log: dict[str, np.ndarray]) -> str:
+    """A run's curves (the PNG inline) and its log, one sortable row per epoch."""
+    keys = [k for k in ("epoch", "loss", "loss_rec", "loss_dice", "val_dice", "val_iou", "lr", "seconds") if k in log]
+    keys += sorted(k for k in log if k not in keys)
+    n = len(next(iter(log.values()))) if log else 0
+    best = ""
+    if "val_dice" in log and not np.isnan(log["val_dice"]).all():
+        i = int(np.nanargmax(log["val_dice"]))
+        epoch = log["epoch"][i] if "epoch" in log else i + 1
+        shown = int(epoch) if math.isfinite(epoch) else i + 1
+        best = f"<p>Best validation Dice {log['val_dice'][i]:.4f} at epoch {shown} ({n} epochs logged).</p>"
+    head = "".join(f'<th data-sort="number">{_e(k)}</th>' for k in keys)
+    rows = "".join(
+        "<tr>"
+        + "".join(
+            f'<td data-v="{"" if _finite(log[k][r]) is None else log[k][r]}">{_finite_text(log[k][r])}</td>'
+            for k in keys
+        )
+        + "</tr>"
+        for r in range(n)
+    )
+    data = base64.b64encode(png).decode("ascii")
+    title = f"gmseg training: {csv_path.parent}"
+    body = (
+        f'<h1>{_e(title)}</h1>{best}<img alt="training curves" style="max-width:100%" '
+        f'src="data:image/png;base64,{data}"><h2>Log</h2><table class="sortable" id="log"><thead><tr>{head}'
+        f"</tr></thead><tbody>{rows}</tbody></table>"
+    )
+    return _page(title, body)
+
+
+def _finite_text(value: float) -> str:
+    number = _finite(value)
+    return "" if number is None else f"{number:.6g}"
+
+
+def write_training_page(run_dir_or_csv: str | os.PathLike, out_path: str | os.PathLike | None = None) -> Path:
+    """``curves.html`` next to the run's train_log.csv (or ``out_path``): the curves of
+    :func:`gmseg.visualize.plot_training_curves` inline, and the log as a sortable table."""
+    from gmseg.visualize import plot_training_curves, read_training_log, training_log_path
+
+    csv_path = training_log_path(run_dir_or_csv)
+    log = read_training_log(csv_path)
+    out = Path(out_path) if out_path is not None else csv_path.parent / "curves.html"
+    temp_png = out.parent / f".curves.{os.getpid()}.{uuid.uuid4().hex[:8]}.png"
+    try:
+        plot_training_curves(csv_path, temp_png)
+        png = temp_png.read_bytes()
+    finally:
+        temp_png.unlink(missing_ok=True)
+    return atomic_write(out, lambda handle: handle.write(training_page(csv_path, png, log).encode("utf-8")))
