@@ -117,6 +117,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--pred", required=True, help="folder of predicted NAME.png masks")
     evaluate.add_argument("--gt", required=True, help="folder of true masks (or a dataset folder with masks/)")
     evaluate.add_argument("--out", help="where to write metrics.csv and summary.json (default: --pred)")
+    evaluate.add_argument(
+        "--images", help="the images: also write report.html (default: --gt's images/ folder, when there is one)"
+    )
 
     test = verbs.add_parser("test", help="predict + evaluate a dataset (also cross-domain)")
     add_evaluation_args(test)
@@ -159,6 +162,17 @@ def build_parser() -> argparse.ArgumentParser:
     plot = verbs.add_parser("plot", help="draw training curves of a run")
     plot.add_argument("run_dir")
     plot.add_argument("--out", help="PNG path (default: RUN_DIR/curves.png)")
+    plot.add_argument("--html", action="store_true", help="also write RUN_DIR/curves.html: the curves and the log")
+
+    compare = verbs.add_parser("compare", help="compare scored folders on the same images, case by case (paired)")
+    compare.add_argument(
+        "folders", nargs="+", metavar="FOLDER", help="two or more scored folders (LABEL=FOLDER to name one)"
+    )
+    compare.add_argument("--out", required=True, help="folder for comparison.csv/.json/.png/.html")
+    compare.add_argument(
+        "--intersection", action="store_true", help="compare the cases every folder scored (default: refuse)"
+    )
+    compare.add_argument("--top", type=int, default=24, help="cases shown side by side (default 24)")
 
     official = verbs.add_parser("import-official", help="turn the paper's released weights into a model folder")
     official.add_argument("--lmm", required=True, help="the release's mapping checkpoint, e.g. best_model.pth")
@@ -303,6 +317,7 @@ def run(args: argparse.Namespace) -> int:
             size=args.size,
             empty=args.empty,
             threshold=args.mask_threshold,
+            images=args.images,
         )
         print(format_summary(result.summary))
         print_warnings(result.warnings)
@@ -326,7 +341,7 @@ def run(args: argparse.Namespace) -> int:
         )
         print(format_summary(result.summary))
         print_warnings(result.warnings)
-        print(f"Per-image metrics, summary and report.png in {args.out}")
+        print(f"Per-image metrics, summary, report.png and report.html in {args.out}")
     elif verb == "generalize":
         from .evaluate import parse_size
         from .generalize import parse_dataset_arg, run_generalize
@@ -351,6 +366,16 @@ def run(args: argparse.Namespace) -> int:
         from .visualize import plot_training_curves
 
         print(plot_training_curves(args.run_dir, args.out))
+        if args.html:
+            from .report_html import write_training_page
+
+            print(write_training_page(args.run_dir))
+    elif verb == "compare":
+        from .compare import format_comparison, run_compare
+
+        comparison = run_compare(args.folders, args.out, intersection=args.intersection, top=args.top)
+        print(format_comparison(comparison))
+        print(f"comparison.csv, .json, .png and .html in {args.out}")
     elif verb == "import-official":
         from .official import import_official
 

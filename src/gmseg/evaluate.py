@@ -25,7 +25,8 @@ import io
 import json
 import math
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -370,13 +371,15 @@ def _json_safe(obj):
     return obj
 
 
-def write_results(result: EvaluationResult, out_dir: str | os.PathLike) -> tuple[Path, Path]:
+def write_results(result: EvaluationResult, out_dir: str | os.PathLike, guard: Any = None) -> tuple[Path, Path]:
     """Write ``metrics.csv`` (one row per image, :func:`csv_columns` order) and ``summary.json``.
 
-    CSV floats keep full precision (``nan`` where undefined); JSON writes undefined values as null.
+    CSV floats keep full precision (``nan`` where undefined); JSON writes undefined values as null. With a
+    ``guard`` (:class:`gmseg.outputs.OutputGuard`) the files are written through it (the file rule).
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    write_text = atomic_write_text if guard is None else guard.write_text
     columns = csv_columns(result.labels)
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
@@ -384,8 +387,8 @@ def write_results(result: EvaluationResult, out_dir: str | os.PathLike) -> tuple
     for row in result.rows:
         writer.writerow([row[c] for c in columns])
     csv_path, json_path = out / "metrics.csv", out / "summary.json"
-    atomic_write_text(csv_path, buf.getvalue())
-    atomic_write_text(json_path, json.dumps(_json_safe(result.summary), indent=2, allow_nan=False) + "\n")
+    write_text(csv_path, buf.getvalue())
+    write_text(json_path, json.dumps(_json_safe(result.summary), indent=2, allow_nan=False) + "\n")
     return csv_path, json_path
 
 
@@ -457,12 +460,23 @@ def run_evaluate(
     empty: str = "standard",
     threshold: float | None = None,
     labels: LabelSet | None = None,
+    images: str | os.PathLike | None = None,
+    overwrite: bool = False,
+    guard: Any = None,
 ) -> EvaluationResult:
     """What ``gmseg evaluate`` runs: names from the split file's ``stage`` (if given), score, write.
 
     Reports go to ``out_dir`` (default: ``pred_dir``, next to the predictions they describe). ``labels``
-    defaults to the ground-truth root's dataset.json (:func:`dataset_labels_of`).
+    defaults to the ground-truth root's dataset.json (:func:`dataset_labels_of`). When the images are known
+    (``images``, or the ``images/`` beside the ground truth's ``masks/``), ``report.html`` is written too
+    (:mod:`gmseg.report_html`).
+
+    Written by the file rule (:class:`gmseg.outputs.OutputGuard`): ``out_dir`` is claimed, an existing
+    ``metrics.csv`` or ``summary.json`` is replaced only with ``overwrite``, never inside the ground truth.
+    ``guard`` is a caller's guard that already claimed ``out_dir`` (``gmseg test``).
     """
+    if images is not None and not Path(images).is_dir():
+        raise ConfigError(f"images folder not found: {images} (give the folder of the scored images)")
     names = None
     if split is not None:
         from gmseg.data.splits import load_split  # lazy: data is developed separately
@@ -471,6 +485,28 @@ def run_evaluate(
         if stage not in stages:
             raise ConfigError(f"split file {split} has no stage {stage!r}; it has {sorted(stages)}")
         names = list(stages[stage])
-    result = evaluate_folders(pred_dir, gt_dir, names=names, size=size, empty=empty, threshold=threshold, labels=labels)
-    write_results(result, pred_dir if out_dir is None else out_dir)
+    out = Path(pred_dir if out_dir is None else out_dir)
+    with nullcontext(guard) if guard is not None else _evaluation_guard(out, gt_dir, overwrite) as guard:
+        result = evaluate_folders(
+            pred_dir, gt_dir, names=names, size=size, empty=empty, threshold=threshold, labels=labels
+        )
+        write_results(result, out, guard)
+        from gmseg.report_html import images_of, write_report_html  # lazy: draws with matplotlib
+
+        images = images_of(gt_dir) if images is None else images
+        if images is not None:
+            write_report_html(result, out, images, gt_dir, pred_dir, threshold=threshold)
     return result
+
+
+@contextmanager
+def _evaluation_guard(out: Path, gt_dir: str | os.PathLike, overwrite: bool) -> Iterator[Any]:
+    """``gmseg evaluate``'s outputs: ``out`` claimed, the reports planned before any scoring."""
+    from gmseg.outputs import OutputGuard
+
+    with OutputGuard("evaluate", overwrite=overwrite) as guard:
+        guard.claim(out)
+        gt = Path(gt_dir)
+        guard.read_folder(gt, gt / "masks")
+        guard.plan(out / "metrics.csv", out / "summary.json")
+        yield guard

@@ -6,7 +6,7 @@ images of others (their test split and all of them), so "does my model generaliz
     gmseg generalize --model RUN/checkpoints/best --data busi=data/busi --data bus=data/bus --out OUT
 
 Each dataset and stage gets ``OUT/<dataset>/<stage>/`` (predictions, metrics.csv, summary.json,
-report.png); ``OUT/generalization.json`` and ``OUT/generalization.md`` hold the table, with the standard
+report.png, report.html); ``OUT/generalization.json`` and ``OUT/generalization.md`` hold the table, with the standard
 error of each mean beside it.
 """
 

@@ -16,9 +16,12 @@ import numpy as np
 from .errors import GmsegError
 from .evaluate import EvaluationResult, run_evaluate
 from .models import load_model
+from .outputs import OutputGuard
 from .predict import predict_files
 
 ALL_STAGE = "all"
+#: The files ``gmseg test`` writes into ``--out`` besides ``predictions/``: replaced only with ``--overwrite``.
+TEST_OUTPUTS = ("timing.json", "tested_names.json", "metrics.csv", "summary.json", "report.png")
 
 
 def stage_names(data_dir: Path, split: str | os.PathLike | None, stage: str) -> list[str] | None:
@@ -64,7 +67,7 @@ def run_test(
     mask_threshold: float | None = None,
     overwrite: bool = False,
 ) -> EvaluationResult:
-    """Predict into ``out/predictions``, write ``metrics.csv``, ``summary.json`` and ``report.png``.
+    """Predict into ``out/predictions``, write ``metrics.csv``, ``summary.json``, ``report.png`` and ``report.html``.
 
     ``tta`` averages each prediction over mirror images (see :func:`gmseg.predict.mirror_averaged`).
     """
@@ -86,47 +89,51 @@ def run_test(
                 f"{len(missing)} test image(s) missing in {images_dir}", [f"{images_dir / n}.*" for n in missing]
             )
         inputs = [find_file(images_dir, n) for n in names]
-    predictions = out_dir / "predictions"
-    report = predict_files(
-        model,
-        inputs,
-        predictions,
-        batch_size=batch_size,
-        device=device,
-        progress=progress,
-        tta=tta,
-        overwrite=overwrite,
-    )
-    if not report.ok:
-        raise GmsegError(report.summary())
-    out_dir.mkdir(parents=True, exist_ok=True)
-    timing = {
-        "images": len(report.written),
-        "predict_seconds": round(report.seconds, 3),
-        "seconds_per_image": round(report.seconds / max(1, len(report.written)), 4),
-        "device": device,
-        "tta": tta,
-    }
-    (out_dir / "timing.json").write_text(json.dumps(timing, indent=2))
-    names = names or report.written
-    split_file = None
-    if names is not None:
-        from .data.splits import save_split
+    with OutputGuard("test", overwrite=overwrite) as guard:
+        guard.claim(out_dir)  # one run per folder; every report planned before the first prediction
+        guard.read_folder(images_dir, data_dir / "masks")
+        guard.plan(*[out_dir / name for name in TEST_OUTPUTS])
+        predictions = out_dir / "predictions"
+        report = predict_files(
+            model,
+            inputs,
+            predictions,
+            batch_size=batch_size,
+            device=device,
+            progress=progress,
+            tta=tta,
+            overwrite=overwrite,
+        )
+        if not report.ok:
+            raise GmsegError(report.summary())
+        timing = {
+            "images": len(report.written),
+            "predict_seconds": round(report.seconds, 3),
+            "seconds_per_image": round(report.seconds / max(1, len(report.written)), 4),
+            "device": device,
+            "tta": tta,
+        }
+        guard.write_text(out_dir / "timing.json", json.dumps(timing, indent=2) + "\n")
+        names = names or report.written
+        split_file = None
+        if names is not None:
+            from .data.splits import save_split
 
-        split_file = out_dir / "tested_names.json"
-        save_split({"test": names}, split_file)
-    result = run_evaluate(
-        predictions,
-        data_dir,
-        out_dir=out_dir,
-        split=split_file,
-        stage="test",
-        size=size,
-        empty=empty,
-        threshold=mask_threshold,
-    )
-    write_report(result, images_dir, predictions, data_dir, out_dir / "report.png")
-    return result
+            split_file = out_dir / "tested_names.json"
+            guard.save(split_file, lambda path: save_split({"test": names}, path))
+        result = run_evaluate(
+            predictions,
+            data_dir,
+            out_dir=out_dir,
+            split=split_file,
+            stage="test",
+            size=size,
+            empty=empty,
+            threshold=mask_threshold,
+            guard=guard,
+        )
+        write_report(result, images_dir, predictions, data_dir, out_dir / "report.png", guard=guard)
+        return result
 
 
 def extreme_rows(rows: list[dict], per_group: int = 3, key: str = "dice") -> list[dict]:
@@ -137,7 +144,9 @@ def extreme_rows(rows: list[dict], per_group: int = 3, key: str = "dice") -> lis
     return list(picked.values())
 
 
-def write_report(result: EvaluationResult, images_dir: Path, predictions: Path, data_dir: Path, path: Path) -> Path:
+def write_report(
+    result: EvaluationResult, images_dir: Path, predictions: Path, data_dir: Path, path: Path, guard: Any = None
+) -> Path:
     """The best, median and worst cases as overlays: where a person would rather look than read."""
     from .data.io import find_file, read_image, read_label_map, read_mask
     from .visualize import report_grid
@@ -163,4 +172,4 @@ def write_report(result: EvaluationResult, images_dir: Path, predictions: Path, 
         cases.append({"name": name, "image": image, "pred": pred, "gt": gt, "dice": dice})
     what = "Dice" if labels.is_binary else "lesion Dice (classes merged)"
     title = f"{what} mean {result.summary['metrics'][key]['mean']:.3f} over {len(result.rows)} images"
-    return report_grid(cases, path, title=title, labels=labels)
+    return report_grid(cases, path, title=title, labels=labels, guard=guard)

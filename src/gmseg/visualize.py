@@ -387,3 +387,34 @@ def plot_training_curves(run_dir_or_csv: str | os.PathLike, out_path: str | os.P
     fig.suptitle(str(csv_path), fontsize=10)
     out = Path(out_path) if out_path is not None else csv_path.parent / "curves.png"
     return _save_figure(fig, out)
+
+
+def overlay_picture(
+    image: np.ndarray, pred: np.ndarray, gt: np.ndarray | None, labels: LabelSet = BINARY, max_side: int = 160
+) -> np.ndarray:
+    """One case drawn for a report page: shrunk to ``max_side`` first (so contours stay whole), then
+    :func:`overlay` (binary) or :func:`class_overlay` (one colour per class)."""
+    small, p, g = _shrink(image, pred, gt, max_side, labels)
+    return overlay(small, p, g) if labels.is_binary else class_overlay(small, p, labels, g)
+
+
+def paired_scatter(
+    first: Sequence[float], others: dict[str, Sequence[float]], first_label: str, metric: str, path: str | os.PathLike
+) -> Path:
+    """Each case's ``metric`` in the first folder (x) against each other folder (y), with the diagonal:
+    points above it are cases the other folder scores higher. Written atomically as a PNG."""
+    from gmseg.fileio import atomic_write
+
+    fig = _new_figure(5.2, 5.0)
+    ax = fig.subplots()
+    values = [v for v in first if math.isfinite(v)] + [v for vs in others.values() for v in vs if math.isfinite(v)]
+    low, high = (min(values), max(values)) if values else (0.0, 1.0)
+    if metric.endswith("dice") or metric.endswith("iou"):
+        low, high = min(low, 0.0), max(high, 1.0)
+    ax.plot([low, high], [low, high], color="gray", linestyle="--", linewidth=1)
+    for label, ys in others.items():
+        ax.scatter(first, ys, s=12, alpha=0.6, label=label)
+    ax.set(xlabel=f"{metric}: {first_label}", ylabel=f"{metric}: other", title=f"{metric} per case")
+    ax.set_aspect("equal", adjustable="box")
+    ax.legend(fontsize=8)
+    return atomic_write(Path(path), lambda handle: fig.savefig(handle, format="png"))
