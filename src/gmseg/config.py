@@ -18,14 +18,9 @@ from typing import Any
 
 import yaml
 
+from .bounds import MAX_IMAGE_SIZE, check_mask_threshold
+from .data.transforms import AUGMENTATIONS, INTENSITIES, RELEASE_AUGMENTATIONS
 from .errors import ConfigError
-
-RELEASE_AUGMENTATIONS = ["hflip", "vflip", "rot90", "color_jitter", "shift_scale_rotate"]
-# Beyond the release, for scanner shifts (ultrasound gain and speckle): gamma, speckle. Never on by default.
-AUGMENTATIONS = [*RELEASE_AUGMENTATIONS, "gamma", "speckle"]
-# Intensity standardisation before everything else, in training and at inference (the model records it):
-# none (the release), equalize (global histogram equalisation), clahe (contrast-limited, per tile).
-INTENSITIES = ["none", "equalize", "clahe"]
 
 
 @dataclass
@@ -209,14 +204,17 @@ def check_ranges(config: Config) -> None:
     need(d.protocol in ("standard", "paper"), f"data.protocol must be 'standard' or 'paper', got {d.protocol!r}")
     need(0.0 <= d.val_fraction < 1.0, f"data.val_fraction must be in [0, 1), got {d.val_fraction}")
     need(
-        d.image_size >= 32 and d.image_size % 8 == 0,
-        f"data.image_size must be a multiple of 8, >= 32, got {d.image_size}",
+        32 <= d.image_size <= MAX_IMAGE_SIZE and d.image_size % 8 == 0,
+        f"data.image_size must be a multiple of 8 in [32, {MAX_IMAGE_SIZE}], got {d.image_size}",
     )
     unknown_aug = [a for a in d.augmentations if a not in AUGMENTATIONS]
     need(not unknown_aug, f"data.augmentations has unknown {unknown_aug}; valid: {AUGMENTATIONS}")
     need(d.intensity in INTENSITIES, f"data.intensity must be one of {INTENSITIES}, got {d.intensity!r}")
     need(t.max_minutes is None or t.max_minutes > 0, "train.max_minutes must be a positive number of minutes or null")
-    need(d.mask_threshold is None or 0.0 <= d.mask_threshold < 1.0, "data.mask_threshold must be in [0, 1) or null")
+    try:
+        check_mask_threshold(d.mask_threshold, "data.mask_threshold")
+    except ConfigError as error:
+        problems.append(str(error))
     need(d.num_workers >= 0, "data.num_workers must be >= 0")
     need(loss.rec_weight >= 0 and loss.dice_weight >= 0, "loss weights must be >= 0")
     need(loss.rec_weight + loss.dice_weight > 0, "at least one loss weight must be > 0")
@@ -241,10 +239,24 @@ def check_ranges(config: Config) -> None:
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
+    """``section.key=value`` with the value read as YAML by the safe loader (no tags that build objects)."""
     if "=" not in text:
         raise ConfigError(f"Override {text!r} must look like section.key=value, e.g. train.epochs=20")
     key, raw = text.split("=", 1)
-    return key.strip().split("."), yaml.safe_load(raw)
+    try:
+        value = yaml.safe_load(raw)
+    except yaml.constructor.ConstructorError as error:
+        raise ConfigError(
+            f"Override {text!r}: {error.problem or 'unknown tag'}; values are plain YAML (numbers, strings, "
+            "lists, mappings), tags such as !!python are refused"
+        ) from None
+    except yaml.YAMLError as error:
+        where = getattr(error, "problem", None) or str(error).splitlines()[0]
+        raise ConfigError(
+            f"Override {text!r}: the value is not valid YAML ({where}); e.g. train.epochs=20, "
+            "data.augmentations=[hflip,vflip], or quote a string: model.vae='owner/name'"
+        ) from None
+    return key.strip().split("."), value
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
@@ -307,9 +319,15 @@ def load_config(path: str | os.PathLike | None, overrides: list[str] | None = No
 
     data: dict[str, Any] = {}
     if path is not None:
+        if Path(path).is_dir():
+            raise ConfigError(f"config {path} is a folder; pass a YAML file (e.g. RUN/config.yaml) or a packaged name")
         path = config_path(path)  # a file, or the name of a packaged config (busi, cpu-taesd, ...)
         try:
-            data = yaml.safe_load(Path(path).read_text()) or {}
+            data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+        except UnicodeDecodeError as error:
+            raise ConfigError(
+                f"Cannot read config {path}: not UTF-8 text (byte {error.start}); a config is a YAML text file"
+            ) from None
         except (OSError, yaml.YAMLError) as error:
             raise ConfigError(f"Cannot read config {path}: {error}") from error
         if not isinstance(data, dict):

@@ -18,7 +18,6 @@ import cv2
 import numpy as np
 from albumentations.pytorch import ToTensorV2
 
-from gmseg.config import AUGMENTATIONS, INTENSITIES, RELEASE_AUGMENTATIONS
 from gmseg.errors import ConfigError
 
 __all__ = [
@@ -32,6 +31,14 @@ __all__ = [
     "build_transform",
     "class_index_inputs",
 ]
+
+#: The release's augmentations, in its order (the default of ``data.augmentations``).
+RELEASE_AUGMENTATIONS = ["hflip", "vflip", "rot90", "color_jitter", "shift_scale_rotate"]
+#: Beyond the release, for scanner shifts (ultrasound gain and speckle): gamma, speckle. Never on by default.
+AUGMENTATIONS = [*RELEASE_AUGMENTATIONS, "gamma", "speckle"]
+#: Intensity standardisation before everything else, in training and at inference (the model records it):
+#: none (the release), equalize (global histogram equalisation), clahe (contrast-limited, per tile).
+INTENSITIES = ["none", "equalize", "clahe"]
 
 
 class ScaleToUnit(A.ImageOnlyTransform):

@@ -16,6 +16,7 @@ from typing import Any
 from ..errors import CheckpointError, ConfigError
 from ..labels import BINARY, LabelSet
 from .base import CLASS_KEY, WEIGHTS_NAME, SegmentationModel, count_trainable
+from .exported import ExportedModel
 from .gms import GMS, GMSConfig, GMSOptions
 from .unet import UNet, UNetOptions, is_legacy_unet_folder, load_legacy_unet
 
@@ -23,12 +24,14 @@ from .unet import UNet, UNetOptions, is_legacy_unet_folder, load_legacy_unet
 MODELS: dict[str, type[SegmentationModel]] = {"gms": GMS, "unet": UNet}
 #: config.json's _class_name -> class; folders without one are GMS (all folders before the U-Net had one).
 BY_CLASS_NAME = {cls.__name__: cls for cls in MODELS.values()}
+BY_CLASS_NAME[ExportedModel.__name__] = ExportedModel  # gmseg export's folders: inference only, not a model.name
 
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 __all__ = [
     "CLASS_KEY",
     "GMS",
+    "ExportedModel",
     "MODELS",
     "WEIGHTS_NAME",
     "GMSConfig",
@@ -58,6 +61,11 @@ def build_model(config: Any, labels: LabelSet = BINARY) -> SegmentationModel:
 
 def stored_class(config: dict[str, Any], path: Path) -> type[SegmentationModel]:
     name = config.get(CLASS_KEY, GMS.__name__)
+    if not isinstance(name, str):
+        raise ConfigError(
+            f"{path}: {CLASS_KEY} must be a string naming the model class (one of "
+            f"{', '.join(sorted(BY_CLASS_NAME))}), got {name!r}"
+        )
     if name not in BY_CLASS_NAME:
         raise CheckpointError(
             f"{path} names the model class {name!r}, which this gmseg does not know (known: "
@@ -80,11 +88,9 @@ def read_model_config(folder: Path) -> dict[str, Any]:
         raise CheckpointError(f"{path} is not valid JSON ({error}); restore it from the run's checkpoints.") from error
     if not isinstance(config, dict):
         raise ConfigError(f"{path}: a model config must be a JSON object, got {type(config).__name__}")
-    if stored_class(config, path) is GMS:
-        try:
-            GMSConfig.from_dict(config)
-        except (ConfigError, TypeError) as error:
-            raise ConfigError(f"{path}: {error}") from error
+    problems = stored_class(config, path).config_problems(config)
+    if problems:
+        raise ConfigError(f"{path}: " + "; ".join(problems) + "; fix these keys or restore the file from its run")
     return config
 
 
@@ -132,8 +138,8 @@ def load_model(path: str | os.PathLike, first_stage: Any = None, **kwargs: Any) 
     try:
         return cls.from_pretrained(path_text, **kwargs)
     except (OSError, ValueError) as error:  # Hub errors (offline, unknown repo) derive from these
-        if isinstance(error, CheckpointError | ConfigError):
-            raise
+        if isinstance(error, CheckpointError | ConfigError) or os.path.isdir(path_text):
+            raise  # a local folder's problem is its own, never the Hub's
         raise CheckpointError(
             f"{path_text!r} is not a local folder, and the Hugging Face Hub could not provide it "
             f"({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}). Check the path, or "

@@ -19,9 +19,11 @@ import torch.nn.functional as F
 from huggingface_hub import PyTorchModelHubMixin
 from torch import nn
 
-from ..config import INTENSITIES
+from ..bounds import MAX_IMAGE_SIZE
+from ..data.transforms import INTENSITIES
 from ..errors import CheckpointError, ConfigError
 from ..first_stage import DEFAULT_VAE, FirstStage, FirstStageSource, identify_source, load_first_stage
+from ..first_stage.sources import KINDS
 from ..labels import BINARY, LabelSet
 from ..mapping import LatentMappingModel
 from .base import CLASS_KEY, Autocast, SegmentationModel, resolve_folder, save_weights
@@ -91,6 +93,8 @@ class GMSConfig:
     # The classes (dataset.json "labels" form) and their encoding; None: binary, the release's encoding.
     labels: dict[str, int] | None = None
     mask_encoding: str = "one_vs_rest"
+    # Trained on volumes: how voxels become its input (gmseg.data.normalization.VolumeInput); None: 2D images.
+    volume: dict[str, Any] | None = None
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> GMSConfig:
@@ -104,6 +108,17 @@ class GMSConfig:
         config.check()
         return config
 
+    @classmethod
+    def problems_of(cls, data: Any) -> list[str]:
+        """Every problem of a stored config (unknown keys, types, ranges), key by key; [] when it is sound."""
+        try:
+            cls.from_dict(data)
+        except ConfigError as error:
+            return [str(error).removeprefix("invalid GMS config: ")]
+        except TypeError as error:  # e.g. a list where a name belongs
+            return [f"a value has the wrong type ({error})"]
+        return []
+
     def check(self) -> None:
         """Types and ranges, checked where a config enters (a hand-edited config.json, say)."""
 
@@ -114,10 +129,10 @@ class GMSConfig:
         if not (
             isinstance(self.image_size, int)
             and not isinstance(self.image_size, bool)
-            and self.image_size >= 8
+            and 8 <= self.image_size <= MAX_IMAGE_SIZE
             and self.image_size % 8 == 0
         ):
-            problems.append(f"image_size must be a positive multiple of 8, got {self.image_size!r}")
+            problems.append(f"image_size must be a multiple of 8 in [8, {MAX_IMAGE_SIZE}], got {self.image_size!r}")
         if self.intensity not in INTENSITIES:
             problems.append(f"intensity must be one of {INTENSITIES}, got {self.intensity!r}")
         for key in ("threshold", "noise_probability"):
@@ -127,8 +142,7 @@ class GMSConfig:
         for key in ("rec_weight", "dice_weight", "latent_noise_std"):
             if not (number(getattr(self, key)) and getattr(self, key) >= 0):
                 problems.append(f"{key} must be a non-negative number, got {getattr(self, key)!r}")
-        if not isinstance(self.mapping, dict) or not isinstance(self.first_stage, dict):
-            problems.append("mapping and first_stage must be JSON objects")
+        problems += mapping_problems(self.mapping) + first_stage_problems(self.first_stage)
         for key in ("supervised_levels", "dice_levels"):
             value = getattr(self, key)
             if value is not None and not (isinstance(value, list) and all(isinstance(v, str) for v in value)):
@@ -138,6 +152,10 @@ class GMSConfig:
         if problems:
             raise ConfigError("invalid GMS config: " + "; ".join(problems))
         self.label_set()  # a malformed labels dict fails here, with the label set's own message
+        if self.volume is not None:
+            from ..data.normalization import VolumeInput
+
+            VolumeInput.from_dict(self.volume)
 
     def label_set(self) -> LabelSet:
         return BINARY if self.labels is None else LabelSet.from_labels(self.labels)
@@ -152,6 +170,8 @@ class GMSConfig:
             del data["latent_noise_std"]
         if self.intensity == "none":
             del data["intensity"]
+        if self.volume is None:
+            del data["volume"]
         return {CLASS_KEY: GMS.__name__, **data, "gmseg_version": __version__}
 
 
@@ -163,6 +183,11 @@ class GMS(SegmentationModel, PyTorchModelHubMixin, library_name="gmseg", tags=["
 
     name = "gms"
     Options = GMSOptions
+
+    @staticmethod
+    def config_problems(config: dict[str, Any]) -> list[str]:
+        """The model folder's config.json schema (:class:`GMSConfig`), checked where the folder is loaded."""
+        return GMSConfig.problems_of(config)
 
     def __init__(self, config: GMSConfig | dict[str, Any] | None = None, first_stage_module: FirstStage | None = None):
         super().__init__()
@@ -238,6 +263,15 @@ class GMS(SegmentationModel, PyTorchModelHubMixin, library_name="gmseg", tags=["
         return self.gms_config.intensity
 
     @property
+    def volume_input(self) -> Any:
+        from ..data.normalization import VolumeInput
+
+        return None if self.gms_config.volume is None else VolumeInput.from_dict(self.gms_config.volume)
+
+    def record_volume_input(self, record: Any) -> None:
+        self.gms_config.volume = record.to_dict()
+
+    @property
     def threshold(self) -> float:
         return float(self.gms_config.threshold)
 
@@ -296,6 +330,10 @@ class GMS(SegmentationModel, PyTorchModelHubMixin, library_name="gmseg", tags=["
     def predict_proba(self, image: torch.Tensor) -> torch.Tensor:
         """Inference entry point: like ``forward`` but without building a graph."""
         return self.forward(image)
+
+    def inference_stages(self) -> tuple[Any, Any]:
+        """(encode, map + decode): the frozen encoder stays eager when the rest is compiled."""
+        return (lambda image: self.encode(image)[0]), self.map_to_probability
 
     # ------------------------------------------------------------------ training
     def noisy_latent(
@@ -430,6 +468,66 @@ class GMS(SegmentationModel, PyTorchModelHubMixin, library_name="gmseg", tags=["
         model.to(map_location)
         model.eval()
         return model
+
+
+#: The mapping model's keyword arguments and their bounds, as stored in a model folder's ``config.json``.
+MAPPING_KEYS = ("in_channels", "out_channels", "ch", "ch_mult")
+MAX_LATENT_CHANNELS = 256
+MAX_CH = 1024
+MAX_LEVELS = 8
+
+
+def _integer(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def mapping_problems(mapping: Any) -> list[str]:
+    """What is wrong with a stored ``mapping`` (the :class:`LatentMappingModel` arguments), key by key."""
+    if not isinstance(mapping, dict):
+        return [f"mapping must be a JSON object with keys {list(MAPPING_KEYS)}, got {mapping!r}"]
+    found = [
+        f"mapping.{key} is not a mapping key (valid: {list(MAPPING_KEYS)})"
+        for key in mapping
+        if key not in MAPPING_KEYS
+    ]
+    for key in ("in_channels", "out_channels"):
+        value = mapping.get(key, 4)
+        if not (_integer(value) and 1 <= value <= MAX_LATENT_CHANNELS):
+            found.append(f"mapping.{key} must be an integer in [1, {MAX_LATENT_CHANNELS}], got {value!r}")
+    ch = mapping.get("ch", 32)
+    if not (_integer(ch) and 16 <= ch <= MAX_CH and ch % 16 == 0):
+        found.append(f"mapping.ch must be a multiple of 16 in [16, {MAX_CH}], got {ch!r}")
+    mult = mapping.get("ch_mult", [1, 2, 4, 4])
+    if not (
+        isinstance(mult, list) and 1 <= len(mult) <= MAX_LEVELS and all(_integer(m) and 1 <= m <= 16 for m in mult)
+    ):
+        found.append(f"mapping.ch_mult must be 1 to {MAX_LEVELS} integers in [1, 16], e.g. [1, 2, 4, 4]; got {mult!r}")
+    return found
+
+
+def first_stage_problems(source: Any) -> list[str]:
+    """What is wrong with a stored ``first_stage`` record (a :class:`FirstStageSource`), key by key."""
+    if not isinstance(source, dict):
+        return [f"first_stage must be a JSON object with 'kind' and 'path', got {source!r}"]
+    known = {f.name for f in fields(FirstStageSource)}
+    found = [
+        f"first_stage.{key} is not a first-stage key (valid: {sorted(known)})" for key in source if key not in known
+    ]
+    if source.get("kind") not in KINDS:
+        found.append(f"first_stage.kind must be one of {list(KINDS)}, got {source.get('kind')!r}")
+    if not (isinstance(source.get("path"), str) and source.get("path")):
+        found.append(f"first_stage.path must be a non-empty string (a Hub id or a path), got {source.get('path')!r}")
+    for key in ("subfolder", "config", "name"):
+        if source.get(key) is not None and not isinstance(source[key], str):
+            found.append(f"first_stage.{key} must be a string or absent, got {source[key]!r}")
+    width = source.get("latent_channels")
+    if width is not None and not (_integer(width) and 1 <= width <= MAX_LATENT_CHANNELS):
+        found.append(f"first_stage.latent_channels must be an integer in [1, {MAX_LATENT_CHANNELS}], got {width!r}")
+    for key in ("scaling_factor", "shift_factor"):
+        value = source.get(key)
+        if value is not None and not (isinstance(value, (int, float)) and not isinstance(value, bool)):
+            found.append(f"first_stage.{key} must be a number or absent, got {value!r}")
+    return found
 
 
 def check_widths(mapping: dict[str, Any], first_stage: FirstStage, out_factor: int = 1) -> None:

@@ -24,7 +24,8 @@ import torch.nn.functional as F
 from huggingface_hub import PyTorchModelHubMixin
 from torch import nn
 
-from ..config import INTENSITIES
+from ..bounds import MAX_IMAGE_SIZE
+from ..data.transforms import INTENSITIES
 from ..errors import CheckpointError, ConfigError
 from ..labels import BINARY, LabelSet
 from .base import CLASS_KEY, Autocast, SegmentationModel, load_weights, save_weights
@@ -111,15 +112,106 @@ def build_unet(config: dict[str, Any]) -> nn.Module:
     return MonaiUNet(**kwargs)
 
 
+#: The keys of a U-Net model folder's config.json, beside ``_class_name`` and ``gmseg_version``.
+UNET_KEYS = ("unet", "image_size", "input", "output", "threshold", "labels", "intensity", "volume")
+#: ``monai.networks.nets.UNet`` keyword arguments a folder may hold.
+MONAI_KEYS = (
+    "spatial_dims", "in_channels", "out_channels", "channels", "strides", "kernel_size", "up_kernel_size",
+    "num_res_units", "act", "norm", "dropout", "bias", "adn_ordering",
+)  # fmt: skip
+MAX_WIDTH = 4096
+
+
+def _integer(value: Any, low: int, high: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
+
+
+def _monai_problems(unet: Any) -> list[str]:
+    """What is wrong with the stored ``unet`` section (MONAI ``UNet`` keyword arguments), key by key."""
+    if not isinstance(unet, dict):
+        return [f"unet must be a JSON object of MONAI UNet arguments, got {unet!r}"]
+    found = [
+        f"unet.{key} is not a MONAI UNet argument gmseg stores (valid: {list(MONAI_KEYS)})"
+        for key in unet
+        if key not in MONAI_KEYS
+    ]
+    found += [f"unet.{key} is missing" for key in ("channels", "strides", "out_channels") if key not in unet]
+    if unet.get("spatial_dims", 2) != 2 or unet.get("in_channels", 3) != 3:
+        found.append("unet.spatial_dims must be 2 and unet.in_channels 3 (RGB images)")
+    if "out_channels" in unet and not _integer(unet["out_channels"], 1, 256):
+        found.append(f"unet.out_channels must be an integer in [1, 256], got {unet['out_channels']!r}")
+    channels = unet.get("channels")
+    if "channels" in unet and not (
+        isinstance(channels, list) and 2 <= len(channels) <= 8 and all(_integer(c, 1, MAX_WIDTH) for c in channels)
+    ):
+        found.append(f"unet.channels must be 2 to 8 integers in [1, {MAX_WIDTH}], got {channels!r}")
+    strides = unet.get("strides")
+    if "strides" in unet and not (
+        isinstance(strides, list)
+        and isinstance(channels, list)
+        and len(strides) == len(channels) - 1
+        and all(_integer(s, 1, 4) for s in strides)
+    ):
+        found.append(f"unet.strides must be one integer in [1, 4] per channel level but the first, got {strides!r}")
+    for key in ("kernel_size", "up_kernel_size"):
+        if key in unet and not (_integer(unet[key], 1, 9) and unet[key] % 2):
+            found.append(f"unet.{key} must be an odd integer in [1, 9], got {unet[key]!r}")
+    if "num_res_units" in unet and not _integer(unet["num_res_units"], 0, 16):
+        found.append(f"unet.num_res_units must be an integer in [0, 16], got {unet['num_res_units']!r}")
+    dropout = unet.get("dropout", 0.0)
+    if not (isinstance(dropout, (int, float)) and not isinstance(dropout, bool) and 0 <= dropout < 1):
+        found.append(f"unet.dropout must be a number in [0, 1), got {dropout!r}")
+    for key in ("act", "norm", "adn_ordering"):
+        if key in unet and not isinstance(unet[key], str):
+            found.append(f"unet.{key} must be a string, got {unet[key]!r}")
+    if "bias" in unet and not isinstance(unet["bias"], bool):
+        found.append(f"unet.bias must be true or false, got {unet['bias']!r}")
+    return found
+
+
+def unet_config_problems(config: Any) -> list[str]:
+    """One schema for a U-Net model folder's config.json: types, ranges and unknown keys, key by key."""
+    if not isinstance(config, dict):
+        return [f"a U-Net config must be a JSON object, got {type(config).__name__}"]
+    found = [f"{key} is not a U-Net config key (valid: {list(UNET_KEYS)})" for key in config if key not in UNET_KEYS]
+    if "unet" not in config:
+        found.append("unet is missing (the MONAI UNet arguments)")
+    else:
+        found += _monai_problems(config["unet"])
+    size = config.get("image_size")
+    levels = len(config["unet"]["strides"]) if not found and "strides" in config["unet"] else 0
+    if not _integer(size, 8, MAX_IMAGE_SIZE):
+        found.append(f"image_size must be an integer in [8, {MAX_IMAGE_SIZE}], got {size!r}")
+    elif levels and size % (2**levels):
+        found.append(f"image_size {size} must be divisible by 2^{levels} = {2**levels} (the U-Net's levels)")
+    threshold = config.get("threshold", THRESHOLD)
+    if not (isinstance(threshold, (int, float)) and not isinstance(threshold, bool) and 0.0 < threshold < 1.0):
+        found.append(f"threshold must be a probability strictly between 0 and 1, got {threshold!r}")
+    if config.get("intensity", "none") not in INTENSITIES:
+        found.append(f"intensity must be one of {INTENSITIES}, got {config.get('intensity')!r}")
+    for key in ("input", "output"):
+        if key in config and not isinstance(config[key], str):
+            found.append(f"{key} must be a string (a description), got {config[key]!r}")
+    if config.get("labels") is not None:
+        try:
+            LabelSet.from_labels(config["labels"])
+        except ConfigError as error:
+            found.append(f"labels: {error}")
+    if config.get("volume") is not None:  # trained on volumes: how voxels become its input
+        from ..data.normalization import VolumeInput
+
+        try:
+            VolumeInput.from_dict(config["volume"])
+        except (ConfigError, TypeError) as error:
+            found.append(f"volume: {error}")
+    return found
+
+
 def check_unet_config(config: Any, where: str) -> dict[str, Any]:
-    """A stored U-Net description, with an error naming the file when it is not one."""
-    try:
-        config["unet"]["channels"]
-        int(config["image_size"])
-        if config.get("intensity", "none") not in INTENSITIES:
-            raise ValueError(f"intensity must be one of {INTENSITIES}, got {config['intensity']!r}")
-    except (KeyError, TypeError, ValueError) as error:
-        raise CheckpointError(f"{where} is not a U-Net description ({type(error).__name__}: {error}).") from error
+    """A stored U-Net description, with an error naming the file and every bad key when it is not one."""
+    problems = unet_config_problems(config)
+    if problems:
+        raise ConfigError(f"{where}: invalid U-Net config: " + "; ".join(problems))
     return config
 
 
@@ -128,6 +220,11 @@ class UNet(SegmentationModel, PyTorchModelHubMixin, library_name="gmseg", tags=[
 
     name = "unet"
     Options = UNetOptions
+
+    @staticmethod
+    def config_problems(config: dict[str, Any]) -> list[str]:
+        """The model folder's config.json schema (:func:`unet_config_problems`), checked where it is loaded."""
+        return unet_config_problems({k: v for k, v in config.items() if k not in (CLASS_KEY, "gmseg_version")})
 
     def __init__(self, config: dict[str, Any] | None = None):
         super().__init__()
@@ -173,6 +270,16 @@ class UNet(SegmentationModel, PyTorchModelHubMixin, library_name="gmseg", tags=[
     @property
     def intensity(self) -> str:
         return str(self.unet_config.get("intensity", "none"))
+
+    @property
+    def volume_input(self) -> Any:
+        from ..data.normalization import VolumeInput
+
+        record = self.unet_config.get("volume")
+        return None if record is None else VolumeInput.from_dict(record)
+
+    def record_volume_input(self, record: Any) -> None:
+        self.unet_config["volume"] = record.to_dict()
 
     @property
     def threshold(self) -> float:
