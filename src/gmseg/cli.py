@@ -109,6 +109,13 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument(
         "--compile", action="store_true", help="torch.compile the mapping model and decoder (slow first batch)"
     )
+    predict.add_argument(
+        "--backend",
+        default="auto",
+        choices=["auto", "torch", "onnxruntime", "openvino"],
+        help="what runs the model (default auto: torch, or an exported folder's runtime); onnxruntime and "
+        "openvino run folders written by 'gmseg export' (pip install 'gmseg[deploy]')",
+    )
     add_tta_arg(predict)
     add_overwrite_arg(predict)
 
@@ -173,6 +180,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--intersection", action="store_true", help="compare the cases every folder scored (default: refuse)"
     )
     compare.add_argument("--top", type=int, default=24, help="cases shown side by side (default 24)")
+
+    export = verbs.add_parser("export", help="write a model folder as one ONNX or OpenVINO graph, for deployment")
+    export.add_argument("--model", required=True, help="a model folder (GMS or the U-Net) or a run folder")
+    export.add_argument("--format", required=True, choices=["onnx", "openvino"], help="the graph's format")
+    export.add_argument("--out", required=True, help="the exported model folder to write")
+    export.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
 
     official = verbs.add_parser("import-official", help="turn the paper's released weights into a model folder")
     official.add_argument("--lmm", required=True, help="the release's mapping checkpoint, e.g. best_model.pth")
@@ -302,6 +315,7 @@ def run(args: argparse.Namespace) -> int:
             compile=args.compile,
             tta=args.tta,
             overwrite=args.overwrite,
+            backend=args.backend,
         )
         print(report.summary())
         return 0 if report.ok else 1
@@ -376,6 +390,10 @@ def run(args: argparse.Namespace) -> int:
         comparison = run_compare(args.folders, args.out, intersection=args.intersection, top=args.top)
         print(format_comparison(comparison))
         print(f"comparison.csv, .json, .png and .html in {args.out}")
+    elif verb == "export":
+        from .export import export_model
+
+        print(export_model(args.model, args.out, args.format, overwrite=args.overwrite).summary())
     elif verb == "import-official":
         from .official import import_official
 

@@ -18,7 +18,6 @@ import functools
 import os
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from .errors import DataError, GmsegError
+from .inference import MIRROR_AXES, PRECISIONS, make_predictor, mirror_averaged, pick_device  # noqa: F401 (the API)
 from .labels import BINARY, LabelSet
 
 
@@ -115,21 +115,6 @@ def check_outputs(files: Sequence[Path], output: Path, overwrite: bool, protecte
             f"{len(existing)} output file(s) already exist in {output}, e.g. {existing[0]}; pass "
             "--overwrite to replace them, or choose an empty output folder."
         )
-
-
-def pick_device(device: str = "auto") -> torch.device:
-    """'auto', 'cpu', 'cuda' or 'cuda:N', checked here so a wrong value fails before any work."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        chosen = torch.device(device)
-    except (RuntimeError, TypeError) as error:
-        raise GmsegError(f"unknown device {device!r}; use 'auto', 'cpu' or 'cuda'.") from error
-    if chosen.type == "cuda" and not torch.cuda.is_available():
-        raise GmsegError(f"device {device!r} was asked for but no CUDA device is available; use 'auto' or 'cpu'.")
-    if chosen.type not in ("cpu", "cuda"):
-        raise GmsegError(f"device {device!r} is not supported; use 'auto', 'cpu' or 'cuda'.")
-    return chosen
 
 
 def image_to_tensor(image: np.ndarray, size: int, intensity: str = "none") -> torch.Tensor:
@@ -242,96 +227,6 @@ def write_class_prediction(
     return values
 
 
-#: ``precision`` values of :func:`make_predictor` / ``gmseg predict --precision``.
-PRECISIONS = ("fp32", "bf16")
-
-#: The mirror images averaged by test-time augmentation: none, left-right, up-down, both (nnU-Net's default
-#: in 2D). Training augments with these flips, so the model has seen every one of them.
-MIRROR_AXES: tuple[tuple[int, ...], ...] = ((), (-1,), (-2,), (-2, -1))
-
-
-def mirror_averaged(predict: Callable[[torch.Tensor], torch.Tensor]) -> Callable[[torch.Tensor], torch.Tensor]:
-    """Test-time augmentation: ``predict`` averaged over the image and its mirror images, each flipped back.
-
-    Costs one prediction per mirror image (4x). Whether it pays depends on the data: decide on validation
-    images (on BUSI ultrasound, whose images have an up and a down, it lowered Dice; BENCHMARKS.md). Works
-    for any ``images -> probabilities`` function (GMS or the U-Net baseline).
-    """
-
-    def predict_mirrored(images: torch.Tensor) -> torch.Tensor:
-        total = predict(images)
-        for axes in MIRROR_AXES[1:]:
-            total = total + predict(images.flip(axes)).flip(axes)
-        return total / len(MIRROR_AXES)
-
-    return predict_mirrored
-
-
-def make_predictor(
-    model: Any,
-    device: str | torch.device = "auto",
-    *,
-    precision: str = "fp32",
-    channels_last: bool = False,
-    compile: bool = False,
-    tta: bool = False,
-) -> Callable[[torch.Tensor], torch.Tensor]:
-    """Put ``model`` on ``device`` for inference and return ``images -> float32 probabilities``.
-
-    With the defaults this is :meth:`GMS.predict_proba`; on a CPU it is applied one image at a time,
-    because batching buys no arithmetic there (the same CPU time per image) while its large buffers cost
-    page faults, and because one image at a time makes every probability independent of the batch it came
-    in: bit for bit the release's batch-1 validation loop. On a GPU the batch goes through whole.
-
-    The options trade exactness for speed; ``bench/inference.py`` measures them (BENCHMARKS.md):
-
-    - ``channels_last``: NHWC memory layout for the convolutions: different rounding, which the decoder
-      amplifies to 2e-5 (TAESD) to 1e-4 (SD-VAE) in probabilities;
-    - ``precision="bf16"``: bfloat16 autocast; probabilities change by up to ~0.3 at single pixels;
-    - ``compile``: ``torch.compile`` of the mapping model + decoder (the first batch of each new shape
-      pays the compilation).
-
-    ``tta`` averages over mirror images (:func:`mirror_averaged`): 4x the time, not the same numbers.
-
-    The model is moved (and, with ``channels_last``, converted) in place.
-    """
-    if precision not in PRECISIONS:
-        raise GmsegError(f"precision must be one of {PRECISIONS}, got {precision!r}")
-    torch_device = device if isinstance(device, torch.device) else pick_device(device)
-    model = model.to(torch_device).eval()
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
-
-    def autocast():  # a fresh context per call
-        if precision == "bf16":
-            return torch.autocast(device_type=torch_device.type, dtype=torch.bfloat16)
-        return nullcontext()
-
-    gms = hasattr(model, "map_to_probability")
-    head = (torch.compile(model.map_to_probability) if gms else torch.compile(model.predict_proba)) if compile else None
-
-    def predict_batch(images: torch.Tensor) -> torch.Tensor:
-        if channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
-        with torch.no_grad(), autocast():
-            if head is None:
-                probabilities = model.predict_proba(images)
-            elif gms:
-                latent, _ = model.encode(images)
-                probabilities = head(latent)
-            else:
-                probabilities = head(images)
-        return probabilities.float()
-
-    def predict(images: torch.Tensor) -> torch.Tensor:
-        images = images.to(torch_device)
-        if torch_device.type == "cpu":
-            return torch.cat([predict_batch(image) for image in images.split(1)])
-        return predict_batch(images)
-
-    return mirror_averaged(predict) if tta else predict
-
-
 def read_batches(
     files: Sequence[Path], size: int, batch_size: int, failed: dict[str, str], intensity: str = "none"
 ) -> Iterator[tuple[Sequence[Path], list[str], list[np.ndarray], torch.Tensor | None]]:
@@ -373,13 +268,14 @@ def predict_files(
     compile: bool = False,
     tta: bool = False,
     overwrite: bool = False,
+    backend: str = "auto",
 ) -> PredictionReport:
     """Predict every input image and write its mask (and optionally probabilities / overlay).
 
     A model whose ``labels`` name more than two classes writes label maps (:func:`write_class_prediction`).
-    ``precision``, ``channels_last`` and ``compile`` are the inference accelerations of
-    :func:`make_predictor`, ``tta`` its mirror averaging; the defaults give exactly
-    :meth:`GMS.predict_proba`'s numbers.
+    ``backend``, ``precision``, ``channels_last`` and ``compile`` are the options of
+    :func:`gmseg.inference.make_predictor`, ``tta`` its mirror averaging; the defaults give exactly
+    :meth:`GMS.predict_proba`'s numbers (an exported folder runs on its own runtime).
     """
     from tqdm.auto import tqdm
 
@@ -389,17 +285,21 @@ def predict_files(
     output = Path(output_dir)
     torch_device = pick_device(device)
     check_outputs(files, output, overwrite, protected=[Path(gt_dir)] if gt_dir is not None else [])
-    output.mkdir(parents=True, exist_ok=True)
-    predict = make_predictor(
-        model, torch_device, precision=precision, channels_last=channels_last, compile=compile, tta=tta
+    predict = make_predictor(  # before any folder is made: a missing runtime or a bad graph writes nothing
+        model,
+        torch_device,
+        backend=backend,
+        precision=precision,
+        channels_last=channels_last,
+        compile=compile,
+        tta=tta,
     )
-    size = model.image_size
-    labels = getattr(model, "labels", BINARY)
-    threshold = model.threshold if labels.is_binary else None  # K classes: argmax, no threshold
+    output.mkdir(parents=True, exist_ok=True)
+    size, labels, intensity = predict.spec.image_size, predict.spec.labels, predict.spec.intensity
+    threshold = predict.spec.threshold if labels.is_binary else None  # K classes: argmax, no threshold
     report = PredictionReport()
     started = time.perf_counter()
     bar = tqdm(total=len(files), desc="predict", unit="img", disable=not progress)
-    intensity = getattr(model, "intensity", "none")
     for chunk, names, images, batch in read_batches(files, size, batch_size, report.failed, intensity):
         if names:
             probabilities = predict(batch)

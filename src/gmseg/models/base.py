@@ -68,6 +68,11 @@ class SegmentationModel(nn.Module):
     def predict_proba(self, image: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
+    def inference_stages(self) -> tuple[Callable[[torch.Tensor], torch.Tensor], Callable[[torch.Tensor], torch.Tensor]]:
+        """(prepare, head) with ``head(prepare(images)) == predict_proba(images)``: ``torch.compile`` takes
+        only ``head`` (a frozen encoder gains nothing from it). Default: the whole model is the head."""
+        return (lambda image: image), self.predict_proba
+
     def training_loss(
         self,
         image: torch.Tensor,

@@ -9,10 +9,14 @@ only a writer ever uses them.
 
 from __future__ import annotations
 
+import gzip
 import os
 import shutil
+import struct
+import zlib
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
 import SimpleITK as sitk
 
@@ -44,6 +48,68 @@ def _refuse(path: Path, summary: str, problem: str) -> DataError:
     return DataError(f"{summary}: {path}", [f"{path}: {problem}"])
 
 
+def _nifti_data_bytes(path: Path) -> tuple[int, np.dtype, object]:
+    """(bytes a complete file holds up to its last voxel, the stored dtype, the data proxy), from the
+    header alone."""
+    try:
+        image = nib.load(str(path))
+    except Exception as exc:  # nibabel raises many types for a bad header; each is a bad file here
+        raise _refuse(path, "cannot read volume", f"{type(exc).__name__}: {exc}; {VOLUME_HINT}") from exc
+    header = image.header
+    dtype = header.get_data_dtype()
+    count = int(np.prod(header.get_data_shape(), dtype=np.int64))
+    # image.header is a copy with the offset reset; the data proxy keeps the file's own.
+    return int(image.dataobj.offset) + count * dtype.itemsize, dtype, image.dataobj
+
+
+def _gzip_complete(path: Path, expected: int) -> bool:
+    """Does the gzip stream decompress to at least ``expected`` bytes? The trailer's size field answers at
+    once for a whole file; only when it disagrees (a cut file, or several gzip members) is it decompressed."""
+    with open(path, "rb") as handle:
+        handle.seek(0, os.SEEK_END)
+        if handle.tell() >= 4:
+            handle.seek(-4, os.SEEK_END)
+            if struct.unpack("<I", handle.read(4))[0] == expected % 2**32:
+                return True
+    total = 0
+    try:
+        with gzip.open(path, "rb") as stream:
+            while chunk := stream.read(1 << 22):
+                total += len(chunk)
+    except (OSError, EOFError, zlib.error):
+        return False
+    return total >= expected
+
+
+def _check_nifti(path: Path) -> None:
+    """What ITK's NIfTI reader does not say: a truncated file (it pads the missing voxels with zeros) and
+    NaN/inf voxels (it reads them as 0). Checked from the raw file with nibabel, the field's other library."""
+    expected, dtype, proxy = _nifti_data_bytes(path)
+    compressed = path.name.lower().endswith(".gz")
+    complete = _gzip_complete(path, expected) if compressed else path.stat().st_size >= expected
+    if not complete:
+        raise _refuse(
+            path,
+            "truncated volume",
+            f"its header announces {expected} bytes (header and voxels) and the file holds fewer; {VOLUME_HINT}",
+        )
+    if np.issubdtype(dtype, np.floating):
+        _refuse_non_finite(path, np.asanyarray(proxy.get_unscaled()).T)
+
+
+def _refuse_non_finite(path: Path, array: np.ndarray) -> None:
+    """NaN/inf voxels would poison every normalisation statistic downstream: refuse them, saying where."""
+    bad = ~np.isfinite(array)
+    if bad.any():
+        where = tuple(int(i) for i in np.argwhere(bad)[0])
+        raise _refuse(
+            path,
+            "non-finite voxels in volume",
+            f"{int(bad.sum())} NaN/inf voxel(s), e.g. at (z, y, x) {where[:3]}; replace them (e.g. by the "
+            "background value) before using the volume",
+        )
+
+
 def _read_volume(path: Path) -> Volume:
     """A volume file as (Z, Y, X) (or (Z, Y, X, C) for vector pixels) in its own dtype, with its geometry.
 
@@ -51,6 +117,8 @@ def _read_volume(path: Path) -> Volume:
     layouts' convention: split them into CASE_0000, CASE_0001 ...), empty volumes and NaN/inf voxels
     (they would poison every normalisation statistic downstream).
     """
+    if path.name.lower().endswith((".nii", ".nii.gz")):
+        _check_nifti(path)
     try:
         image = sitk.ReadImage(str(path))
     except RuntimeError as exc:
@@ -72,15 +140,7 @@ def _read_volume(path: Path) -> Volume:
     if array.size == 0:
         raise _refuse(path, "empty volume", f"size {image.GetSize()} holds no voxels; {VOLUME_HINT}")
     if np.issubdtype(array.dtype, np.floating):
-        bad = ~np.isfinite(array)
-        if bad.any():
-            where = tuple(int(i) for i in np.argwhere(bad)[0])
-            raise _refuse(
-                path,
-                "non-finite voxels in volume",
-                f"{int(bad.sum())} NaN/inf voxel(s), e.g. at (z, y, x) {where[:3]}; replace them (e.g. by the "
-                "background value) before using the volume",
-            )
+        _refuse_non_finite(path, array)
     return Volume(array, _geometry(image), dim == 3, path)
 
 
