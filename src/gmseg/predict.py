@@ -52,13 +52,14 @@ class PredictionReport:
 def collect_inputs(inputs: str | os.PathLike | Sequence[str | os.PathLike]) -> list[Path]:
     """Expand folders into their image files (sorted); keep explicitly named files as given."""
     from .data.io import IMAGE_SUFFIXES, is_image_file
+    from .volume_predict import is_volume_input
 
     items = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
     files: list[Path] = []
     for item in items:
         path = Path(item)
         if path.is_dir():  # hidden files (macOS ._name.png) are skipped, as prepare skips them
-            files += sorted(p for p in path.iterdir() if p.is_file() and is_image_file(p))
+            files += sorted(p for p in path.iterdir() if p.is_file() and (is_image_file(p) or is_volume_input(p)))
         else:
             files.append(path)  # missing files are reported per file by the reader
     if not files:
@@ -284,6 +285,14 @@ def predict_files(
     files = collect_inputs(inputs)
     output = Path(output_dir)
     torch_device = pick_device(device)
+    from .volume_predict import is_volume_input, predict_volumes
+
+    if any(is_volume_input(f) for f in files):  # volumes: slice by slice, written back with their geometry
+        return predict_volumes(
+            model, files, output, save_prob=save_prob, overlay=overlay, batch_size=batch_size, device=torch_device,
+            overwrite=overwrite, progress=progress, protected=[Path(gt_dir)] if gt_dir is not None else [],
+            options=dict(backend=backend, precision=precision, channels_last=channels_last, compile=compile, tta=tta),
+        )  # fmt: skip
     check_outputs(files, output, overwrite, protected=[Path(gt_dir)] if gt_dir is not None else [])
     predict = make_predictor(  # before any folder is made: a missing runtime or a bad graph writes nothing
         model,
