@@ -83,21 +83,36 @@ class VolumeInput:
             values["clip"] = tuple(float(v) for v in values["clip"])
         return cls(**values)
 
-    def normalize(self, volume: np.ndarray) -> np.ndarray:
-        """float32 intensities of the scheme (z-scores; ``rgb``: 0..255) of a (Z, Y, X[, C]) array."""
+    def statistics(self, volume: np.ndarray) -> tuple[float, float]:
+        """(mean, std) the z-score uses: the dataset's for CT, the volume's own otherwise (accumulated one
+        slab at a time in float64, so a CT-sized volume is not copied whole to compute them)."""
+        if self.scheme == "ct":
+            return float(self.mean), float(self.std)  # type: ignore[arg-type]
+        if self.scheme == "rgb":
+            return 0.0, 1.0
+        x = np.asarray(volume)
+        total, squares, count = 0.0, 0.0, x.size
+        for start in range(0, x.shape[0], 16):
+            part = x[start : start + 16].astype(np.float64)
+            total += float(part.sum())
+            squares += float(np.square(part).sum())
+        mean = total / max(count, 1)
+        return mean, math.sqrt(max(squares / max(count, 1) - mean * mean, 0.0))
+
+    def normalize(self, volume: np.ndarray, statistics: tuple[float, float] | None = None) -> np.ndarray:
+        """float32 intensities of the scheme (z-scores; ``rgb``: 0..255) of a (Z, Y, X[, C]) array or part of
+        one; ``statistics`` (:meth:`statistics` of the whole volume) when ``volume`` is only some slices."""
         x = np.asarray(volume, dtype=np.float32)
         if self.scheme == "rgb":
             return x
+        mean, std = self.statistics(x) if statistics is None else statistics
         if self.scheme == "ct":
-            lo, hi = self.clip  # type: ignore[misc]
-            x = np.clip(x, lo, hi)
-            return (x - np.float32(self.mean)) / np.float32(max(float(self.std), 1e-8))
-        mean, std = float(x.mean()), float(x.std())
+            x = np.clip(x, *self.clip)  # type: ignore[misc]
         return (x - np.float32(mean)) / np.float32(max(std, 1e-8))
 
-    def pixels(self, volume: np.ndarray) -> np.ndarray:
+    def pixels(self, volume: np.ndarray, statistics: tuple[float, float] | None = None) -> np.ndarray:
         """The volume as the 2D pipeline's float32 0..255 pixels: :meth:`normalize` then :func:`to_pixels`."""
-        return to_pixels(self.normalize(volume), self.z_range, self.scheme)
+        return to_pixels(self.normalize(volume, statistics), self.z_range, self.scheme)
 
 
 def to_pixels(z: np.ndarray, z_range: float = 3.0, scheme: str = "zscore") -> np.ndarray:

@@ -58,6 +58,16 @@ class SegmentationModel(nn.Module):
         return "none"
 
     @property
+    def volume_input(self) -> Any:
+        """How a volume's voxels become this model's input (:class:`gmseg.data.normalization.VolumeInput`,
+        recorded by training on volumes), or None for a model trained on 2D images."""
+        return None
+
+    def record_volume_input(self, record: Any) -> None:
+        """Keep ``record`` (a VolumeInput) in the model folder's config.json, so prediction repeats it."""
+        raise NotImplementedError
+
+    @property
     def threshold(self) -> float:
         raise NotImplementedError
 

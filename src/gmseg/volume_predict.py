@@ -1,0 +1,227 @@
+"""Prediction on volumes: a 2D model run slice by slice, the label volume written back where its input was.
+
+For each input volume ``NAME.<ext>`` (NIfTI, NRRD, MHA ...) it writes ``NAME.<ext>``: a uint8 label volume
+of class values with exactly the input's shape, spacing, origin and direction, in the input's format
+(:func:`gmseg.data.readers.write_volume`). The slices are taken along the axis of the model's recorded
+rule (:mod:`gmseg.data.slicing`), normalised as in training (the model folder's
+:class:`~gmseg.data.normalization.VolumeInput`; a model trained on 2D images gets the per-volume z-score),
+resized to the model's input size by training's evaluation transform, and go through the model in
+batches; each slice's probabilities are resized back (bilinear, as for 2D files) before the argmax or
+threshold.
+
+Memory: the input array is read once; the output is one preallocated uint8 volume filled a batch of
+slices at a time; a batch's normalised slices are the only float copy. ``save_prob`` writes the class
+probabilities as one float32 volume per class, ``NAME.prob.<class>.<ext>`` (a binary model: the
+foreground's ``NAME.prob.<ext>``), each also preallocated, so it costs 4 bytes per voxel and class.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .errors import DataError, GmsegError
+from .labels import BINARY, LabelSet
+
+__all__ = ["is_volume_input", "predict_volume", "predict_volumes", "prob_paths", "volume_output_paths"]
+
+
+def is_volume_input(path: str | os.PathLike[str]) -> bool:
+    """A volume file by its ending (.nii.gz, .nii, .nrrd, .mha, .mhd)."""
+    from .data.readers import is_volume_file
+
+    return is_volume_file(path)
+
+
+def prob_paths(output: Path, name: str, ending: str, labels: LabelSet) -> dict[int, Path]:
+    """Where ``save_prob`` writes each class index's probability volume (binary: the foreground only)."""
+    if labels.is_binary:
+        return {1: output / f"{name}.prob{ending}"}
+    return {index: output / f"{name}.prob.{cls}{ending}" for index, cls in enumerate(labels.names)}
+
+
+def volume_output_paths(output: Path, path: Path, labels: LabelSet, save_prob: bool) -> list[Path]:
+    """Every file predicting ``path`` writes into ``output``: the label volume (and the probabilities)."""
+    from .data.readers import split_name
+
+    name, ending = split_name(path)
+    paths = [output / f"{name}{ending}"]
+    return paths + (list(prob_paths(output, name, ending, labels).values()) if save_prob else [])
+
+
+def _slices_to_batch(pixels: np.ndarray, size: int, intensity: str) -> torch.Tensor:
+    """(B, H, W) float32 0..255 slices -> (B, 3, size, size) in [-1, 1] through training's evaluation
+    transform (the same resize and standardisation validation used), one channel repeated to three."""
+    from .predict import evaluation_transform
+
+    transform = evaluation_transform(size, intensity)
+    tensors = []
+    for piece in pixels:
+        image = np.repeat(np.ascontiguousarray(piece)[..., None], 3, axis=2)
+        out = transform(image=image, mask=np.zeros(piece.shape, np.uint8))["image"]
+        tensors.append(torch.as_tensor(out, dtype=torch.float32))
+    return torch.stack(tensors) * 2.0 - 1.0
+
+
+def predict_volume(
+    predict: Callable[[torch.Tensor], torch.Tensor],
+    volume: Any,
+    *,
+    image_size: int,
+    labels: LabelSet = BINARY,
+    threshold: float | None = None,
+    record: Any = None,
+    intensity: str = "none",
+    batch_size: int = 8,
+    save_prob: bool = False,
+) -> tuple[np.ndarray, dict[int, np.ndarray]]:
+    """The (Z, Y, X) uint8 label volume of class values (and, with ``save_prob``, float32 probability
+    volumes by class index) of a :class:`~gmseg.data.readers.Volume`, slice batch by slice batch."""
+    from .data.normalization import VolumeInput
+    from .data.slicing import put_slice, slice_axis, take_slice
+
+    array = volume.array
+    if array.ndim == 4 and array.shape[-1] == 1:
+        array = array[..., 0]
+    if array.ndim != 3:
+        raise DataError(
+            f"cannot predict {volume.path}",
+            [f"{volume.path}: shape {array.shape}; a volume of one channel (Z, Y, X) is expected"],
+        )
+    record = VolumeInput() if record is None else record
+    axis = slice_axis(volume.geometry.spacing, record.slice_axis)
+    statistics = record.statistics(array)
+    labels_out = np.zeros(array.shape, np.uint8)
+    classes = sorted(prob_paths(Path("."), "x", "", labels)) if save_prob else []
+    probabilities = {index: np.zeros(array.shape, np.float32) for index in classes}
+    count = array.shape[axis]
+    for start in range(0, count, max(1, batch_size)):
+        indices = range(start, min(start + max(1, batch_size), count))
+        raw = np.stack([take_slice(array, axis, i) for i in indices])
+        height, width = raw.shape[1:]
+        batch = _slices_to_batch(record.pixels(raw, statistics), image_size, intensity)
+        probability = predict(batch).float().cpu()
+        if probability.shape[-2:] != (height, width):
+            probability = F.interpolate(probability, size=(height, width), mode="bilinear", align_corners=False)
+        probability = probability.clamp(0, 1)
+        values = labels.to_mask(probability, threshold).numpy()
+        values = values[:, 0] if labels.is_binary else values
+        for offset, index in enumerate(indices):
+            put_slice(labels_out, axis, index, values[offset])
+            for cls, target in probabilities.items():
+                channel = 0 if labels.is_binary else cls
+                put_slice(target, axis, index, probability[offset, channel].numpy())
+    return labels_out, probabilities
+
+
+def _plan(
+    guard: Any, files: Sequence[Path], output: Path, labels: LabelSet, save_prob: bool, protected: Sequence[Path]
+) -> None:
+    """Plan every output with the file rule's ``guard`` before anything is written: inputs that are not all
+    volumes, an output folder that holds an input or is ``protected`` (the ground truth), two inputs of one
+    name and existing files the guard may not replace are refused."""
+    from .outputs import same_file
+
+    planar = [f for f in files if not is_volume_input(f)]
+    if planar:
+        raise GmsegError(
+            f"{planar[0]} is no volume file but other inputs are volumes: predict images and volumes separately."
+        )
+    for folder in protected:
+        if same_file(folder, output):
+            raise GmsegError(f"--output {output} is the ground-truth folder {folder}; choose another output folder.")
+    inside = [f for f in files if same_file(f.resolve().parent, output)]
+    if inside:
+        raise GmsegError(
+            f"--output {output} holds the input volume {inside[0]}: predictions would be written over the "
+            "inputs; choose another output folder."
+        )
+    guard.read(*files)
+    guard.read_folder(*protected)
+    for path in files:
+        guard.plan(*volume_output_paths(output, path, labels, save_prob), owner=f"the prediction of {path}")
+
+
+def predict_volumes(
+    model: Any,
+    files: Sequence[str | os.PathLike[str]],
+    output_dir: str | os.PathLike[str],
+    *,
+    predict: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    options: dict[str, Any] | None = None,
+    save_prob: bool = False,
+    overlay: bool = False,
+    protected: Sequence[str | os.PathLike[str]] = (),
+    batch_size: int = 8,
+    device: str = "auto",
+    overwrite: bool = False,
+    progress: bool = True,
+) -> Any:
+    """Predict every volume in ``files`` and write its label volume (and probabilities) into ``output_dir``.
+
+    ``predict`` (images in [-1, 1] -> probabilities) or ``options`` (those of
+    :func:`gmseg.inference.make_predictor`: backend, precision, ...) choose the inference; default: the
+    model's own probabilities. ``overlay`` is refused (``gmseg test`` draws volumes); ``protected`` folders
+    (the ground truth) may not be the output. Outputs follow the file rule (:class:`gmseg.outputs.OutputGuard`:
+    planned before the first is written, never over an input or a file gmseg did not write unless
+    ``overwrite``). A volume that cannot be read is reported by name in the returned
+    :class:`~gmseg.predict.PredictionReport`; the others are still written.
+    """
+    from tqdm.auto import tqdm
+
+    from .data.readers import read_volume, split_name, write_volume
+    from .outputs import OutputGuard
+    from .predict import PredictionReport
+
+    if overlay:
+        raise GmsegError("--overlay draws 2D images; for volumes, `gmseg test` draws each case's fullest slices.")
+    paths = [Path(f) for f in files]
+    output = Path(output_dir)
+    labels = getattr(model, "labels", BINARY)
+    threshold = model.threshold if labels.is_binary else None
+    record = getattr(model, "volume_input", None)
+    report = PredictionReport()
+    with OutputGuard("predict", overwrite=overwrite) as guard:
+        guard.claim(output)
+        _plan(guard, paths, output, labels, save_prob, [Path(p) for p in protected])
+        if predict is None:  # before any file is written: a missing runtime writes nothing
+            predict = _default_predictor(model, device, options or {})
+        started = time.perf_counter()
+        for path in tqdm(paths, desc="predict", unit="volume", disable=not progress):
+            name, ending = split_name(path)
+            try:
+                volume = read_volume(path)
+                values, probabilities = predict_volume(
+                    predict,
+                    volume,
+                    image_size=model.image_size,
+                    labels=labels,
+                    threshold=threshold,
+                    record=record,
+                    intensity=getattr(model, "intensity", "none"),
+                    batch_size=batch_size,
+                    save_prob=save_prob,
+                )
+            except (DataError, OSError) as error:
+                report.failed[path.name] = str(error).splitlines()[0]
+                continue
+            guard.save(output / f"{name}{ending}", lambda target: write_volume(target, values, volume.geometry))
+            for index, target in prob_paths(output, name, ending, labels).items() if save_prob else ():
+                guard.save(target, lambda out, array=probabilities[index]: write_volume(out, array, volume.geometry))
+            report.written.append(name)
+        report.seconds = time.perf_counter() - started
+    return report
+
+
+def _default_predictor(model: Any, device: str, options: dict[str, Any]) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The model's probabilities on ``device`` with ``options`` (:func:`gmseg.inference.make_predictor`)."""
+    from .inference import make_predictor
+
+    return make_predictor(model, device, **options)
