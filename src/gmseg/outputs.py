@@ -383,12 +383,15 @@ class OutputGuard:
             self._own[key] = gmseg_files(folder)
         return self._own[key]
 
+    def is_own(self, path: str | os.PathLike) -> bool:
+        """Whether gmseg wrote ``path`` (its folder's manifest, read once per folder by this guard)."""
+        path = Path(path)
+        own = self._own_names(path.parent)
+        return path.name in own or f"{path.name}/" in own
+
     def allowed_to_replace(self, path: Path) -> bool:
         """Whether an existing ``path`` may be replaced: with overwrite, or gmseg's own with replace_own."""
-        if self.overwrite:
-            return True
-        own = self._own_names(path.parent) if self.replace_own else set()
-        return path.name in own or f"{path.name}/" in own
+        return self.overwrite or (self.replace_own and self.is_own(path))
 
     def _check_not_input(self, path: Path) -> None:
         parent = _identity(Path(os.path.abspath(path)).parent)
