@@ -239,13 +239,12 @@ def _writer(pil_format: str) -> Callable[[BinaryIO, np.ndarray], None]:
 def _volume_writer(pil_format: str) -> Callable[[Path, np.ndarray, Geometry], None]:
     def write_volume(path: Path, array: np.ndarray, geometry: Geometry) -> None:
         arr = np.asarray(array)
-        if arr.ndim in (3, 4) and arr.shape[0] == 1:
-            arr = arr[0]
-        if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[2] not in (3, 4)):
+        if arr.ndim not in (3, 4) or arr.shape[0] != 1 or (arr.ndim == 4 and arr.shape[3] not in (3, 4)):
             raise ValueError(
-                f"{path}: a {pil_format} file holds one (H, W) or (H, W, 3) plane; got an array of shape "
-                f"{np.shape(array)} (write volumes as .nii.gz, .nrrd or .mha)"
+                f"{path}: a {pil_format} file holds one plane, (1, H, W) or (1, H, W, 3); got an array of shape "
+                f"{arr.shape} (write volumes as .nii.gz, .nrrd or .mha)"
             )
+        arr = arr[0]
         if arr.dtype == np.bool_:
             arr = arr.astype(np.uint8)
         if arr.dtype != np.uint8 and not (arr.dtype == np.uint16 and arr.ndim == 2 and pil_format in ("PNG", "TIFF")):

@@ -85,6 +85,8 @@ def _check_nifti(path: Path) -> None:
     """What ITK's NIfTI reader does not say: a truncated file (it pads the missing voxels with zeros) and
     NaN/inf voxels (it reads them as 0). Checked from the raw file with nibabel, the field's other library."""
     expected, dtype, proxy = _nifti_data_bytes(path)
+    if 0 in proxy.shape:
+        raise _refuse(path, "empty volume", f"shape {proxy.shape} holds no voxels; {VOLUME_HINT}")
     compressed = path.name.lower().endswith(".gz")
     complete = _gzip_complete(path, expected) if compressed else path.stat().st_size >= expected
     if not complete:
