@@ -180,6 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--intersection", action="store_true", help="compare the cases every folder scored (default: refuse)"
     )
     compare.add_argument("--top", type=int, default=24, help="cases shown side by side (default 24)")
+    add_overwrite_arg(compare)
 
     export = verbs.add_parser("export", help="write a model folder as one ONNX or OpenVINO graph, for deployment")
     export.add_argument("--model", required=True, help="a model folder (GMS or the U-Net) or a run folder")
@@ -387,7 +388,9 @@ def run(args: argparse.Namespace) -> int:
     elif verb == "compare":
         from .compare import format_comparison, run_compare
 
-        comparison = run_compare(args.folders, args.out, intersection=args.intersection, top=args.top)
+        comparison = run_compare(
+            args.folders, args.out, intersection=args.intersection, top=args.top, overwrite=args.overwrite
+        )
         print(format_comparison(comparison))
         print(f"comparison.csv, .json, .png and .html in {args.out}")
     elif verb == "export":

@@ -29,7 +29,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from gmseg.errors import ConfigError, DataError
-from gmseg.fileio import atomic_write_text
 
 __all__ = [
     "Comparison",
@@ -352,30 +351,37 @@ def format_comparison(comparison: Comparison) -> str:
     return "\n".join(lines)
 
 
-def write_comparison(comparison: Comparison, out_dir: str | os.PathLike, top: int = 24) -> dict[str, Path]:
-    """comparison.csv, comparison.json, comparison.png (the scatter) and comparison.html into ``out_dir``."""
-    from gmseg.report_html import write_comparison_page  # lazy: the page draws with matplotlib and PIL
+def write_comparison(
+    comparison: Comparison, out_dir: str | os.PathLike, top: int = 24, overwrite: bool = False
+) -> dict[str, Path]:
+    """comparison.csv, comparison.json, comparison.png (the scatter) and comparison.html into ``out_dir``.
+
+    By the file rule (:class:`gmseg.outputs.OutputGuard`): every output planned before the first is written,
+    never inside a compared folder, an existing file replaced only with ``overwrite``.
+    """
+    from gmseg.outputs import OutputGuard
+    from gmseg.report_html import COMPARISON_PICTURES, write_comparison_page  # lazy: matplotlib and PIL
     from gmseg.visualize import paired_scatter
 
     out = Path(out_dir)
-    inputs = {f.path.resolve() for f in comparison.folders}
-    if out.resolve() in inputs:
-        raise ConfigError(f"--out {out} is one of the compared folders; give a folder of its own")
-    out.mkdir(parents=True, exist_ok=True)
-    written = {
-        "csv": atomic_write_text(out / "comparison.csv", comparison.csv_text()),
-        "json": atomic_write_text(
-            out / "comparison.json", json.dumps(_json_safe(comparison.to_json()), indent=2, allow_nan=False) + "\n"
-        ),
-    }
-    column = comparison.main_column()
-    first = comparison.first
-    others = {f.label: [f.scores[n][column] for n in comparison.names] for f in comparison.folders[1:]}
-    written["png"] = paired_scatter(
-        [first.scores[n][column] for n in comparison.names], others, first.label, column, out / "comparison.png"
-    )
-    written["html"] = write_comparison_page(comparison, out, top=top)
-    return written
+    files = {kind: out / f"comparison.{kind}" for kind in ("csv", "json", "png", "html")}
+    with OutputGuard("compare", overwrite=overwrite) as guard:
+        for folder in comparison.folders:
+            guard.read_folder(folder.path)
+            guard.read(folder.path / METRICS_CSV)
+        guard.claim(out)
+        guard.plan(*files.values())
+        guard.plan_folder(out / COMPARISON_PICTURES)
+        guard.write_text(files["csv"], comparison.csv_text())
+        text = json.dumps(_json_safe(comparison.to_json()), indent=2, allow_nan=False) + "\n"
+        guard.write_text(files["json"], text)
+        column = comparison.main_column()
+        first = comparison.first
+        others = {f.label: [f.scores[n][column] for n in comparison.names] for f in comparison.folders[1:]}
+        values = [first.scores[n][column] for n in comparison.names]
+        paired_scatter(values, others, first.label, column, files["png"], guard)
+        write_comparison_page(comparison, out, guard, top=top)
+    return files
 
 
 def _json_safe(obj):
@@ -390,11 +396,15 @@ def _json_safe(obj):
 
 
 def run_compare(
-    folders: Sequence[str], out_dir: str | os.PathLike, intersection: bool = False, top: int = 24
+    folders: Sequence[str],
+    out_dir: str | os.PathLike,
+    intersection: bool = False,
+    top: int = 24,
+    overwrite: bool = False,
 ) -> Comparison:
     """What ``gmseg compare`` runs: parse ``LABEL=FOLDER`` arguments, pair, write the four files."""
     if top < 1:
         raise ConfigError(f"--top must be at least 1, got {top}")
     comparison = compare_folders([parse_folder_arg(text) for text in folders], intersection=intersection)
-    write_comparison(comparison, out_dir, top=top)
+    write_comparison(comparison, out_dir, top=top, overwrite=overwrite)
     return comparison

@@ -486,16 +486,18 @@ def run_evaluate(
             raise ConfigError(f"split file {split} has no stage {stage!r}; it has {sorted(stages)}")
         names = list(stages[stage])
     out = Path(pred_dir if out_dir is None else out_dir)
+    from gmseg.report_html import images_of, plan_report, write_report_html  # lazy: draws with matplotlib
+
+    images = images_of(gt_dir) if images is None else images
     with nullcontext(guard) if guard is not None else _evaluation_guard(out, gt_dir, overwrite) as guard:
+        if images is not None:
+            plan_report(guard, out, Path(images))
         result = evaluate_folders(
             pred_dir, gt_dir, names=names, size=size, empty=empty, threshold=threshold, labels=labels
         )
         write_results(result, out, guard)
-        from gmseg.report_html import images_of, write_report_html  # lazy: draws with matplotlib
-
-        images = images_of(gt_dir) if images is None else images
         if images is not None:
-            write_report_html(result, out, images, gt_dir, pred_dir, threshold=threshold)
+            write_report_html(result, out, images, gt_dir, pred_dir, threshold=threshold, guard=guard)
     return result
 
 

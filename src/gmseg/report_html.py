@@ -20,7 +20,7 @@ import html
 import io
 import math
 import os
-import uuid
+import tempfile
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -28,8 +28,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from gmseg.errors import GmsegError
-from gmseg.fileio import atomic_write, atomic_write_text, remove_path, swap_in
 from gmseg.labels import BINARY, LabelSet
+from gmseg.outputs import OutputGuard
 
 if TYPE_CHECKING:
     from gmseg.compare import Comparison
@@ -39,8 +39,7 @@ __all__ = ["picture_name", "report_page", "write_comparison_page", "write_report
 
 REPORT_HTML = "report.html"
 PICTURES = "report_files"
-#: a file in every pictures folder this module writes: a folder without it is a user's and is never replaced
-MARKER = ".gmseg-report"
+COMPARISON_PICTURES = "comparison_files"
 THUMB_SIDE = 128
 LARGE_SIDE = 384
 _PAGE_METRICS_BINARY = ("dice", "iou", "hd95", "precision", "recall")
@@ -179,34 +178,35 @@ def load_case(
 
 
 def write_pictures(
-    cases: Iterable[tuple[str, np.ndarray, np.ndarray, np.ndarray]], out_dir: Path, labels: LabelSet = BINARY
+    cases: Iterable[tuple[str, np.ndarray, np.ndarray, np.ndarray]],
+    out_dir: Path,
+    guard: OutputGuard,
+    labels: LabelSet = BINARY,
 ) -> dict[str, tuple[int, int]]:
     """Each case's thumbnail (``<hash>.s.jpg``) and large view (``<hash>.jpg``) into ``out_dir/report_files``,
-    written whole in a temporary folder and swapped in; returns each drawn case's thumbnail (width, height).
-
-    A ``report_files`` folder that this module did not write (no marker file) is refused, never replaced.
-    """
+    filled beside it and swapped in whole by ``guard`` (the file rule: a folder gmseg did not write is never
+    replaced); returns each drawn case's thumbnail (width, height)."""
     from gmseg.visualize import overlay_picture
 
-    final = out_dir / PICTURES
-    if final.exists() and not (final / MARKER).is_file():
-        raise GmsegError(f"{final} exists and was not written by gmseg; move it away to get {REPORT_HTML}")
-    temp = out_dir / f".{PICTURES}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
     sizes: dict[str, tuple[int, int]] = {}
-    try:
-        temp.mkdir(parents=True)
-        (temp / MARKER).write_text("pictures of report.html, written by gmseg\n", encoding="utf-8")
+
+    def fill(folder: Path) -> None:
         for name, image, pred, gt in cases:
             stem = picture_name(name)
             thumb = overlay_picture(image, pred, gt, labels, THUMB_SIDE)
-            (temp / f"{stem}.s.jpg").write_bytes(_jpeg(thumb))
-            (temp / f"{stem}.jpg").write_bytes(_jpeg(overlay_picture(image, pred, gt, labels, LARGE_SIDE)))
+            (folder / f"{stem}.s.jpg").write_bytes(_jpeg(thumb))
+            (folder / f"{stem}.jpg").write_bytes(_jpeg(overlay_picture(image, pred, gt, labels, LARGE_SIDE)))
             sizes[name] = (thumb.shape[1], thumb.shape[0])
-        swap_in(temp, final)
-    except BaseException:
-        remove_path(temp)
-        raise
+
+    guard.write_folder(out_dir / PICTURES, fill)
     return sizes
+
+
+def plan_report(guard: OutputGuard, out_dir: Path, images_dir: Path) -> None:
+    """Plan report.html and its pictures folder before anything is written; the images are an input."""
+    guard.read_folder(images_dir)
+    guard.plan(out_dir / REPORT_HTML)
+    guard.plan_folder(out_dir / PICTURES)
 
 
 # ------------------------------------------------------------------------------------------- scored folder
@@ -383,9 +383,17 @@ def write_report_html(
     pred_dir: str | os.PathLike,
     threshold: float | None = None,
     title: str | None = None,
+    guard: OutputGuard | None = None,
 ) -> Path:
-    """Draw every case's pictures into ``out_dir/report_files`` and write ``out_dir/report.html``."""
+    """Draw every case's pictures into ``out_dir/report_files`` and write ``out_dir/report.html``, through
+    ``guard`` (a verb's, which planned both with :func:`plan_report`), else a guard that replaces only
+    what gmseg wrote."""
     from gmseg.evaluate import csv_columns
+
+    if guard is None:
+        with OutputGuard("report", replace_own=True) as own:
+            plan_report(own, Path(out_dir), Path(images_dir))
+            return write_report_html(result, out_dir, images_dir, gt_dir, pred_dir, threshold, title, own)
 
     out, mask_dir = Path(out_dir), _mask_dir(Path(gt_dir))
     labels = result.labels
@@ -396,11 +404,11 @@ def write_report_html(
             if case is not None:
                 yield (row["name"], *case)
 
-    pictures = write_pictures(cases(), out, labels)
+    pictures = write_pictures(cases(), out, guard, labels)
     page = report_page(
         result.rows, result.summary, labels, title or f"gmseg report: {out}", pictures, csv_columns(labels)
     )
-    return atomic_write_text(out / REPORT_HTML, page)
+    return guard.write_text(out / REPORT_HTML, page)
 
 
 # ------------------------------------------------------------------------------------------- comparison
@@ -424,27 +432,22 @@ def _difference_rows(comparison: Comparison) -> str:
     )
 
 
-def _copy_pictures(comparison: Comparison, names: Sequence[str], out: Path) -> dict[tuple[int, str], str]:
+def _copy_pictures(
+    comparison: Comparison, names: Sequence[str], out: Path, guard: OutputGuard
+) -> dict[tuple[int, str], str]:
     """Each folder's large picture of each shown case (from its report_files) copied beside the page."""
-    final = out / "comparison_files"
-    if final.exists() and not (final / MARKER).is_file():
-        raise GmsegError(f"{final} exists and was not written by gmseg; move it away to get comparison.html")
-    temp = out / f".comparison_files.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
     found: dict[tuple[int, str], str] = {}
-    try:
-        temp.mkdir(parents=True)
-        (temp / MARKER).write_text("pictures of comparison.html, written by gmseg\n", encoding="utf-8")
-        for index, folder in enumerate(comparison.folders):
+
+    def fill(folder: Path) -> None:
+        for index, scored in enumerate(comparison.folders):
             for name in names:
-                source = folder.path / PICTURES / f"{picture_name(name)}.jpg"
+                source = scored.path / PICTURES / f"{picture_name(name)}.jpg"
                 if source.is_file():
                     target = f"{index}-{picture_name(name)}.jpg"
-                    (temp / target).write_bytes(source.read_bytes())
-                    found[(index, name)] = f"comparison_files/{target}"
-        swap_in(temp, final)
-    except BaseException:
-        remove_path(temp)
-        raise
+                    (folder / target).write_bytes(source.read_bytes())
+                    found[(index, name)] = f"{COMPARISON_PICTURES}/{target}"
+
+    guard.write_folder(out / COMPARISON_PICTURES, fill)
     return found
 
 
@@ -486,11 +489,13 @@ def comparison_page(comparison: Comparison, top: int, pictures: dict[tuple[int, 
     return _page(title, body)
 
 
-def write_comparison_page(comparison: Comparison, out_dir: str | os.PathLike, top: int = 24) -> Path:
-    """comparison.html (and its copied pictures) in ``out_dir``."""
+def write_comparison_page(
+    comparison: Comparison, out_dir: str | os.PathLike, guard: OutputGuard, top: int = 24
+) -> Path:
+    """comparison.html (and its copied pictures, ``comparison_files/``) in ``out_dir``, through ``guard``."""
     out = Path(out_dir)
-    pictures = _copy_pictures(comparison, comparison.most_disagreeing(top), out)
-    return atomic_write_text(out / "comparison.html", comparison_page(comparison, top, pictures))
+    pictures = _copy_pictures(comparison, comparison.most_disagreeing(top), out, guard)
+    return guard.write_text(out / "comparison.html", comparison_page(comparison, top, pictures))
 
 
 # ------------------------------------------------------------------------------------------- training run
@@ -532,7 +537,9 @@ def _finite_text(value: float) -> str:
     return "" if number is None else f"{number:.6g}"
 
 
-def write_training_page(run_dir_or_csv: str | os.PathLike, out_path: str | os.PathLike | None = None) -> Path:
+def write_training_page(
+    run_dir_or_csv: str | os.PathLike, out_path: str | os.PathLike | None = None, overwrite: bool = False
+) -> Path:
     """``curves.html`` next to the run's train_log.csv (or ``out_path``): the curves of
     :func:`gmseg.visualize.plot_training_curves` inline, and the log as a sortable table."""
     from gmseg.visualize import plot_training_curves, read_training_log, training_log_path
@@ -540,10 +547,9 @@ def write_training_page(run_dir_or_csv: str | os.PathLike, out_path: str | os.Pa
     csv_path = training_log_path(run_dir_or_csv)
     log = read_training_log(csv_path)
     out = Path(out_path) if out_path is not None else csv_path.parent / "curves.html"
-    temp_png = out.parent / f".curves.{os.getpid()}.{uuid.uuid4().hex[:8]}.png"
-    try:
-        plot_training_curves(csv_path, temp_png)
-        png = temp_png.read_bytes()
-    finally:
-        temp_png.unlink(missing_ok=True)
-    return atomic_write(out, lambda handle: handle.write(training_page(csv_path, png, log).encode("utf-8")))
+    with OutputGuard("plot", overwrite=overwrite, replace_own=True) as guard:
+        guard.read(csv_path)
+        guard.plan(out)
+        with tempfile.TemporaryDirectory() as temp:
+            png = plot_training_curves(csv_path, Path(temp) / "curves.png").read_bytes()
+        return guard.write_text(out, training_page(csv_path, png, log))

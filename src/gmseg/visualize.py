@@ -399,10 +399,15 @@ def overlay_picture(
 
 
 def paired_scatter(
-    first: Sequence[float], others: dict[str, Sequence[float]], first_label: str, metric: str, path: str | os.PathLike
+    first: Sequence[float],
+    others: dict[str, Sequence[float]],
+    first_label: str,
+    metric: str,
+    path: str | os.PathLike,
+    guard: Any = None,
 ) -> Path:
     """Each case's ``metric`` in the first folder (x) against each other folder (y), with the diagonal:
-    points above it are cases the other folder scores higher. Written atomically as a PNG."""
+    points above it are cases the other folder scores higher. Written atomically (through ``guard``)."""
     from gmseg.fileio import atomic_write
 
     fig = _new_figure(5.2, 5.0)
@@ -417,4 +422,5 @@ def paired_scatter(
     ax.set(xlabel=f"{metric}: {first_label}", ylabel=f"{metric}: other", title=f"{metric} per case")
     ax.set_aspect("equal", adjustable="box")
     ax.legend(fontsize=8)
-    return atomic_write(Path(path), lambda handle: fig.savefig(handle, format="png"))
+    write = atomic_write if guard is None else guard.write
+    return write(Path(path), lambda handle: fig.savefig(handle, format="png"))
