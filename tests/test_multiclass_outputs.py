@@ -152,8 +152,14 @@ def test_metrics_csv_columns_and_summary_keys(folders, tmp_path: Path) -> None:
     stats = {f"{m}_{c}" for m in ("dice", "iou", "hd95", "precision", "recall") for c in ("benign", "malignant")}
     assert set(summary["metrics"]) == stats | {f"any_{m}" for m in ("dice", "iou", "hd95", "precision", "recall")}
     assert set(summary["metrics"]["dice_benign"]) == {"mean", "std", "median", "min", "max", "n"}
-    assert set(summary["counts"]) == {"n_images", "classes", "any"} and summary["counts"]["n_images"] == 4
-    assert summary["settings"] == {"size": "native", "empty": "standard", "masks": "label maps of class values"}
+    assert set(summary["counts"]) == {"n_images", "classes", "any", "n_missing_predictions"}
+    assert summary["counts"]["n_images"] == 4 and summary["counts"]["n_missing_predictions"] == 0
+    assert summary["settings"] == {
+        "size": "native",
+        "empty": "standard",
+        "masks": "label maps of class values",
+        "missing": "error",
+    }
     assert summary == json.loads(json.dumps(summary))  # strict JSON: nan written as null
 
     text = format_summary(result.summary)

@@ -87,7 +87,10 @@ def test_evaluate_cli_names_missing_predictions(tmp_path, capsys):
     split.write_text(json.dumps({"train": [], "test": ["a", "b"]}))
     assert main(["evaluate", "--pred", str(pred), "--gt", str(gt), "--split", str(split)]) == 2
     assert "b.png" in capsys.readouterr().err
-    assert main(["evaluate", "--pred", str(pred), "--gt", str(gt)]) == 0
+    # Without a split, every ground-truth mask needs a prediction too (issue #41), unless --missing says.
+    assert main(["evaluate", "--pred", str(pred), "--gt", str(gt)]) == 2
+    assert "b.png" in capsys.readouterr().err
+    assert main(["evaluate", "--pred", str(pred), "--gt", str(gt), "--missing", "skip"]) == 0
     assert json.loads((pred / "summary.json").read_text())["metrics"]["dice"]["mean"] == 1.0
 
 

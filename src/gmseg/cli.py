@@ -127,6 +127,13 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument(
         "--images", help="the images: also write report.html (default: --gt's images/ folder, when there is one)"
     )
+    evaluate.add_argument(
+        "--missing",
+        default="error",
+        choices=["error", "empty", "skip"],
+        help="a ground-truth mask without a prediction: an error naming it (default), scored as an empty "
+        "mask, or left out (skip: score the names that have both); summary.json counts them",
+    )
 
     test = verbs.add_parser("test", help="predict + evaluate a dataset (also cross-domain)")
     add_evaluation_args(test)
@@ -333,6 +340,8 @@ def run(args: argparse.Namespace) -> int:
             empty=args.empty,
             threshold=args.mask_threshold,
             images=args.images,
+            overwrite=args.overwrite,
+            missing=args.missing,
         )
         print(format_summary(result.summary))
         print_warnings(result.warnings)

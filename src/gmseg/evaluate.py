@@ -32,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
+from gmseg.bounds import MAX_IMAGE_SIZE, check_mask_threshold
 from gmseg.data.dataset import DATASET_JSON, dataset_labels
 from gmseg.data.io import MaskReading, inspect_mask, odd_encodings, read_label_map
 from gmseg.data.readers import header_size
@@ -72,9 +73,9 @@ def parse_size(size: int | str) -> int | str:
             return "native"
         if text.isdigit():
             size = int(text)
-    if isinstance(size, (int, np.integer)) and not isinstance(size, bool) and int(size) > 0:
+    if isinstance(size, (int, np.integer)) and not isinstance(size, bool) and 0 < int(size) <= MAX_IMAGE_SIZE:
         return int(size)
-    raise ConfigError(f"size must be 'native' or a positive integer (e.g. 224), got {size!r}")
+    raise ConfigError(f"size must be 'native' or an integer in [1, {MAX_IMAGE_SIZE}] (e.g. 224), got {size!r}")
 
 
 def _stats(values: Iterable[float]) -> dict[str, float | int]:
@@ -235,20 +236,24 @@ def evaluate_folders(
     empty: str = "standard",
     threshold: float | None = None,
     labels: LabelSet | None = None,
+    missing: str = "error",
 ) -> EvaluationResult:
     """Score ``pred_dir/NAME.png`` against ``gt_dir/NAME.<image suffix>`` for each name.
 
     ``gt_dir`` may be a mask folder or a dataset root holding ``masks/``. ``names=None`` scores every
-    prediction found. Every missing prediction, missing ground truth, size mismatch (native mode) and
-    unreadable file is collected and raised as one :class:`DataError`, so a user fixes all in one pass.
+    ground-truth mask (a prediction without one is an error). A missing prediction is an error unless
+    ``missing`` says otherwise (nnU-Net's rule): ``"empty"`` scores it as an empty mask, ``"skip"`` scores
+    only the names that have one; either way ``summary.json`` counts them (``n_missing_predictions``).
+    Every problem is collected and raised as one :class:`DataError`, so a user fixes all in one pass.
     ``labels`` (default: :func:`dataset_labels_of` ``gt_dir``) with more than two classes scores label maps.
     """
-    from gmseg.data.io import IMAGE_SUFFIXES, find_file  # lazy: data is developed separately
+    from gmseg.data.io import IMAGE_SUFFIXES, find_file, index_folder  # lazy: data is developed separately
 
     check_empty_mode(empty)
+    if missing not in MISSING_MODES:
+        raise ConfigError(f"missing must be one of {list(MISSING_MODES)}, got {missing!r}")
     size = parse_size(size)
-    if threshold is not None and not 0.0 <= float(threshold) < 1.0:
-        raise ConfigError(f"threshold must be in [0, 1) or None (the mask rule), got {threshold!r}")
+    threshold = check_mask_threshold(threshold)
     pred_dir, gt_dir = Path(pred_dir), Path(gt_dir)
     labels = dataset_labels_of(gt_dir) if labels is None else labels
     if not labels.is_binary and threshold is not None:
@@ -266,14 +271,18 @@ def evaluate_folders(
     if folder_problems:
         raise DataError("cannot evaluate: folder missing", folder_problems)
 
-    if names is None:
-        names = _prediction_names(pred_dir)
-        if not names:
-            raise DataError("cannot evaluate: no predictions", [f"no NAME.png masks in {pred_dir}"])
-
     problems: list[str] = []
+    if names is None:
+        predicted = _prediction_names(pred_dir)
+        if not predicted:
+            raise DataError("cannot evaluate: no predictions", [f"no NAME.png masks in {pred_dir}"])
+        names = sorted(index_folder(mask_dir))
+        truths = set(names)
+        problems += [f"{n}: ground-truth mask missing in {mask_dir}" for n in predicted if n not in truths]
+
     seen: set[str] = set()
-    todo: list[tuple[str, Path, Path]] = []
+    todo: list[tuple[str, Path | None, Path]] = []
+    absent: list[str] = []  # names without a prediction, scored empty or left out (``missing``)
     suffixes = "|".join(s.lstrip(".") for s in IMAGE_SUFFIXES)
     for name in names:
         if name in seen:
@@ -282,10 +291,14 @@ def evaluate_folders(
         seen.add(name)
         pred_path = pred_dir / f"{name}.png"
         gt_path = find_file(mask_dir, name)
-        if not pred_path.is_file():
+        if not pred_path.is_file() and missing == "error":
             problems.append(f"{name}: prediction missing: {pred_path}")
         if gt_path is None:
             problems.append(f"{name}: ground-truth mask missing: {mask_dir / name}.{{{suffixes}}}")
+        if gt_path is not None and not pred_path.is_file() and missing != "error":
+            absent.append(name)
+            if missing == "empty":
+                todo.append((name, None, gt_path))
         if gt_path is None or not pred_path.is_file():
             continue
         if size == "native":
@@ -303,15 +316,24 @@ def evaluate_folders(
                 continue
         todo.append((name, pred_path, gt_path))
     if problems:
-        raise DataError(f"cannot evaluate {pred_dir} against {mask_dir}: {len(problems)} problem(s)", problems)
+        hint = " (score them as empty with --missing empty, or only the rest with --missing skip)"
+        missing_named = missing == "error" and any("prediction missing" in p for p in problems)
+        raise DataError(
+            f"cannot evaluate {pred_dir} against {mask_dir}: {len(problems)} problem(s)"
+            + (hint if missing_named else ""),
+            problems,
+        )
+    if not todo:
+        raise DataError(f"cannot evaluate {pred_dir}: no name has a prediction", [f"{len(absent)} missing"])
     if not labels.is_binary:
-        return _evaluate_label_maps(todo, pred_dir, size, empty, labels)
+        result = _evaluate_label_maps(todo, pred_dir, size, empty, labels)
+        return _note_missing(result, absent, missing)
 
     rows = []
     readings: dict[str, MaskReading] = {}
     for name, pred_path, gt_path in todo:
         try:
-            pred, _ = _load_mask(pred_path, size, threshold)
+            pred = None if pred_path is None else _load_mask(pred_path, size, threshold)[0]
         except (OSError, ValueError, DataError) as exc:
             problems.append(f"{name}: cannot read prediction {pred_path}: {exc}")
             continue
@@ -320,6 +342,7 @@ def evaluate_folders(
         except (OSError, ValueError, DataError) as exc:
             problems.append(f"{name}: cannot read ground truth {gt_path}: {exc}")
             continue
+        pred = np.zeros_like(gt, dtype=bool) if pred is None else pred
         rows.append({"name": name, **binary_metrics(pred, gt, empty)})
     if problems:
         raise DataError(f"cannot evaluate {pred_dir}: {len(problems)} unreadable file(s)", problems)
@@ -330,11 +353,26 @@ def evaluate_folders(
         if r.soft and threshold is None
     ]
     summary = summarize(rows, empty, size=size, threshold=threshold)
-    return EvaluationResult(rows=rows, summary=summary, warnings=warnings)
+    return _note_missing(EvaluationResult(rows=rows, summary=summary, warnings=warnings), absent, missing)
+
+
+#: What ``evaluate`` does with a name that has a ground-truth mask but no prediction (nnU-Net: an error).
+MISSING_MODES = ("error", "empty", "skip")
+
+
+def _note_missing(result: EvaluationResult, absent: list[str], missing: str) -> EvaluationResult:
+    """Record in the summary (and a warning) how many predictions were missing and what was done."""
+    result.summary["counts"]["n_missing_predictions"] = len(absent)
+    result.summary.setdefault("settings", {})["missing"] = missing
+    if absent:
+        done = "scored as empty masks" if missing == "empty" else "left out of every mean"
+        shown = ", ".join(absent[:10]) + (" ..." if len(absent) > 10 else "")
+        result.warnings.insert(0, f"{len(absent)} prediction(s) missing, {done} (--missing {missing}): {shown}")
+    return result
 
 
 def _evaluate_label_maps(
-    todo: Sequence[tuple[str, Path, Path]], pred_dir: Path, size: int | str, empty: str, labels: LabelSet
+    todo: Sequence[tuple[str, Path | None, Path]], pred_dir: Path, size: int | str, empty: str, labels: LabelSet
 ) -> EvaluationResult:
     """Score label-map pairs per class; every unreadable file or undeclared value is collected, then raised."""
     rows, problems = [], []
@@ -342,10 +380,14 @@ def _evaluate_label_maps(
     for name, pred_path, gt_path in todo:
         maps = []
         for what, path in (("prediction", pred_path), ("ground truth", gt_path)):
+            if path is None:  # a missing prediction scored as empty: filled in below, at the truth's shape
+                continue
             try:
                 maps.append(_load_values(path, size, labels))
             except (OSError, ValueError, GmsegError) as exc:
                 problems.append(f"{name}: cannot read {what} {path}: {exc}")
+        if pred_path is None and len(maps) == 1:
+            maps.insert(0, np.zeros_like(maps[0]))
         if len(maps) == 2:
             present.update(int(v) for v in np.unique(maps[1]))
             rows.append({"name": name, **class_metrics(maps[0], maps[1], labels, empty)})
@@ -463,8 +505,10 @@ def run_evaluate(
     images: str | os.PathLike | None = None,
     overwrite: bool = False,
     guard: Any = None,
+    missing: str = "error",
 ) -> EvaluationResult:
     """What ``gmseg evaluate`` runs: names from the split file's ``stage`` (if given), score, write.
+    ``missing``: what a name without a prediction gets (:data:`MISSING_MODES`; :func:`evaluate_folders`).
 
     Reports go to ``out_dir`` (default: ``pred_dir``, next to the predictions they describe). ``labels``
     defaults to the ground-truth root's dataset.json (:func:`dataset_labels_of`). When the images are known
@@ -493,7 +537,7 @@ def run_evaluate(
         if images is not None:
             plan_report(guard, out, Path(images))
         result = evaluate_folders(
-            pred_dir, gt_dir, names=names, size=size, empty=empty, threshold=threshold, labels=labels
+            pred_dir, gt_dir, names=names, size=size, empty=empty, threshold=threshold, labels=labels, missing=missing
         )
         write_results(result, out, guard)
         if images is not None:
