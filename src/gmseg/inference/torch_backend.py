@@ -34,7 +34,7 @@ def stages(model: Any) -> tuple[Callable[[torch.Tensor], torch.Tensor], Callable
 
 
 def build(model: Any, device: torch.device, options: PredictorOptions) -> Callable[[torch.Tensor], torch.Tensor]:
-    if not isinstance(model, torch.nn.Module):
+    if not isinstance(model, torch.nn.Module) or getattr(model, "default_backend", "torch") != "torch":
         raise GmsegError(
             f"backend torch runs torch models; this is a {type(model).__name__} (an exported folder runs on "
             f"backend {getattr(model, 'default_backend', 'onnxruntime')})"

@@ -1,0 +1,125 @@
+"""The predictor contract and its backend registry: torch keeps today's numbers, each backend refuses what it
+cannot do by name, and a new backend is one module plus one registry line."""
+
+from __future__ import annotations
+
+import sys
+import types
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from gmseg.errors import GmsegError
+from gmseg.first_stage import load_first_stage
+from gmseg.inference import BACKENDS, InferenceSpec, Predictor, make_predictor
+from gmseg.labels import LabelSet
+from gmseg.models import GMS, GMSConfig, UNet, load_model
+from gmseg.models.unet import unet_arguments
+from gmseg.predict import predict_files
+from gmseg.synthetic import make_synthetic_dataset
+
+SIZE = 32
+
+
+@pytest.fixture(scope="module")
+def gms(tiny_vae_dir) -> GMS:
+    torch.manual_seed(1)
+    return GMS(GMSConfig(image_size=SIZE, threshold=0.4), first_stage_module=load_first_stage(tiny_vae_dir)).eval()
+
+
+def images(count: int = 3) -> torch.Tensor:
+    return torch.rand(count, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(3)) * 2 - 1
+
+
+def test_torch_backend_gives_the_model_s_own_numbers_bit_for_bit(gms):
+    predictor = make_predictor(gms, "cpu")
+    assert isinstance(predictor, Predictor) and predictor.backend == "torch"
+    expected = torch.cat([gms.predict_proba(image) for image in images().split(1)])  # the release's batch-1 loop
+    assert torch.equal(predictor(images()), expected)
+
+
+def test_the_spec_is_what_inference_needs_of_the_model(gms):
+    spec = make_predictor(gms, "cpu").spec
+    assert spec == InferenceSpec(image_size=SIZE, intensity="none", labels=gms.labels, threshold=0.4)
+    assert spec.channels == 1
+    three = LabelSet.from_labels({"background": 0, "benign": 1, "malignant": 2})
+    unet = UNet(unet_arguments([8, 16], SIZE, labels=three))
+    assert make_predictor(unet, "cpu").spec.channels == 3
+
+
+def test_the_compiled_part_of_gms_is_behind_the_contract(gms):
+    """``inference_stages`` (what --compile takes) composes to ``predict_proba``, for GMS and the default."""
+    prepare, head = gms.inference_stages()
+    assert prepare(images(1)).shape[1] == 4, "GMS compiles after the frozen encoder: prepare gives latents"
+    assert torch.equal(head(prepare(images(1))), gms.predict_proba(images(1)))
+    unet = UNet(unet_arguments([8, 16], SIZE)).eval()
+    prepare, head = unet.inference_stages()
+    assert torch.equal(head(prepare(images(1))), unet.predict_proba(images(1)))
+
+
+def test_unknown_backend_and_misplaced_options_are_refused_by_name(gms):
+    with pytest.raises(GmsegError, match="unknown backend 'tensorrt'.*onnxruntime"):
+        make_predictor(gms, "cpu", backend="tensorrt")
+    with pytest.raises(GmsegError, match="gmseg export"):
+        make_predictor(gms, "cpu", backend="onnxruntime")
+    with pytest.raises(GmsegError, match="gmseg export"):
+        make_predictor(gms, "cpu", backend="openvino")
+    with pytest.raises(GmsegError, match="precision"):
+        make_predictor(gms, "cpu", precision="fp16")
+
+
+def test_a_runtime_backend_refuses_torch_only_options_by_name(gms, tmp_path):
+    pytest.importorskip("onnxruntime", reason="the deploy extra (pip install 'gmseg[deploy]') is not installed")
+    from gmseg.export import export_model
+
+    model = load_model(export_model(gms, tmp_path / "onnx", "onnx").folder)
+    with pytest.raises(GmsegError, match="onnxruntime has no --precision bf16"):
+        make_predictor(model, "cpu", backend="onnxruntime", precision="bf16")
+    with pytest.raises(GmsegError, match="--channels-last is an option of the torch backend"):
+        make_predictor(model, "cpu", backend="onnxruntime", channels_last=True)
+    with pytest.raises(GmsegError, match="--compile is an option of the torch backend"):
+        make_predictor(model, "cpu", backend="openvino", compile=True)
+    with pytest.raises(GmsegError, match="backend torch runs torch models"):
+        make_predictor(model, "cpu", backend="torch")
+
+
+def test_a_new_backend_is_one_module_and_one_registry_line(gms, tmp_path, monkeypatch):
+    """A backend that halves the torch probabilities, registered by one line, runs through predict_files."""
+    module = types.ModuleType("halving_backend")
+    calls = []
+
+    def build(model, device, options):
+        calls.append((type(model).__name__, device.type, options.precision))
+        return lambda batch: model.predict_proba(batch.to(device)) * 0.5
+
+    module.build = build
+    monkeypatch.setitem(sys.modules, "halving_backend", module)
+    monkeypatch.setitem(BACKENDS, "halving", "halving_backend")  # the one registry line
+    data = make_synthetic_dataset(tmp_path / "data", n_train=1, n_test=1, size=SIZE, seed=1)
+    for name in ("torch", "halving"):
+        report = predict_files(
+            gms, data / "images", tmp_path / name, backend=name, save_prob=True, device="cpu", progress=False
+        )
+        assert report.ok and len(report.written) == 2
+    assert calls == [("GMS", "cpu", "fp32")]
+    for prob in sorted((tmp_path / "torch").glob("*.prob.npy")):
+        np.testing.assert_allclose(np.load(tmp_path / "halving" / prob.name), np.load(prob) * 0.5, atol=1e-6)
+
+
+def test_predict_py_keeps_its_names_for_callers():
+    import gmseg.inference
+    import gmseg.predict
+
+    for name in ("make_predictor", "mirror_averaged", "pick_device", "PRECISIONS", "MIRROR_AXES"):
+        assert getattr(gmseg.predict, name) is getattr(gmseg.inference, name), name
+
+
+def test_backend_modules_load_only_when_chosen():
+    """Importing gmseg.inference imports no optional runtime: a missing extra costs nothing until asked for."""
+    import subprocess
+
+    code = "import sys, gmseg.predict, gmseg.inference; print(sorted({'onnxruntime', 'openvino'} & set(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=Path.cwd())
+    assert out.stdout.strip() == "[]"
