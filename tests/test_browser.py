@@ -14,11 +14,11 @@ import shutil
 from pathlib import Path
 
 import pytest
-from test_report_html import MARKUP_NAME, make_binary_dataset, make_class_dataset
 
 from gmseg.cli import main
 from gmseg.compare import compare_folders
 from gmseg.evaluate import run_evaluate
+from test_report_html import MARKUP_NAME, make_binary_dataset, make_class_dataset
 
 WAIT_S = 15
 
