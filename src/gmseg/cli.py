@@ -38,7 +38,16 @@ def build_parser() -> argparse.ArgumentParser:
     prepare.add_argument("--raw", help="the dataset's download, unpacked")
     prepare.add_argument("--images", help="with 'folders': the image folder")
     prepare.add_argument("--masks", help="with 'folders': the mask folder")
-    prepare.add_argument("--mask-suffix", default="", help="with 'folders': mask stem = image stem + SUFFIX")
+    prepare.add_argument(
+        "--mask-suffix", default="", help="with 'folders': mask stem = MASK_PREFIX + KEY + SUFFIX (e.g. _mask)"
+    )
+    prepare.add_argument("--mask-prefix", default="", help="with 'folders': mask stem = PREFIX + KEY + MASK_SUFFIX")
+    prepare.add_argument(
+        "--image-prefix",
+        default="",
+        help="with 'folders': image stem = PREFIX + KEY; images and masks pair by KEY (e.g. bus_0001-l.png with "
+        "mask_0001-l.png: --image-prefix bus_ --mask-prefix mask_)",
+    )
     prepare.add_argument(
         "--out", required=True, help="dataset folder to write (images/, masks/, split.json, dataset.json)"
     )
@@ -264,6 +273,8 @@ def run(args: argparse.Namespace) -> int:
                 args.masks,
                 args.out,
                 mask_suffix=args.mask_suffix,
+                mask_prefix=args.mask_prefix,
+                image_prefix=args.image_prefix,
                 split=args.split,
                 test_fraction=args.test_fraction,
                 seed=args.seed,

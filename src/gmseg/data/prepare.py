@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from gmseg.bounds import check_mask_threshold
 from gmseg.data.io import (
     SOFT_LEVELS,
     MaskReading,
@@ -430,6 +431,12 @@ def check_output_folder(out: Path, inputs: Iterable[Path], overwrite: bool) -> N
     would delete it); ``out`` inside a raw download is fine, the walk skips it.
     """
     target = out.resolve()
+    here = Path.cwd().resolve()
+    if target == here or target in here.parents:
+        raise ConfigError(
+            f"--out {out} is {'the current folder' if target == here else 'a folder above the current one'} "
+            f"({target}): preparing replaces --out whole; choose a new folder, e.g. --out {out}/prepared"
+        )
     for folder in inputs:
         if _under(folder, target):
             raise ConfigError(
@@ -512,6 +519,8 @@ def _convert(
     shutil.rmtree(staging, ignore_errors=True)
     notes: list[str] = []
     readings: dict[str, MaskReading] = {}
+    empty: list[str] = []  # names whose mask came out empty
+    emptied: list[str] = []  # ... although the mask rule finds foreground: the threshold emptied them
     try:
         for pair in tqdm(pairs, desc=f"prepare {dataset}", unit="pair", leave=False):
             try:
@@ -521,6 +530,10 @@ def _convert(
                     reading = inspect_mask(path, mask_threshold)
                     readings[str(path)] = reading
                     mask |= reading.mask
+                if not mask.any():
+                    empty.append(pair.name)
+                    if mask_threshold is not None and any(inspect_mask(p).mask.any() for p in pair.masks):
+                        emptied.append(pair.name)
             except DataError as exc:
                 problems += exc.problems
                 continue
@@ -535,6 +548,7 @@ def _convert(
                 duplicate_masks[pair.name] = mask
         if problems:
             raise DataError(f"{dataset}: {len(problems)} file(s) could not be decoded; nothing was written", problems)
+        _check_emptied(emptied, len(pairs), mask_threshold)
         names = sorted(p.name for p in pairs)
         if loaded_split is None:
             final = random_split(names, test_fraction=test_fraction, seed=seed)
@@ -550,7 +564,7 @@ def _convert(
         shutil.rmtree(staging, ignore_errors=True)
         raise
     duplicates = _describe_duplicates(duplicate_groups, duplicate_masks, final)
-    notes = _summarise_depth_notes(notes) + _mask_notes(readings)
+    notes = _summarise_depth_notes(notes) + _mask_notes(readings) + _empty_notes(empty, len(pairs))
     return PrepareReport(
         dataset,
         out,
@@ -562,6 +576,25 @@ def _convert(
         labels.to_labels(),
         class_counts,
     )
+
+
+def _check_emptied(emptied: list[str], n_pairs: int, threshold: float | None) -> None:
+    """Refuse a threshold that empties most masks the mask rule finds foreground in (e.g. 0/1 masks read
+    at 0.5 of full scale): the dataset would train a model to predict nothing."""
+    if len(emptied) * 2 > n_pairs:
+        raise DataError(
+            f"--mask-threshold {threshold} empties {len(emptied)} of {n_pairs} masks that hold foreground by "
+            "the mask rule (any non-zero pixel): are they 0/1 masks? Leave --mask-threshold out; nothing was written",
+            [f"{name}: empty at threshold {threshold}" for name in emptied[:10]],
+        )
+
+
+def _empty_notes(empty: list[str], n_pairs: int) -> list[str]:
+    """A dataset whose masks are mostly empty is said so, loudly: it is rarely what a user meant."""
+    if len(empty) * 2 <= n_pairs:
+        return []
+    shown = ", ".join(empty[:5]) + (" ..." if len(empty) > 5 else "")
+    return [f"WARNING: {len(empty)} of {n_pairs} masks are empty (no foreground pixel): {shown}; check the masks"]
 
 
 def _count_classes(counts: dict[str, int], values: np.ndarray, labels: LabelSet) -> None:
@@ -653,6 +686,7 @@ def prepare_dataset(
     key = str(name).lower()
     if key not in DATASETS:
         raise ConfigError(f"unknown dataset {name!r}; valid names: {sorted(DATASETS)}")
+    mask_threshold = check_mask_threshold(mask_threshold)
     labeller = _labeller(key, labels)
     raw_dir = _existing_dir(raw, "raw dataset")
     out_dir = Path(out)
@@ -690,36 +724,81 @@ def prepare_folders(
     seed: int = 0,
     mask_threshold: float | None = None,
     overwrite: bool = False,
+    mask_prefix: str = "",
+    image_prefix: str = "",
+    image_suffix: str = "",
 ) -> PrepareReport:
-    """Convert a user's own image and mask folders, paired by stem (mask stem = image stem + mask_suffix).
+    """Convert a user's own image and mask folders, paired by a case key: the stem without its prefix and
+    suffix on each side (image stem = image_prefix + KEY + image_suffix, mask stem = mask_prefix + KEY +
+    mask_suffix). Output files keep the image's stem.
 
-    Any supported format on either side (e.g. IMD002.jpg with IMD002_lesion.bmp). Images and masks may
-    share one folder when ``mask_suffix`` tells them apart.
+    Any supported format on either side (e.g. IMD002.jpg with IMD002_lesion.bmp: ``mask_suffix="_lesion"``;
+    bus_0001-l.png with mask_0001-l.png: ``image_prefix="bus_", mask_prefix="mask_"``). Images and masks
+    may share one folder when the affixes tell them apart. How many pairs matched is said (on stderr)
+    before anything is written.
     """
+    mask_threshold = check_mask_threshold(mask_threshold)
     image_dir = _existing_dir(images, "images")
     mask_dir = _existing_dir(masks, "masks")
     check_output_folder(Path(out), [image_dir, mask_dir], overwrite)
     same = image_dir.resolve() == mask_dir.resolve()
-    if same and not mask_suffix:
-        raise ConfigError("images and masks are in the same folder: set mask_suffix (e.g. '_mask') to tell them apart")
+    image_affix, mask_affix = (image_prefix, image_suffix), (mask_prefix, mask_suffix)
+    if same and image_affix == mask_affix:
+        raise ConfigError(
+            "images and masks are in the same folder: set mask_suffix or mask_prefix (e.g. '_mask') to tell them apart"
+        )
     unmatched: list[str] = []
 
-    def mask_key(p: Path) -> str | None:
+    def key(p: Path, affix: tuple[str, str], other: tuple[str, str], what: str) -> str | None:
         stem = _stem(p)
-        if not mask_suffix:
-            return stem
-        if stem.endswith(mask_suffix) and len(stem) > len(mask_suffix):
-            return stem[: -len(mask_suffix)]
-        if not same:
-            unmatched.append(f"{p} (mask file name lacks suffix {mask_suffix!r})")
-        return None
-
-    def image_key(p: Path) -> str | None:
-        return None if same and _stem(p).endswith(mask_suffix) else _stem(p)
+        found, theirs = _strip(stem, affix), _strip(stem, other)
+        if same and theirs is not None and (found is None or len("".join(other)) > len("".join(affix))):
+            return None  # the other kind's file, in the shared folder (the more specific affix decides)
+        if found is None and not same:
+            unmatched.append(f"{p} ({what} file name lacks prefix {affix[0]!r} / suffix {affix[1]!r})")
+        return found
 
     image_files = [p for p in sorted(image_dir.iterdir()) if p.is_file() and is_image_file(p)]
     mask_files = [p for p in sorted(mask_dir.iterdir()) if p.is_file() and is_image_file(p)]
-    image_index = _index(image_files, image_key, unmatched)
-    mask_index = _index(mask_files, mask_key, unmatched)
+    image_index = _index(image_files, lambda p: key(p, image_affix, mask_affix, "image"), unmatched)
+    mask_index = _index(mask_files, lambda p: key(p, mask_affix, image_affix, "mask"), unmatched)
     pairs = _pair(image_index, mask_index, unmatched)
+    for pair in pairs:  # the output keeps the image's own name
+        pair.name = _stem(pair.image)
+    _say_matched(pairs, image_index, mask_index, image_affix, mask_affix)
     return _convert("folders", pairs, unmatched, Path(out), split, test_fraction, seed, image_dir, mask_threshold)
+
+
+def _strip(stem: str, affix: tuple[str, str]) -> str | None:
+    """The key of ``stem`` = prefix + KEY + suffix, or None when the stem does not have that form."""
+    prefix, suffix = affix
+    if not (stem.startswith(prefix) and stem.endswith(suffix) and len(stem) > len(prefix) + len(suffix)):
+        return None
+    return stem[len(prefix) : len(stem) - len(suffix)]
+
+
+def _say_matched(
+    pairs: list[_Pair],
+    images: dict[str, Path],
+    masks: dict[str, Path],
+    image_affix: tuple[str, str],
+    mask_affix: tuple[str, str],
+) -> None:
+    """How many pairs matched, before anything is converted; no pair at all is an error with the rule used."""
+    import sys
+
+    rule = f"image = {image_affix[0]!r} + KEY + {image_affix[1]!r}, mask = {mask_affix[0]!r} + KEY + {mask_affix[1]!r}"
+    if not pairs and images and masks:
+        example_image, example_mask = next(iter(images.values())), next(iter(masks.values()))
+        raise DataError(
+            f"no image/mask pair matched by the rule {rule}; nothing was written",
+            [
+                f"e.g. image {example_image.name} and mask {example_mask.name}: set --image-prefix/--mask-prefix "
+                "and --mask-suffix so that both leave the same KEY"
+            ],
+        )
+    print(
+        f"prepare folders: {len(pairs)} image/mask pair(s) matched ({rule}); {len(images) - len(pairs)} image(s) "
+        f"and {len(masks) - len(pairs)} mask(s) without a partner",
+        file=sys.stderr,
+    )
