@@ -56,7 +56,7 @@ tr.case{cursor:zoom-in}tr.case:hover{background:#f6f9ff}
 img.thumb{display:block;background:#eee}
 .muted{color:#777}.swatch{display:inline-block;width:.9em;height:.9em;border:1px solid #333;margin:0 .3em 0 .8em;
 vertical-align:-.1em}
-dialog{max-width:95vw;max-height:95vh}dialog img{max-width:90vw;max-height:80vh;display:block}
+dialog{max-width:95vw;max-height:95vh}dialog img{width:min(90vw,640px);height:auto;max-height:80vh;object-fit:contain;display:block}
 .pair{display:flex;flex-wrap:wrap;gap:1em;margin:.4em 0 1.2em}.pair figure{margin:0}
 .controls{margin:.6em 0}.controls input,.controls select{margin-right:1em}
 """
