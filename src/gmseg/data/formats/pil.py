@@ -39,6 +39,8 @@ _UPRIGHT = {  # EXIF orientation -> the transpose that shows the image as a came
 def _orientation(img: Image.Image) -> int:
     """The EXIF orientation (1 = as stored), read from the header only: a PNG's EXIF counts when it comes
     before the pixel data, so that header checks (sizes) and decoding agree without decoding."""
+    if img.format == "TIFF":  # Pillow's TIFF decoder applies the orientation tag itself on load
+        return 1
     try:
         if img.format == "PNG":  # Pillow's getexif() would decode a PNG to look past its pixel data
             exif = Image.Exif()
