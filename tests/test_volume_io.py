@@ -248,3 +248,9 @@ def test_a_failed_write_leaves_nothing(tmp_path: Path, monkeypatch) -> None:
         write_volume(target, np.ones((2, 3, 4), np.uint8), PLANAR)
     assert target.read_bytes() == before  # the old file untouched
     assert [p.name for p in target.parent.iterdir()] == ["seg.nii.gz"]  # no temporary left
+
+
+def test_an_outputs_ending_follows_its_input() -> None:
+    assert readers.output_suffix("in/case.NRRD") == ".NRRD" and readers.output_suffix("a.nii.gz") == ".nii.gz"
+    assert readers.output_suffix("photo.jpg") == readers.OUTPUT_2D_SUFFIX == readers.output_suffix("x.tif")
+    assert readers.find_format("m" + readers.OUTPUT_2D_SUFFIX).lossy is False

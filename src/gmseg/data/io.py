@@ -298,7 +298,7 @@ def write_mask_png(path: str | os.PathLike[str], mask01: np.ndarray) -> None:
     arr = _plane(mask01)
     if arr.dtype != np.bool_ and arr.size and not np.isin(arr, (0, 1)).all():
         raise ValueError("mask values must be 0/1 (threshold probabilities before writing)")
-    readers.write_array(path, (arr > 0).astype(np.uint8) * 255, suffix=".png")
+    readers.write_array(path, (arr > 0).astype(np.uint8) * 255, suffix=readers.OUTPUT_2D_SUFFIX)
 
 
 def write_image_png(path: str | os.PathLike[str], rgb: np.ndarray) -> None:
@@ -306,4 +306,4 @@ def write_image_png(path: str | os.PathLike[str], rgb: np.ndarray) -> None:
     arr = np.asarray(rgb)
     if arr.ndim != 3 or arr.shape[2] != 3 or arr.dtype != np.uint8:
         raise ValueError(f"image must be (H, W, 3) uint8, got shape {arr.shape} dtype {arr.dtype}")
-    readers.write_array(path, arr, suffix=".png")
+    readers.write_array(path, arr, suffix=readers.OUTPUT_2D_SUFFIX)

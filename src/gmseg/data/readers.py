@@ -33,7 +33,7 @@ from gmseg.data.formats.base import (
     bit_depth,
     to_uint8,
 )
-from gmseg.data.formats.pil import pil_format
+from gmseg.data.formats.pil import PNG_SUFFIX, pil_format
 from gmseg.data.formats.sitk import sitk_format
 from gmseg.errors import DataError
 from gmseg.fileio import atomic_write
@@ -42,6 +42,7 @@ __all__ = [
     "FIX_HINT",
     "FORMATS",
     "IDENTITY",
+    "OUTPUT_2D_SUFFIX",
     "PLANAR",
     "REGISTRY",
     "SUFFIXES",
@@ -56,6 +57,7 @@ __all__ = [
     "format_for",
     "header_size",
     "is_volume_file",
+    "output_suffix",
     "read_image",
     "read_mask_data",
     "read_size",
@@ -70,7 +72,7 @@ __all__ = [
 # ------------------------------------------------------------------------------------------- registry
 
 REGISTRY: tuple[FileFormat, ...] = (
-    pil_format("PNG", (".png",)),
+    pil_format("PNG", (PNG_SUFFIX,)),
     pil_format("JPEG", (".jpg", ".jpeg"), lossy=True),
     pil_format("BMP", (".bmp",)),
     pil_format("TIFF", (".tif", ".tiff")),
@@ -91,6 +93,9 @@ SUFFIXES: tuple[str, ...] = tuple(s for f in FORMATS for s in f.suffixes)
 
 VOLUME_SUFFIXES: tuple[str, ...] = tuple(s for f in VOLUME_FORMATS for s in f.suffixes)
 """Every volume file ending (NIfTI, NRRD, MetaImage)."""
+
+OUTPUT_2D_SUFFIX: str = PNG_SUFFIX
+"""The ending of the 2D files gmseg writes (masks, label maps, prepared images): lossless, exact values."""
 
 _BY_SUFFIX: dict[str, FileFormat] = {s: f for f in FORMATS for s in f.suffixes}
 _ANY_BY_SUFFIX: dict[str, FileFormat] = {s: f for f in REGISTRY for s in f.suffixes}
@@ -211,6 +216,13 @@ def is_volume_file(path: str | os.PathLike[str]) -> bool:
     """True for a visible file name with a volume ending (.nii.gz, .nii, .nrrd, .mha, .mhd), by name only."""
     name = Path(path).name
     return not name.startswith(".") and split_name(name)[1].lower() in VOLUME_SUFFIXES
+
+
+def output_suffix(path: str | os.PathLike[str]) -> str:
+    """The ending of an output made from the input ``path``: a volume's own ending (a prediction for
+    ``case.nrrd`` is ``case.nrrd``), :data:`OUTPUT_2D_SUFFIX` for 2D inputs (a JPEG's mask must be lossless)."""
+    ending = split_name(path)[1]
+    return ending if ending.lower() in VOLUME_SUFFIXES else OUTPUT_2D_SUFFIX
 
 
 def _any_format(path: Path, suffix: str | None = None) -> FileFormat:

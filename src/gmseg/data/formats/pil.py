@@ -20,7 +20,10 @@ from gmseg.data.formats.base import FIX_HINT, PLANAR, FileFormat, Geometry, Mask
 from gmseg.errors import DataError
 from gmseg.fileio import atomic_write
 
-__all__ = ["pil_format"]
+__all__ = ["PNG_SUFFIX", "pil_format"]
+
+PNG_SUFFIX = ".png"
+"""PNG's ending: the lossless 2D format gmseg writes its masks, label maps and prepared images in."""
 
 _PIL_ERRORS = (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError)
 _ORIENTATION = 0x0112  # the EXIF tag that says how a camera held the picture
