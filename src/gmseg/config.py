@@ -34,6 +34,10 @@ class DataConfig:
     intensity: str = "none"  # one of INTENSITIES; a model trained with it applies it to every input
     mask_threshold: float | None = None
     num_workers: int = 0
+    # Volumes (an MSD / nnU-Net folder as data.root): the array axis to slice along (0, 1, 2 of z, y, x;
+    # null: the axis of largest spacing, nnU-Net's 2d rule) and the share of training slices without foreground.
+    slice_axis: int | None = None
+    empty_slice_fraction: float = 0.25
 
 
 @dataclass
@@ -203,6 +207,11 @@ def check_ranges(config: Config) -> None:
     d, t, loss = config.data, config.train, config.loss
     need(d.protocol in ("standard", "paper"), f"data.protocol must be 'standard' or 'paper', got {d.protocol!r}")
     need(0.0 <= d.val_fraction < 1.0, f"data.val_fraction must be in [0, 1), got {d.val_fraction}")
+    need(d.slice_axis in (None, 0, 1, 2), f"data.slice_axis must be 0, 1, 2 or null (the rule), got {d.slice_axis}")
+    need(
+        0.0 <= d.empty_slice_fraction <= 1.0,
+        f"data.empty_slice_fraction must be in [0, 1], got {d.empty_slice_fraction}",
+    )
     need(
         32 <= d.image_size <= MAX_IMAGE_SIZE and d.image_size % 8 == 0,
         f"data.image_size must be a multiple of 8 in [32, {MAX_IMAGE_SIZE}], got {d.image_size}",

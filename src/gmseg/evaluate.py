@@ -58,6 +58,7 @@ class EvaluationResult:
     summary: dict = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     labels: LabelSet = BINARY  # the classes scored; decides the columns of metrics.csv
+    columns: tuple[str, ...] | None = None  # metrics.csv's columns when not csv_columns(labels) (volumes)
 
 
 def csv_columns(labels: LabelSet = BINARY) -> tuple[str, ...]:
@@ -255,6 +256,12 @@ def evaluate_folders(
     size = parse_size(size)
     threshold = check_mask_threshold(threshold)
     pred_dir, gt_dir = Path(pred_dir), Path(gt_dir)
+    from gmseg.volume_evaluate import evaluate_volume_folders, has_volumes
+
+    if has_volumes(pred_dir):  # label volumes: one row per case, scored in 3D with HD95 in mm
+        if size != "native" or threshold is not None:
+            raise ConfigError("label volumes are scored on their own voxels: drop size and the mask threshold")
+        return evaluate_volume_folders(pred_dir, gt_dir, names=names, empty=empty, labels=labels)
     labels = dataset_labels_of(gt_dir) if labels is None else labels
     if not labels.is_binary and threshold is not None:
         raise ConfigError(
@@ -422,7 +429,7 @@ def write_results(result: EvaluationResult, out_dir: str | os.PathLike, guard: A
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     write_text = atomic_write_text if guard is None else guard.write_text
-    columns = csv_columns(result.labels)
+    columns = result.columns or csv_columns(result.labels)
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(columns)
@@ -472,7 +479,7 @@ def format_summary(summary: dict) -> str:
 
     A summary of more than two classes gets :func:`format_class_summary`'s per-class table instead.
     """
-    if len(summary.get("labels", ())) > 2:
+    if len(summary.get("labels", ())) > 2 or "classes" in summary.get("counts", {}):
         return format_class_summary(summary)
     lines = [f"{'metric':<10}{'mean':>10}{'std':>10}{'median':>10}"]
     for key, st in summary["metrics"].items():

@@ -76,6 +76,16 @@ def run_test(
     data_dir, out_dir = Path(data_dir), Path(out_dir)
     if isinstance(model, (str, os.PathLike)):
         model = load_model(model)
+    from .data.layouts import open_layout
+    from .data.volume_dataset import is_volume_layout
+
+    if is_volume_layout(data_dir) and open_layout(data_dir).is_3d:  # MSD / nnU-Net volumes: scored in 3D
+        from .volume_testing import run_volume_test
+
+        return run_volume_test(
+            model, data_dir, out_dir, split=split, stage=stage, empty=empty, batch_size=batch_size, device=device,
+            progress=progress, tta=tta, overwrite=overwrite,
+        )  # fmt: skip
     names = stage_names(data_dir, split, stage)
     images_dir = data_dir / "images"
     if names is None:

@@ -47,11 +47,15 @@ def prob_paths(output: Path, name: str, ending: str, labels: LabelSet) -> dict[i
     return {index: output / f"{name}.prob.{cls}{ending}" for index, cls in enumerate(labels.names)}
 
 
-def volume_output_paths(output: Path, path: Path, labels: LabelSet, save_prob: bool) -> list[Path]:
-    """Every file predicting ``path`` writes into ``output``: the label volume (and the probabilities)."""
+def volume_output_paths(
+    output: Path, path: Path, labels: LabelSet, save_prob: bool, name: str | None = None
+) -> list[Path]:
+    """Every file predicting ``path`` writes into ``output`` (as ``name``, default its own): the label volume
+    (and the probabilities)."""
     from .data.readers import split_name
 
-    name, ending = split_name(path)
+    stem, ending = split_name(path)
+    name = stem if name is None else name
     paths = [output / f"{name}{ending}"]
     return paths + (list(prob_paths(output, name, ending, labels).values()) if save_prob else [])
 
@@ -122,7 +126,13 @@ def predict_volume(
 
 
 def _plan(
-    guard: Any, files: Sequence[Path], output: Path, labels: LabelSet, save_prob: bool, protected: Sequence[Path]
+    guard: Any,
+    files: Sequence[Path],
+    names: Sequence[str],
+    output: Path,
+    labels: LabelSet,
+    save_prob: bool,
+    protected: Sequence[Path],
 ) -> None:
     """Plan every output with the file rule's ``guard`` before anything is written: inputs that are not all
     volumes, an output folder that holds an input or is ``protected`` (the ground truth), two inputs of one
@@ -145,8 +155,8 @@ def _plan(
         )
     guard.read(*files)
     guard.read_folder(*protected)
-    for path in files:
-        guard.plan(*volume_output_paths(output, path, labels, save_prob), owner=f"the prediction of {path}")
+    for path, name in zip(files, names):
+        guard.plan(*volume_output_paths(output, path, labels, save_prob, name), owner=f"the prediction of {path}")
 
 
 def predict_volumes(
@@ -163,8 +173,10 @@ def predict_volumes(
     device: str = "auto",
     overwrite: bool = False,
     progress: bool = True,
+    names: Sequence[str] | None = None,
 ) -> Any:
-    """Predict every volume in ``files`` and write its label volume (and probabilities) into ``output_dir``.
+    """Predict every volume in ``files`` and write its label volume (and probabilities) into ``output_dir``,
+    named like its input (or ``names``: e.g. nnU-Net case names without ``_0000``).
 
     ``predict`` (images in [-1, 1] -> probabilities) or ``options`` (those of
     :func:`gmseg.inference.make_predictor`: backend, precision, ...) choose the inference; default: the
@@ -176,13 +188,18 @@ def predict_volumes(
     """
     from tqdm.auto import tqdm
 
-    from .data.readers import read_volume, split_name, write_volume
+    from .data.readers import read_volume, write_volume
     from .outputs import OutputGuard
     from .predict import PredictionReport
 
     if overlay:
         raise GmsegError("--overlay draws 2D images; for volumes, `gmseg test` draws each case's fullest slices.")
+    from .data.readers import split_name
+
     paths = [Path(f) for f in files]
+    names = [split_name(p)[0] for p in paths] if names is None else list(names)
+    if len(names) != len(paths):
+        raise GmsegError(f"{len(names)} output names given for {len(paths)} input volumes")
     output = Path(output_dir)
     labels = getattr(model, "labels", BINARY)
     threshold = model.threshold if labels.is_binary else None
@@ -190,12 +207,12 @@ def predict_volumes(
     report = PredictionReport()
     with OutputGuard("predict", overwrite=overwrite) as guard:
         guard.claim(output)
-        _plan(guard, paths, output, labels, save_prob, [Path(p) for p in protected])
+        _plan(guard, paths, names, output, labels, save_prob, [Path(p) for p in protected])
         if predict is None:  # before any file is written: a missing runtime writes nothing
             predict = _default_predictor(model, device, options or {})
         started = time.perf_counter()
-        for path in tqdm(paths, desc="predict", unit="volume", disable=not progress):
-            name, ending = split_name(path)
+        for path, name in tqdm(list(zip(paths, names)), desc="predict", unit="volume", disable=not progress):
+            ending = split_name(path)[1]
             try:
                 volume = read_volume(path)
                 values, probabilities = predict_volume(

@@ -194,12 +194,12 @@ class SegmentationDataset(Dataset):
         if in_worker or getattr(self.transform, "seed", None) is None:
             set_seed(torch.initial_seed() % 2**32)
 
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        name = self.names[index]
-        image_path = self._images[index]
+    def _pair(self, index: int) -> tuple[np.ndarray, np.ndarray | None]:
+        """Item ``index``'s (H, W, 3) image in 0..255 and its mask (None without masks), as stored; a subclass
+        (``gmseg.data.volume_dataset``: slices of volumes) overrides it and keeps everything else."""
+        name, image_path = self.names[index], self._images[index]
         image = read_image(image_path)
         h, w = image.shape[:2]
-        item: dict[str, Any] = {"name": name, "original_size": torch.tensor([h, w], dtype=torch.long)}
         mask = None
         if self.with_masks:
             mask_path = self._masks[index]
@@ -212,6 +212,14 @@ class SegmentationDataset(Dataset):
                         f"{w}x{h} (width x height)"
                     ],
                 )
+        return image, mask
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        name = self.names[index]
+        image_path = self._images[index]
+        image, mask = self._pair(index)
+        h, w = image.shape[:2]
+        item: dict[str, Any] = {"name": name, "original_size": torch.tensor([h, w], dtype=torch.long)}
         if self.transform is None:
             item["image"] = torch.from_numpy(image.astype(np.float32) / 255.0).permute(2, 0, 1).contiguous()
             if mask is not None:

@@ -55,13 +55,30 @@ class TrainingDivergedError(GmsegError):
     """The loss became NaN or infinite."""
 
 
-def make_dataset(config: Config, names: list[str], augment: bool) -> Any:
-    """The run's images and targets (the classes of the dataset's dataset.json; binary without one)."""
+def make_dataset(config: Config, names: list[str], augment: bool, volume_input: Any = None) -> Any:
+    """The run's images and targets (the classes of the dataset's dataset.json; binary without one).
+
+    An MSD or nnU-Net folder (``volume_input``: the run's :class:`~gmseg.data.normalization.VolumeInput`)
+    gives the planned slices of the cases ``names`` (:class:`~gmseg.data.volume_dataset.VolumeSliceDataset`).
+    """
     from ..data.dataset import SegmentationDataset, dataset_labels
     from ..data.transforms import build_transform
 
     augmentations = config.data.augmentations if augment else None
     transform = build_transform(config.data.image_size, augmentations, intensity=config.data.intensity)
+    if volume_input is not None:
+        from ..data.layouts import open_layout
+        from ..data.volume_dataset import VolumeSliceDataset
+
+        return VolumeSliceDataset(
+            open_layout(config.data.root),
+            names,
+            volume_input,
+            transform=transform,
+            empty_fraction=config.data.empty_slice_fraction,
+            seed=config.train.seed,
+            augmentation_seed=config.train.seed if augment else None,
+        )
     return SegmentationDataset(
         config.data.root,
         names,
@@ -75,8 +92,14 @@ def make_dataset(config: Config, names: list[str], augment: bool) -> Any:
 def resolve_split(config: Config) -> dict[str, list[str]]:
     """The run's split: the given file (or ``<root>/split.json``), with validation carved from train."""
     from ..data.splits import load_split, with_validation
+    from ..data.volume_dataset import is_volume_layout
 
     split_path = Path(config.data.split) if config.data.split else Path(config.data.root) / "split.json"
+    if not config.data.split and is_volume_layout(config.data.root):  # by case: its own split file, else seeded
+        from ..data.layouts import open_layout
+
+        split = open_layout(config.data.root).split(seed=config.train.seed, val_fraction=config.data.val_fraction)
+        return with_validation(split, config.data.val_fraction, config.train.seed, config.data.protocol)
     if not split_path.is_file():
         raise GmsegError(
             f"Split file {split_path} not found. Give data.split (JSON or the release's .pkl) or create "
@@ -176,10 +199,14 @@ class Trainer:
         if not self.split.get("train"):
             raise GmsegError("The split has no training names.")
         # Find every broken file now, not at epoch 37.
-        check_dataset(config.data.root, sorted(set(self.split["train"]) | set(self.split.get("val", []))))
+        self.volume_input = self.fit_volume_input()
+        if self.volume_input is None:  # a volume layout's cases are checked as they are read
+            check_dataset(config.data.root, sorted(set(self.split["train"]) | set(self.split.get("val", []))))
 
         torch.manual_seed(config.train.seed)
         self.model = build_model(config, dataset_labels(config.data.root)).to(accelerator.device)
+        if self.volume_input is not None:  # recorded in every model folder, applied again at prediction
+            self.model.record_volume_input(self.volume_input)
         self.check_model()
         if config.train.channels_last:
             self.model.to(memory_format=torch.channels_last)
@@ -197,7 +224,7 @@ class Trainer:
         else:
             self.ema = make_ema(self.model.trainable.parameters(), config.train.ema_decay)
 
-        self.train_set = make_dataset(config, self.split["train"], augment=True)
+        self.train_set = make_dataset(config, self.split["train"], augment=True, volume_input=self.volume_input)
         train_loader = DataLoader(
             self.train_set,
             batch_size=config.train.batch_size,
@@ -207,7 +234,7 @@ class Trainer:
         )
         val_names = self.split.get("val") or []
         val_loader = DataLoader(
-            make_dataset(config, val_names, augment=False) if val_names else [],
+            make_dataset(config, val_names, augment=False, volume_input=self.volume_input) if val_names else [],
             batch_size=config.train.batch_size,
             num_workers=config.data.num_workers,
         )
@@ -231,6 +258,18 @@ class Trainer:
             save_split(self.split, self.run_dir / "split.json")
             write_run_info(self.run_dir, accelerator, self.model.describe())
         accelerator.wait_for_everyone()
+
+    def fit_volume_input(self) -> Any:
+        """For an MSD / nnU-Net folder: how voxels become the model's input, from the training cases
+        (:mod:`gmseg.data.normalization`); None for a prepared 2D folder."""
+        from ..data.volume_dataset import fit_layout_input, is_volume_layout
+
+        if not is_volume_layout(self.config.data.root):
+            return None
+        from ..data.layouts import open_layout
+
+        layout = open_layout(self.config.data.root)
+        return fit_layout_input(layout, self.split["train"], self.config.train.seed, self.config.data.slice_axis)
 
     def check_model(self) -> None:
         """A variant that needs a particular kind of model says so here, before anything is written."""

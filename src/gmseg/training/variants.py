@@ -86,7 +86,7 @@ class CachedLatentTrainer(Trainer):
         from tqdm.auto import tqdm
 
         cache = []
-        clean = make_dataset(self.config, self.split["train"], augment=False)
+        clean = make_dataset(self.config, self.split["train"], augment=False, volume_input=self.volume_input)
         bar = tqdm(
             total=self.options.latent_views * len(clean),
             desc="encode latent views",

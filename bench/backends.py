@@ -1,0 +1,310 @@
+"""Backends: the same model on torch, ONNX Runtime and OpenVINO, each precision each supports, side by side.
+
+    python bench/backends.py                                  # GMS-TAESD and the U-Net at 224, CPU
+    python bench/backends.py --models gms-taesd --size 128 --images 16
+    python bench/backends.py --models gms-sd-vae --device cuda --compile
+    python bench/backends.py --model runs/busi/checkpoints/best --data data/busi   # + paired dDice on the test split
+
+For each model it writes the torch model folder's ONNX and OpenVINO exports (``gmseg export``, verified
+against torch), then times every variant (``torch`` fp32 / bf16 / channels-last / compile, ``onnxruntime``
+fp32, ``openvino`` fp32 / bf16) in its own process (peak memory is its own), one at a time, round-robin,
+``--rounds`` times, on the same ``--images`` ultrasound-like images; the best round counts. Columns:
+images/s, x torch fp32, max |dprob| (largest probability difference to torch fp32 on the same images and
+weights), peak memory (CUDA allocator peak, or the process's peak RSS on a CPU).
+
+Without ``--model`` the models have seeded random weights (GMS-TAESD: TAESD's real weights when
+../shared/weights/taesd exists, a random mapping): speed and |dprob| are those of a trained model, Dice is
+meaningless. With ``--model DIR --data DATASET`` that trained model is timed instead, and each variant also
+predicts the ``--stage`` images of DATASET and is scored as ``gmseg test`` scores (metrics.csv); dDice is the
+paired per-image Dice difference to torch fp32 (mean ± SE, in Dice points). Writes bench/results/backends.json.
+"""
+
+from __future__ import annotations
+
+import os
+
+# On a shared CPU, OpenMP threads that busy-wait at barriers while another job holds the core can make
+# a step 10-100x slower; passive waiting keeps every variant honest (as bench/inference.py).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import common  # noqa: E402
+
+#: variant -> (backend, options of make_predictor, the exported format it reads or None for torch).
+VARIANTS: dict[str, tuple[str, dict[str, Any], str | None]] = {
+    "torch fp32": ("torch", {}, None),
+    "torch bf16": ("torch", {"precision": "bf16"}, None),
+    "torch channels_last": ("torch", {"channels_last": True}, None),
+    "torch compile": ("torch", {"compile": True}, None),
+    "onnxruntime fp32": ("onnxruntime", {}, "onnx"),
+    "openvino fp32": ("openvino", {}, "openvino"),
+    "openvino bf16": ("openvino", {"precision": "bf16"}, "openvino"),
+}
+DEFAULT_VARIANTS = [v for v in VARIANTS if v != "torch compile"]
+GPU_VARIANTS = ["torch fp32", "torch bf16", "torch channels_last", "torch compile", "onnxruntime fp32"]
+MODELS = ("gms-taesd", "gms-sd-vae", "gms-tiny-kl", "unet")
+REFERENCE = "torch fp32"
+
+
+def build_model(name: str, size: int, seed: int = 0) -> torch.nn.Module:
+    """A seeded model of the table: GMS on a first stage of bench/common.py, or the U-Net's default widths."""
+    if name == "unet":
+        from gmseg.models import UNet
+        from gmseg.models.unet import DEFAULT_CHANNELS, unet_arguments
+
+        torch.manual_seed(seed)
+        return UNet(unet_arguments(DEFAULT_CHANNELS, size)).eval()
+    model, _ = common.build_model(name.removeprefix("gms-"), size=size, seed=seed)
+    return model
+
+
+class PeakMemory(common.MemoryMeter):
+    """On a CPU, the process's resident-set high-water mark (VmHWM) since ``reset``: ``ru_maxrss`` would carry
+    the coordinator's peak into every spawned worker (Linux keeps it across exec), VmHWM starts afresh and
+    /proc/self/clear_refs resets it, so each variant's peak is its own run's. CUDA: the allocator's peak."""
+
+    def reset(self) -> None:
+        super().reset()
+        if self.device.type == "cpu":
+            with open("/proc/self/clear_refs", "w") as handle:
+                handle.write("5")
+
+    def peak(self) -> dict[str, Any]:
+        if self.device.type == "cuda":
+            return super().peak()
+        with open("/proc/self/status") as handle:
+            kib = next(int(line.split()[1]) for line in handle if line.startswith("VmHWM:"))
+        return {"peak_mb": round(kib / 1024, 1), "memory_kind": "process peak RSS (VmHWM) during the run"}
+
+
+class BackendWorker:
+    """One (model, variant) in its own process: the torch model rebuilt from its seed (or loaded from a
+    folder), or an exported folder, behind :func:`gmseg.inference.make_predictor`."""
+
+    def __init__(self, variant: str, device: str, model: str, size: int, seed: int, folder: str | None):
+        from gmseg.inference import make_predictor
+        from gmseg.models import load_model
+
+        backend, options, _ = VARIANTS[variant]
+        self.device = torch.device(device)
+        loaded = load_model(folder) if folder else build_model(model, size, seed)
+        self.checksum = common.parameter_checksum(loaded) if VARIANTS[variant][2] is None and not folder else None
+        self.predict = make_predictor(loaded, self.device, backend=backend, **options)
+        self.memory = PeakMemory(self.device)
+
+    def info(self) -> dict[str, Any]:
+        return {"checksum": self.checksum}
+
+    def run(self, images: torch.Tensor, batch: int) -> dict[str, Any]:
+        images = images.to(self.device)
+        self.memory.reset()
+
+        def work() -> torch.Tensor:
+            return torch.cat([self.predict(images[s : s + batch]) for s in range(0, len(images), batch)])
+
+        probabilities, seconds, cpu_seconds = common.timed(work, self.device)
+        return {
+            "seconds": seconds,
+            "cpu_seconds": cpu_seconds,
+            "probabilities": probabilities.cpu(),
+            **self.memory.peak(),
+        }
+
+
+def export_folders(model: torch.nn.Module | Path, formats: set[str], root: Path) -> dict[str, str]:
+    """The model exported once per format that a chosen variant reads; ``gmseg export`` verifies each."""
+    from gmseg.export import export_model
+
+    folders = {}
+    for fmt in sorted(formats):
+        report = export_model(model, root / fmt, fmt)
+        print(f"  {report.summary()}", flush=True)
+        folders[fmt] = str(report.folder)
+    return folders
+
+
+def time_variants(name: str, args: argparse.Namespace, root: Path) -> list[dict[str, Any]]:
+    """Every variant of one model, timed round-robin in worker processes; rows of the table."""
+    source: Any = Path(args.model) if args.model else build_model(name, args.size, args.seed)
+    folders = export_folders(source, {VARIANTS[v][2] for v in args.variants if VARIANTS[v][2]}, root / name)
+    images, _ = common.synthetic_batch(args.images, args.size, seed=args.seed)
+    workers: dict[str, common.Worker] = {}
+    results: dict[str, list[dict[str, Any]]] = {v: [] for v in args.variants}
+    try:
+        for variant in args.variants:
+            fmt = VARIANTS[variant][2]
+            folder = folders[fmt] if fmt else (str(args.model) if args.model else None)
+            workers[variant] = common.Worker(
+                "backends:BackendWorker",
+                f"{name}/{variant}",
+                variant=variant,
+                device=args.device,
+                model=name,
+                size=args.size,
+                seed=args.seed,
+                folder=folder,
+            )
+        checksums = {w.wait_ready().call("info")["checksum"] for w in workers.values()} - {None}
+        if len(checksums) > 1:
+            raise RuntimeError(f"workers built different weights: {checksums}")
+        for worker in workers.values():  # warm-up: weights paged in, kernels chosen, compile compiles
+            worker.call("run", images=images[: args.batch], batch=args.batch)
+        for round_index in range(args.rounds):
+            for variant, worker in workers.items():
+                results[variant].append(worker.call("run", images=images, batch=args.batch))
+                rate = args.images / results[variant][-1]["seconds"]
+                print(f"[{name}] round {round_index + 1}/{args.rounds} {variant:<20} {rate:.3f} img/s", flush=True)
+    finally:
+        for worker in workers.values():
+            worker.close()
+    best = {v: min(r, key=lambda result: result["seconds"]) for v, r in results.items()}
+    reference = best.get(REFERENCE)
+    rows = []
+    for variant in args.variants:
+        backend, options, _ = VARIANTS[variant]
+        rate = args.images / best[variant]["seconds"]
+        rows.append(
+            {
+                "model": name,
+                "variant": variant,
+                "backend": backend,
+                "precision": options.get("precision", "fp32"),
+                "images": args.images,
+                "size": args.size,
+                "images_per_s": rate,
+                "seconds_all_rounds": [round(r["seconds"], 3) for r in results[variant]],
+                "x_torch_fp32": None if reference is None else rate / (args.images / reference["seconds"]),
+                "max_dprob": None
+                if reference is None
+                else common.max_abs_diff(best[variant]["probabilities"], reference["probabilities"]),
+                "peak_mb": best[variant]["peak_mb"],
+                "memory_kind": best[variant]["memory_kind"],
+            }
+        )
+    return rows
+
+
+def score_variants(args: argparse.Namespace, rows: list[dict[str, Any]], root: Path) -> None:
+    """With a trained model and a dataset: each variant predicts and scores the stage's images as ``gmseg
+    test`` does; dDice is paired per image against torch fp32 (Dice points, mean ± SE)."""
+    from gmseg.data.io import find_file
+    from gmseg.evaluate import run_evaluate
+    from gmseg.models import load_model
+    from gmseg.predict import predict_files
+    from gmseg.testing import stage_names
+    from study_stats import paired_difference, per_image_dice
+
+    data = Path(args.data)
+    names = stage_names(data, args.split, args.stage)
+    inputs: Any = data / "images" if names is None else [find_file(data / "images", n) for n in names]
+    split = args.split or (data / "split.json" if (data / "split.json").is_file() else None)
+    dice: dict[str, dict[str, float]] = {}
+    for row in rows:
+        variant = row["variant"]
+        backend, options, fmt = VARIANTS[variant]
+        folder = root / "model" / fmt if fmt else Path(args.model)
+        out = root / "scores" / variant.replace(" ", "-")
+        predict_files(
+            load_model(folder),
+            inputs,
+            out / "predictions",
+            backend=backend,
+            device=args.device,
+            progress=False,
+            **options,
+        )
+        run_evaluate(out / "predictions", data, out_dir=out, split=split, stage=args.stage if split else "test")
+        dice[variant] = per_image_dice(out)
+        print(f"[scored] {variant}: {len(dice[variant])} images", flush=True)
+    for row in rows:
+        if REFERENCE in dice:
+            mean, se, n, _ = paired_difference(dice[row["variant"]], dice[REFERENCE])
+            row.update({"d_dice": mean, "d_dice_se": se, "d_dice_images": n})
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", nargs="+", default=["gms-taesd", "unet"], choices=MODELS)
+    parser.add_argument("--model", help="a trained model folder (or run folder) to time and score instead")
+    parser.add_argument("--data", help="with --model: a prepared dataset whose --stage images are scored")
+    parser.add_argument("--split", help="split file (default: DATA/split.json)")
+    parser.add_argument("--stage", default="test")
+    parser.add_argument("--size", type=int, default=224, help="image size of the seeded models")
+    parser.add_argument("--images", type=int, default=16, help="images per variant and round")
+    parser.add_argument("--batch", type=int, default=8, help="images per predictor call (a CPU runs them one by one)")
+    parser.add_argument("--rounds", type=int, default=3, help="round-robin rounds; the best counts")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--variants", nargs="+", default=None, choices=list(VARIANTS), help="default: all but compile")
+    parser.add_argument("--compile", action="store_true", help="add 'torch compile' (slow warm-up on a CPU)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", default=None, help="JSON path (default bench/results/backends.json)")
+    args = parser.parse_args(argv)
+    if args.data and not args.model:
+        parser.error("--data scores a trained model: pass --model DIR too")
+    cuda = args.device.startswith("cuda")
+    args.variants = args.variants or (GPU_VARIANTS if cuda else DEFAULT_VARIANTS)
+    if args.compile and "torch compile" not in args.variants:
+        args.variants.append("torch compile")
+    if REFERENCE in args.variants:  # the reference runs first in every round
+        args.variants = [REFERENCE] + [v for v in args.variants if v != REFERENCE]
+    started = time.perf_counter()
+    payload = common.header(args.device)
+    rows: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="gmseg-backends-") as temp:
+        if args.model:
+            from gmseg.models import load_model
+
+            loaded = load_model(args.model)
+            args.size = loaded.image_size
+            rows = time_variants("model", args, Path(temp))
+            if args.data:
+                score_variants(args, rows, Path(temp))
+        else:
+            for name in args.models:
+                rows += time_variants(name, args, Path(temp))
+    payload.update(
+        {
+            "benchmark": "backends",
+            "size": args.size,
+            "model": args.model or "seeded weights",
+            "seconds_total": round(time.perf_counter() - started, 1),
+            "notes": "images_per_s from the best of the round-robin rounds; max_dprob against torch fp32 on the same "
+            "images and weights; d_dice paired per image against torch fp32 (Dice points), only with --model/--data.",
+            "rows": rows,
+        }
+    )
+    path = common.write_result("backends", payload, args.out)
+    for row in rows:
+        if "d_dice" in row:
+            row["d_dice_text"] = f"{row['d_dice']:+.2f} ± {row['d_dice_se']:.2f}"
+    machine = payload["machine"]
+    print(
+        f"\nBackends at {args.size}x{args.size} on {args.device} ({machine.get('gpu', machine['cpu'])}, "
+        f"{machine['torch_threads']} threads, torch {torch.__version__})"
+    )
+    columns = [
+        ("model", "model"),
+        ("variant", "backend, precision"),
+        ("images_per_s", "images/s"),
+        ("x_torch_fp32", "x torch fp32"),
+        ("max_dprob", "max abs dprob"),
+        ("peak_mb", "peak MB"),
+    ]
+    if any("d_dice" in row for row in rows):
+        columns.append(("d_dice_text", "dDice ± SE (points)"))
+    print(common.format_table(rows, columns))
+    print(f"Written to {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

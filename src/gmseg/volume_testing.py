@@ -1,0 +1,184 @@
+"""``gmseg test`` on an MSD task or nnU-Net raw dataset of volumes: predict the cases, score them in 3D,
+draw each case's fullest slice.
+
+The cases come from a split *by case*: ``--split`` (e.g. the run's own ``split.json``), else the dataset's
+own split file (nnU-Net's ``splits_final.json``); a dataset without one is tested only with ``--stage all``,
+because a seeded split made here need not be the one the model was trained with. Predictions are written
+as ``predictions/CASE.<ext>`` (nnU-Net's case names, without ``_0000``), scored against the case's label
+(:mod:`gmseg.volume_evaluate`: one row per case, HD95 in mm, nnU-Net's summary fields), and ``report.png``
+shows the best, median and worst cases by their mean Dice over classes, each at the slice (along the
+model's slicing axis) with the most foreground in truth, then prediction.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import DataError, GmsegError
+
+TEST_OUTPUTS = ("timing.json", "tested_names.json", "metrics.csv", "summary.json", "report.png")
+
+
+def test_cases(layout: Any, split: str | os.PathLike | None, stage: str) -> list[Any]:
+    """The labelled cases of ``stage``: of ``split``, else of the dataset's own split file, else all of them
+    for ``stage='all'``; anything else is refused rather than guessed."""
+    from .data.splits import load_split
+
+    cases = {c.name: c for c in layout.cases()}
+    if stage == "all":
+        return list(cases.values())
+    stages = load_split(split) if split else layout.saved_split()
+    if stages is None:
+        raise GmsegError(
+            f"{layout.root} ships no split file: pass --split RUN/split.json (the run's split by case) or "
+            "--stage all (every labelled case)."
+        )
+    if stage not in stages:
+        raise GmsegError(f"the split has no stage {stage!r}; it has {sorted(stages) + ['all']}.")
+    missing = [n for n in stages[stage] if n not in cases]
+    if missing:
+        raise DataError(
+            f"{len(missing)} {stage} case(s) have no labelled case in {layout.root}",
+            [f"{layout.root}: no case {n!r}" for n in missing],
+        )
+    return [cases[n] for n in stages[stage]]
+
+
+def run_volume_test(
+    model: Any,
+    data_dir: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    *,
+    split: str | os.PathLike | None = None,
+    stage: str = "test",
+    empty: str = "standard",
+    batch_size: int = 8,
+    device: str = "auto",
+    progress: bool = True,
+    tta: bool = False,
+    overwrite: bool = False,
+) -> Any:
+    """What ``gmseg test`` runs on a volume dataset; returns the :class:`~gmseg.evaluate.EvaluationResult`."""
+    from .data.layouts import open_layout
+    from .data.splits import save_split
+    from .evaluate import EvaluationResult, write_results
+    from .metrics3d import summarize_volumes, volume_columns
+    from .models import load_model
+    from .outputs import OutputGuard
+    from .volume_evaluate import evaluate_volumes
+    from .volume_predict import predict_volumes
+
+    data_dir, out_dir = Path(data_dir), Path(out_dir)
+    if isinstance(model, (str, os.PathLike)):
+        model = load_model(model)
+    layout = open_layout(data_dir)
+    cases = test_cases(layout, split, stage)
+    if not cases:
+        raise GmsegError(f"no {stage} cases to test in {data_dir}")
+    labels = layout.labels
+    with OutputGuard("test", overwrite=overwrite) as guard:
+        guard.claim(out_dir)
+        guard.read(*[c.images[0] for c in cases], *[c.label for c in cases])
+        guard.plan(*[out_dir / name for name in TEST_OUTPUTS])
+        predictions = out_dir / "predictions"
+        report = predict_volumes(
+            model,
+            [c.images[0] for c in cases],
+            predictions,
+            names=[c.name for c in cases],
+            options={"tta": tta},
+            batch_size=batch_size,
+            device=device,
+            overwrite=overwrite,
+            progress=progress,
+        )
+        if not report.ok:
+            raise GmsegError(report.summary())
+        timing = {
+            "volumes": len(report.written),
+            "predict_seconds": round(report.seconds, 3),
+            "seconds_per_volume": round(report.seconds / max(1, len(report.written)), 4),
+            "device": device,
+            "tta": tta,
+        }
+        guard.write_text(out_dir / "timing.json", json.dumps(timing, indent=2) + "\n")
+        names = [c.name for c in cases]
+        guard.save(out_dir / "tested_names.json", lambda path: save_split({"test": names}, path))
+        ending = {c.name: _ending(c.images[0]) for c in cases}
+        pairs = [(c.name, predictions / f"{c.name}{ending[c.name]}", c.label) for c in cases]
+        rows, entries, problems = evaluate_volumes(pairs, labels, empty)
+        if problems:
+            raise DataError(f"cannot evaluate {predictions}: {len(problems)} problem(s)", problems)
+        result = EvaluationResult(
+            rows=rows,
+            summary=summarize_volumes(rows, entries, empty, labels),
+            labels=labels,
+            columns=volume_columns(labels),
+        )
+        write_results(result, out_dir, guard=guard)
+        image_files = {c.name: c.images[0] for c in cases}
+        write_volume_report(result, pairs, image_files, model, out_dir / "report.png", guard=guard)
+        return result
+
+
+def _ending(path: Path) -> str:
+    from .data.readers import split_name
+
+    return split_name(path)[1]
+
+
+def write_volume_report(
+    result: Any,
+    pairs: list[tuple[str, Path, Path]],
+    image_files: dict[str, Path],
+    model: Any,
+    path: Path,
+    guard: Any = None,
+) -> Path:
+    """Best, median and worst cases by mean Dice over classes, each at its fullest slice (truth, then
+    prediction), the image normalised as the model saw it."""
+    from .data.normalization import VolumeInput
+    from .data.readers import read_volume
+    from .data.slicing import slice_axis, take_slice
+    from .metrics3d import foreground_slices
+    from .testing import extreme_rows
+    from .visualize import report_grid
+
+    labels = result.labels
+    record = getattr(model, "volume_input", None) or VolumeInput()
+    truths = {name: gt for name, _, gt in pairs}
+    predictions = {name: pred for name, pred, _ in pairs}
+    sources = {row["name"]: row for row in result.rows}
+    shown = []
+    for row in extreme_rows(result.rows, key="mean_dice"):
+        name = row["name"]
+        gt = read_volume(truths[name])
+        pred = read_volume(predictions[name]).array
+        image = read_volume(image_files[name]).array
+        axis = slice_axis(gt.geometry.spacing, record.slice_axis)
+        index = foreground_slices(gt.array, pred, count=1, axis=axis)[0]
+        pixels = record.pixels(take_slice(image, axis, index), record.statistics(image))
+        rgb = np.repeat(np.clip(np.rint(pixels), 0, 255).astype(np.uint8)[..., None], 3, axis=2)
+        truth, predicted = take_slice(gt.array, axis, index), take_slice(pred, axis, index)
+        if labels.is_binary:
+            truth, predicted = truth != 0, predicted != 0
+        else:
+            truth, predicted = truth.astype(np.uint8), predicted.astype(np.uint8)
+        dice = float(sources[name]["mean_dice"])
+        shown.append(
+            {
+                "name": f"{name} (slice {index})",
+                "image": rgb,
+                "pred": predicted,
+                "gt": truth,
+                "dice": dice if np.isfinite(dice) else 0.0,
+            }
+        )
+    mean = result.summary["metrics"]["mean_dice"]["mean"]
+    title = f"3D Dice (mean over classes) {mean:.3f} over {len(result.rows)} cases; each at its fullest slice"
+    return report_grid(shown, path, title=title, labels=labels, guard=guard)
