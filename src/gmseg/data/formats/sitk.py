@@ -15,14 +15,19 @@ import shutil
 import struct
 import zlib
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import nibabel as nib
 import numpy as np
-import SimpleITK as sitk
 
 from gmseg.data.formats.base import FileFormat, Geometry, Volume
 from gmseg.errors import DataError
 from gmseg.fileio import honour_umask, temporary_sibling
+
+if TYPE_CHECKING:
+    import SimpleITK as sitk
+
+# SimpleITK and nibabel are imported where they are used: together they take half a second, which every
+# command (even ``gmseg --help``) would pay for a 2D dataset.
 
 __all__ = ["sitk_format"]
 
@@ -51,6 +56,8 @@ def _refuse(path: Path, summary: str, problem: str) -> DataError:
 def _nifti_data_bytes(path: Path) -> tuple[int, np.dtype, object]:
     """(bytes a complete file holds up to its last voxel, the stored dtype, the data proxy), from the
     header alone."""
+    import nibabel as nib
+
     try:
         image = nib.load(str(path))
     except Exception as exc:  # nibabel raises many types for a bad header; each is a bad file here
@@ -119,6 +126,8 @@ def _read_volume(path: Path) -> Volume:
     layouts' convention: split them into CASE_0000, CASE_0001 ...), empty volumes and NaN/inf voxels
     (they would poison every normalisation statistic downstream).
     """
+    import SimpleITK as sitk
+
     if path.name.lower().endswith((".nii", ".nii.gz")):
         _check_nifti(path)
     try:
@@ -152,6 +161,8 @@ def _write_volume(path: Path, array: np.ndarray, geometry: Geometry) -> None:
     ITK picks its writer by the file name's ending, so the file is written under its final name inside a
     hidden temporary folder beside the target and renamed into place (companion files of .mhd too).
     """
+    import SimpleITK as sitk
+
     arr = np.asarray(array)
     if arr.dtype == np.bool_:
         arr = arr.astype(np.uint8)
