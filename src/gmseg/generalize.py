@@ -21,7 +21,9 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
+from .evaluate import parse_size
 from .fileio import atomic_write_text
+from .metrics import check_empty_mode
 from .testing import ALL_STAGE, run_test
 
 __all__ = ["GeneralizationResult", "parse_dataset_arg", "run_generalize"]
@@ -49,8 +51,9 @@ class GeneralizationResult:
                 f"{100 * row['iou']['mean']:.2f} ± {100 * row['iou']['se']:.2f}",
                 f"{row['hd95']['mean']:.1f} ± {row['hd95']['se']:.1f}",
             ]
+            same = f" (= {row['same_images_as']}, scored once)" if row.get("same_images_as") else ""
             lines.append(
-                f"| {row['dataset']} | {row.get('domain') or '-'} | {row['stage']} | {row['n_images']} | "
+                f"| {row['dataset']} | {row.get('domain') or '-'} | {row['stage']}{same} | {row['n_images']} | "
                 + " | ".join(cells)
                 + " |"
             )
@@ -89,6 +92,45 @@ def _stages_for(folder: Path, stages: list[str]) -> list[str]:
     return stages
 
 
+@dataclass
+class _Job:
+    """One (dataset, stage) row of the table; ``same_as`` is the stage already scored on the same images."""
+
+    name: str
+    folder: Path
+    stage: str
+    domain: str
+    same_as: str | None = None
+
+
+def plan_jobs(datasets: list[tuple[str, Path]], stages: list[str], in_domain: str | None) -> list[_Job]:
+    """Every (dataset, stage) to score, checked before anything is predicted: unknown stages, an in-domain
+    dataset without a split (its training images would be scored as test), and stages that hold the same
+    images (scored once, reported under each)."""
+    from .data.io import index_folder
+    from .testing import stage_names
+
+    jobs: list[_Job] = []
+    for name, folder in datasets:
+        domain = "in" if name == in_domain else ("cross" if in_domain else "")
+        if domain == "in" and not (folder / "split.json").is_file():
+            raise ConfigError(
+                f"--in-domain {name}: {folder} has no split.json, so its test images are unknown and every image, "
+                "training ones included, would be scored as test; give the dataset its split.json (gmseg prepare "
+                "writes one), or pass the test images as their own folder without --in-domain"
+            )
+        scored: dict[frozenset[str], str] = {}
+        for stage in ["test"] if domain == "in" else _stages_for(folder, stages):
+            names = stage_names(folder, None, stage)  # an unknown stage is an error here, before predicting
+            if names is None:
+                images = folder / "images"
+                names = list(index_folder(images)) if images.is_dir() else []
+            key = frozenset(names)
+            jobs.append(_Job(name, folder, stage, domain, scored.get(key)))
+            scored.setdefault(key, stage)
+    return jobs
+
+
 def run_generalize(
     model: Any,
     datasets: list[tuple[str, str | os.PathLike]],
@@ -119,30 +161,36 @@ def run_generalize(
         raise ConfigError(f"dataset names must differ, got {names}; name them with --data NAME=FOLDER")
     if in_domain is not None and in_domain not in names:
         raise ConfigError(f"--in-domain {in_domain!r} is not one of the datasets {names}")
-    stages = list(stages or ["test", ALL_STAGE])
+    stages = list(dict.fromkeys(stages or ["test", ALL_STAGE]))  # --stages test test: once
+    size = parse_size(size)
+    check_empty_mode(empty)
+    jobs = plan_jobs([(name, Path(folder)) for name, folder in datasets], stages, in_domain)
     out = Path(out_dir)
     label = str(model)
     if isinstance(model, (str, os.PathLike)):
         model = load_model(model)
     result = GeneralizationResult()
-    for name, folder in datasets:
-        folder = Path(folder)
-        domain = "in" if name == in_domain else ("cross" if in_domain else "")
-        for stage in ["test"] if domain == "in" else _stages_for(folder, stages):
-            tested = run_test(
-                model,
-                folder,
-                out / name / stage,
-                stage=stage,
-                size=size,
-                empty=empty,
-                batch_size=batch_size,
-                device=device,
-                progress=progress,
-                tta=tta,
-                overwrite=overwrite,
-            )
-            result.rows.append({**_row(name, stage, tested.summary), "domain": domain})
+    summaries: dict[tuple[str, str], dict] = {}
+    for job in jobs:
+        if job.same_as is not None:  # the same images as a stage already scored: report it again
+            row = _row(job.name, job.stage, summaries[job.name, job.same_as])
+            result.rows.append({**row, "domain": job.domain, "same_images_as": job.same_as})
+            continue
+        tested = run_test(
+            model,
+            job.folder,
+            out / job.name / job.stage,
+            stage=job.stage,
+            size=size,
+            empty=empty,
+            batch_size=batch_size,
+            device=device,
+            progress=progress,
+            tta=tta,
+            overwrite=overwrite,
+        )
+        summaries[job.name, job.stage] = tested.summary
+        result.rows.append({**_row(job.name, job.stage, tested.summary), "domain": job.domain})
     payload = {
         "model": label,
         "in_domain": in_domain,

@@ -13,8 +13,10 @@ from typing import Any
 
 import numpy as np
 
+from .bounds import check_mask_threshold
 from .errors import GmsegError
-from .evaluate import EvaluationResult, run_evaluate
+from .evaluate import EvaluationResult, parse_size, run_evaluate
+from .metrics import check_empty_mode
 from .models import load_model
 from .outputs import OutputGuard
 from .predict import predict_files
@@ -74,6 +76,10 @@ def run_test(
     from .data.io import find_file
 
     data_dir, out_dir = Path(data_dir), Path(out_dir)
+    size, mask_threshold = parse_size(size), check_mask_threshold(mask_threshold)  # before any prediction
+    check_empty_mode(empty)
+    if not data_dir.is_dir():
+        raise GmsegError(f"--data {data_dir} is not a folder: give a dataset folder (images/, masks/, split.json)")
     if isinstance(model, (str, os.PathLike)):
         model = load_model(model)
     from .data.layouts import open_layout
@@ -88,6 +94,14 @@ def run_test(
         )  # fmt: skip
     names = stage_names(data_dir, split, stage)
     images_dir = data_dir / "images"
+    if not images_dir.is_dir():
+        inside = " (it looks like an images folder itself: pass its parent)" if data_dir.name == "images" else ""
+        raise GmsegError(
+            f"--data {data_dir} has no images/ folder{inside}; a dataset folder holds images/ and masks/ "
+            "(gmseg prepare writes one)"
+        )
+    if names == []:
+        raise GmsegError(f"stage {stage!r} of {split or data_dir / 'split.json'} lists no image: nothing to test")
     if names is None:
         inputs: list[Path] | Path = images_dir
     else:

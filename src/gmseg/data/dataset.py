@@ -50,7 +50,13 @@ def list_names(root: str | os.PathLike[str]) -> list[str]:
 def dataset_labels(root: str | os.PathLike[str]) -> LabelSet:
     """The classes of the dataset at ``root``: its dataset.json's ``"labels"``; binary without either."""
     path = Path(root) / DATASET_JSON
-    return LabelSet.from_dataset_json(path) if path.is_file() else BINARY
+    if not path.is_file():
+        return BINARY
+    labels = LabelSet.from_dataset_json(path)
+    too_large = [f"{name}={value}" for name, value in zip(labels.names, labels.values) if value > 255]
+    if too_large:  # mask files hold 8-bit class values: such a class could never appear in one
+        raise ConfigError(f"{path}: 'labels' value(s) {too_large} exceed 255; number the classes 0..255")
+    return labels
 
 
 def _label_problems(mask: Path, labels: LabelSet) -> list[str]:

@@ -25,6 +25,10 @@ SPLIT_KEYS: tuple[str, ...] = ("train", "val", "test")
 PROTOCOLS: tuple[str, ...] = ("standard", "paper")
 
 
+class RefusedPickle(pickle.UnpicklingError):
+    """The pickle names code (a class or function): refused, never a sign of a merely damaged file."""
+
+
 class _RefusingUnpickler(pickle.Unpickler):
     """Builds only builtin containers, strings and numbers: any class or function lookup is refused.
 
@@ -34,10 +38,10 @@ class _RefusingUnpickler(pickle.Unpickler):
     """
 
     def find_class(self, module: str, name: str) -> Any:
-        raise pickle.UnpicklingError(f"refused to load global {module}.{name}")
+        raise RefusedPickle(f"refused to load global {module}.{name}")
 
     def persistent_load(self, pid: Any) -> Any:
-        raise pickle.UnpicklingError("refused persistent id")
+        raise RefusedPickle("refused persistent id")
 
 
 def _validate_name(name: Any, where: str, problems: list[str]) -> None:
@@ -45,7 +49,10 @@ def _validate_name(name: Any, where: str, problems: list[str]) -> None:
         problems.append(f"{where}: entry {name!r} is {type(name).__name__}, expected a string")
     elif not name or name in (".", "..") or "/" in name or "\\" in name or "\x00" in name:
         # Names become file paths (root/images/NAME.png): never let a split file point outside root.
-        problems.append(f"{where}: {name!r} is not a plain file stem")
+        bad = next((c for c in ("/", "\\", "\x00") if c in name), None)
+        what = "a NUL byte" if bad == "\x00" else "a path separator on some system"
+        why = f" (it holds {bad!r}, {what}; rename the file)" if bad else ""
+        problems.append(f"{where}: {name!r} is not a plain file stem{why}")
 
 
 def validate_split(split: Any, source: str = "split") -> dict[str, list[str]]:
@@ -106,7 +113,7 @@ def load_split(path: str | os.PathLike[str]) -> dict[str, list[str]]:
     elif suffix in (".pkl", ".pickle"):
         try:
             data = _RefusingUnpickler(io.BytesIO(path.read_bytes())).load()
-        except pickle.UnpicklingError as exc:
+        except RefusedPickle as exc:
             raise DataError(
                 f"refused to load split file {path}",
                 [
@@ -116,6 +123,7 @@ def load_split(path: str | os.PathLike[str]) -> dict[str, list[str]]:
                 ],
             ) from exc
         except (
+            pickle.UnpicklingError,  # "pickle data was truncated", a bad opcode: damage, not code
             OSError,
             EOFError,
             ValueError,
@@ -140,7 +148,7 @@ def load_split(path: str | os.PathLike[str]) -> dict[str, list[str]]:
 
 def save_split(split: Mapping[str, Iterable[str]], path: str | os.PathLike[str]) -> None:
     """Write a split as JSON (atomically: temp file + rename), keys in train/val/test order."""
-    clean = validate_split({k: list(v) for k, v in split.items()}, "split to save")
+    clean = validate_split({k: list(v) for k, v in split.items()}, str(path))
     from gmseg.fileio import atomic_write_text
 
     atomic_write_text(path, json.dumps(clean, indent=2) + "\n")
@@ -181,6 +189,16 @@ def with_validation(
             raise ConfigError("the 'paper' validation protocol needs a split with a 'test' list")
         out["val"] = list(out["test"])
         return {k: out[k] for k in SPLIT_KEYS if k in out}
+    overlap = sorted(set(out.get("val", ())) & set(out.get("test", ())))
+    if overlap:  # the standard protocol never selects checkpoints on test images
+        raise DataError(
+            f"the split's validation and test lists share {len(overlap)} name(s), e.g. {overlap[:5]}: checkpoints "
+            "would be chosen on test images",
+            [
+                "remove them from 'val' (or drop 'val' and let data.val_fraction carve one from train); "
+                "data.protocol=paper reproduces the release, which selects on the test split on purpose"
+            ],
+        )
     if fraction == 0:  # no validation wanted: the trainer then keeps the last epoch
         out.setdefault("val", [])
         return {k: out[k] for k in SPLIT_KEYS if k in out}

@@ -33,7 +33,7 @@ from ..config import Config, check_resume_config, load_config
 from ..data.dataset import item_seed
 from ..errors import CheckpointError, GmsegError
 from ..fileio import atomic_write_text
-from ..labels import BINARY
+from ..labels import BINARY, CLASS_COLOURS
 from .checkpoints import (
     RunState,
     checkpoint_target,
@@ -192,6 +192,13 @@ class Trainer:
         from ..models import build_model
 
         config, accelerator = self.config, self.accelerator
+        labels = dataset_labels(config.data.root)
+        if labels.num_classes > len(CLASS_COLOURS):  # the mask files gmseg writes hold at most that many
+            raise GmsegError(
+                f"{config.data.root}/dataset.json declares {labels.num_classes} classes {list(labels.names)}; gmseg "
+                f"trains, predicts and writes masks for at most {len(CLASS_COLOURS)} (background included): "
+                "merge classes in dataset.json and the masks"
+            )
         if self.resume:
             self.split = load_split(self.run_dir / "split.json")
         else:
@@ -204,7 +211,7 @@ class Trainer:
             check_dataset(config.data.root, sorted(set(self.split["train"]) | set(self.split.get("val", []))))
 
         torch.manual_seed(config.train.seed)
-        self.model = build_model(config, dataset_labels(config.data.root)).to(accelerator.device)
+        self.model = build_model(config, labels).to(accelerator.device)
         if self.volume_input is not None:  # recorded in every model folder, applied again at prediction
             self.model.record_volume_input(self.volume_input)
         self.check_model()
@@ -246,13 +253,12 @@ class Trainer:
             self.net = torch.compile(self.net)
         self.val_cache = self.encode_validation() if val_names else []
         self.validation_scores: dict[str, tuple[float, float]] = {}
+        no_foreground = bool(self.val_cache) and not self.validation_has_foreground()
+        if no_foreground:  # Dice would be 1 for predicting nothing: epoch 1 would always be "best"
+            self.val_cache = []
         if self.is_main:
-            if not val_names:
-                print(
-                    f"{self.run_dir}: no validation set (data.val_fraction=0): checkpoints/best will be the "
-                    "last epoch.",
-                    file=sys.stderr,
-                )
+            if not val_names or no_foreground:
+                print(f"warning: {self.run_dir}: {self.no_validation_reason(val_names)}", file=sys.stderr)
             self.run_dir.mkdir(parents=True, exist_ok=True)
             config.save(self.run_dir / "config.yaml")
             save_split(self.split, self.run_dir / "split.json")
@@ -302,6 +308,33 @@ class Trainer:
 
     # ------------------------------------------------------------------ validation
     @torch.no_grad()
+    def validation_has_foreground(self) -> bool:
+        """Whether any validation mask holds a foreground pixel (summed over every process's shard)."""
+        count = sum(float((mask > 0).sum()) for _, _, mask in self.val_cache)
+        total = self.accelerator.reduce(torch.tensor([count], device=self.accelerator.device), reduction="sum")
+        return bool(total.item() > 0)
+
+    def no_validation_reason(self, val_names: list[str]) -> str:
+        """Why checkpoints/best will be the last epoch, in the user's terms."""
+        data = self.config.data
+        if val_names:
+            return (
+                f"the {len(val_names)} validation image(s) hold no foreground: Dice is 1 for predicting nothing, "
+                "so it cannot select a model; checkpoints/best will be the last epoch (add images with "
+                "foreground to the split's 'val' list to select on validation)."
+            )
+        n = len(self.split.get("train", []))
+        if data.protocol == "paper":
+            return "no validation set: the split's test list is empty; checkpoints/best will be the last epoch."
+        if data.val_fraction > 0 and n >= 2:
+            return "no validation set: the split file's 'val' list is empty; checkpoints/best will be the last epoch."
+        if data.val_fraction > 0:
+            return (
+                f"no validation set: {n} training image(s) are too few to hold out data.val_fraction="
+                f"{data.val_fraction} (at least 2 are needed); checkpoints/best will be the last epoch."
+            )
+        return "no validation set (data.val_fraction=0): checkpoints/best will be the last epoch."
+
     def encode_validation(self) -> list[tuple[list[str], torch.Tensor, torch.Tensor]]:
         """Validation is not augmented (and GMS's first stage is frozen): its inputs are computed once."""
         from tqdm.auto import tqdm
