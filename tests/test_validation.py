@@ -239,6 +239,29 @@ def test_gms_model_folder_config_is_one_line_naming_file_and_key(change, fragmen
     assert "Hugging Face Hub" not in err
 
 
+def test_predict_overlay_truth_of_another_size_or_unreadable_is_left_off(unet_folder, tmp_path, capsys):
+    images, gt = tmp_path / "images", tmp_path / "gt"
+    images.mkdir()
+    for name in ("a", "b", "c"):
+        Image.fromarray(np.full((32, 32, 3), 80, np.uint8)).save(images / f"{name}.png")
+    mask_png(gt / "a.png", box(size=20))  # another size
+    (gt / "b.png").write_bytes(b"not a png")  # unreadable (variant)
+    mask_png(gt / "c.png", box(size=32))
+    out = tmp_path / "out"
+    argv = ["predict", "--model", str(unet_folder), "--input", str(images), "--output", str(out), "--overlay"]
+    assert main([*argv, "--gt", str(gt)]) == 0
+    text = capsys.readouterr().out
+    assert (
+        "Wrote 3 prediction(s)" in text
+        and "a.png: 20x20 but its image is 32x32" in text
+        and "b.png: unreadable" in text
+    )
+    assert sorted(p.name for p in out.glob("*.overlay.png")) == ["a.overlay.png", "b.overlay.png", "c.overlay.png"]
+    one_line_error(capsys, [*argv[:-1], "--gt", str(tmp_path / "nogt")], "--gt", "is not a folder")
+    argv = ["predict", "--model", str(unet_folder), "--input", str(tmp_path / "nodir") + "/", "--output", str(out)]
+    one_line_error(capsys, argv, "nodir/: no such file or folder")
+
+
 def test_dataset_json_label_value_above_255(tmp_path, capsys):
     mask_png(tmp_path / "gt" / "masks" / "a.png", box(1))
     mask_png(tmp_path / "pred" / "a.png", box(1))

@@ -36,6 +36,7 @@ class PredictionReport:
     written: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
     seconds: float = 0.0  # wall time of the whole loop: reading, inference, writing
+    notes: list[str] = field(default_factory=list)  # e.g. --gt masks left off an overlay, and why
 
     @property
     def ok(self) -> bool:
@@ -43,6 +44,9 @@ class PredictionReport:
 
     def summary(self) -> str:
         lines = [f"Wrote {len(self.written)} prediction(s)."]
+        if self.skipped:
+            lines[0] += f" Kept {len(self.skipped)} complete from an earlier run (--continue)."
+        lines += [f"warning: {note}" for note in self.notes]
         if self.failed:
             lines.append(f"{len(self.failed)} input(s) failed:")
             lines += [f"  - {name}: {reason}" for name, reason in self.failed.items()]
@@ -60,6 +64,8 @@ def collect_inputs(inputs: str | os.PathLike | Sequence[str | os.PathLike]) -> l
         path = Path(item)
         if path.is_dir():  # hidden files (macOS ._name.png) are skipped, as prepare skips them
             files += sorted(p for p in path.iterdir() if p.is_file() and (is_image_file(p) or is_volume_input(p)))
+        elif not path.exists() and (str(item).endswith(("/", os.sep)) or not is_image_file(path)):
+            raise GmsegError(f"--input {item}: no such file or folder")  # not an image the reader would name
         else:
             files.append(path)  # missing files are reported per file by the reader
     if not files:
@@ -172,9 +178,12 @@ def write_binary_prediction(
     save_prob: bool,
     overlay: bool,
     gt_dir: str | os.PathLike | None,
+    notes: list[str] | None = None,
 ) -> None:
-    """Write one image's binary outputs: the 0/255 mask, optionally (H,W) float32 probabilities and the overlay."""
-    from .data.io import find_file, read_mask, write_mask_png
+    """Write one image's binary outputs: the 0/255 mask, optionally (H,W) float32 probabilities and the overlay
+    (with the ``gt_dir`` truth outlined when it can be drawn; otherwise without it, said in ``notes``)."""
+    from .data.io import find_file, write_mask_png
+    from .data.readers import OUTPUT_2D_SUFFIX
 
     prob = probability_at_size(probability, *image.shape[:2])
     mask = BINARY.to_mask(prob, threshold)
@@ -184,10 +193,32 @@ def write_binary_prediction(
     if overlay:
         from .visualize import save_overlay
 
-        gt = None
-        if gt_dir is not None and (gt_file := find_file(Path(gt_dir), name)) is not None:
-            gt = read_mask(gt_file).astype(bool)
-        save_overlay(output / f"{name}.overlay.png", image, mask, gt)
+        gt_file = find_file(Path(gt_dir), name) if gt_dir is not None else None
+        gt = overlay_truth(gt_file, image.shape[:2], None, notes)
+        save_overlay(output / f"{name}.overlay{OUTPUT_2D_SUFFIX}", image, mask, None if gt is None else gt.astype(bool))
+
+
+def overlay_truth(
+    gt_file: Path | None, shape: tuple[int, ...], labels: LabelSet | None, notes: list[str] | None
+) -> np.ndarray | None:
+    """The --gt mask to outline on an overlay, or None: an unreadable truth or one of another size is left
+    off that overlay with a note (as an unreadable input is skipped), never the end of the whole run."""
+    from .data.io import read_label_map, read_mask
+
+    if gt_file is None:
+        return None
+    try:
+        gt = read_mask(gt_file) if labels is None else read_label_map(gt_file, labels)
+    except (GmsegError, OSError, ValueError) as error:
+        why = str(error).splitlines()[0]
+        (notes if notes is not None else []).append(f"{gt_file}: unreadable, left off its overlay ({why})")
+        return None
+    if gt.shape[:2] != tuple(shape[:2]):
+        (notes if notes is not None else []).append(
+            f"{gt_file}: {gt.shape[1]}x{gt.shape[0]} but its image is {shape[1]}x{shape[0]} (WxH); left off its overlay"
+        )
+        return None
+    return gt
 
 
 def write_class_prediction(
@@ -200,6 +231,7 @@ def write_class_prediction(
     save_prob: bool = False,
     overlay: bool = False,
     gt_file: Path | None = None,
+    notes: list[str] | None = None,
 ) -> np.ndarray:
     """Write one image's K-class outputs; returns its (H,W) uint8 map of class values.
 
@@ -208,7 +240,8 @@ def write_class_prediction(
     ``save_prob`` writes the (K,H,W) float32 probabilities to ``NAME.prob.npy``, ``overlay`` the class
     overlay (with ``gt_file``'s label map outlined when given) to ``NAME.overlay.png``.
     """
-    from .data.io import read_label_map, write_label_map_png
+    from .data.io import write_label_map_png
+    from .data.readers import OUTPUT_2D_SUFFIX
 
     if probability.ndim != 3 or probability.shape[0] != labels.num_classes:
         raise GmsegError(
@@ -217,14 +250,14 @@ def write_class_prediction(
         )
     prob = class_probabilities_at_size(probability, *image.shape[:2])
     values = labels.to_mask(prob)
-    write_label_map_png(output / f"{name}.png", values, labels)  # refuses undeclared values
+    write_label_map_png(output / f"{name}{OUTPUT_2D_SUFFIX}", values, labels)  # refuses undeclared values
     if save_prob:
         save_npy_atomic(output / f"{name}.prob.npy", prob.astype(np.float32))
     if overlay:
         from .visualize import save_class_overlay
 
-        gt = read_label_map(gt_file, labels) if gt_file is not None else None
-        save_class_overlay(output / f"{name}.overlay.png", image, values, labels, gt)
+        gt = overlay_truth(gt_file, image.shape[:2], labels, notes)
+        save_class_overlay(output / f"{name}.overlay{OUTPUT_2D_SUFFIX}", image, values, labels, gt)
     return values
 
 
@@ -282,6 +315,8 @@ def predict_files(
 
     from .data.io import find_file
 
+    if gt_dir is not None and not Path(gt_dir).is_dir():
+        raise GmsegError(f"--gt {gt_dir} is not a folder: give the folder of true masks drawn on the overlays")
     files = collect_inputs(inputs)
     output = Path(output_dir)
     torch_device = pick_device(device)
@@ -314,12 +349,15 @@ def predict_files(
             probabilities = predict(batch)
             for name, image, probability in zip(names, images, probabilities):
                 if labels.is_binary:
-                    write_binary_prediction(output, name, image, probability, threshold, save_prob, overlay, gt_dir)
+                    write_binary_prediction(
+                        output, name, image, probability, threshold, save_prob, overlay, gt_dir, report.notes
+                    )
                 else:
                     gt_file = find_file(Path(gt_dir), name) if overlay and gt_dir is not None else None
                     write_class_prediction(
-                        output, name, image, probability, labels, save_prob=save_prob, overlay=overlay, gt_file=gt_file
-                    )
+                        output, name, image, probability, labels, save_prob=save_prob, overlay=overlay, gt_file=gt_file,
+                        notes=report.notes,
+                    )  # fmt: skip
                 report.written.append(name)
         bar.update(len(chunk))
     bar.close()
