@@ -241,10 +241,26 @@ def check_ranges(config: Config) -> None:
     need(t.lr_schedule in ("release", "smooth"), f"train.lr_schedule must be release or smooth, got {t.lr_schedule!r}")
     need(0.0 <= t.ema_decay < 1.0, f"train.ema_decay must be in [0, 1) (0: off), got {t.ema_decay}")
     need(t.device in ("auto", "cpu", "cuda"), f"train.device must be auto, cpu or cuda, got {t.device!r}")
+    problems += run_folder_problems(config.name, t.output_dir)
     problems += config.model.problems()
     problems += config.trainer.problems(config)
     if problems:
         raise ConfigError("Invalid configuration:\n" + "\n".join(f"  - {p}" for p in problems))
+
+
+def run_folder_problems(name: str, output_dir: str) -> list[str]:
+    """The run folder ``output_dir/NAME-TIMESTAMP`` must stay inside ``output_dir``, which may not be a root."""
+    problems = []
+    if not name or any(c in name for c in ("/", "\\", "\x00")):
+        problems.append(
+            f"name must be a plain folder name (no '/' or '\\'), got {name!r}: runs are written to "
+            "train.output_dir/NAME-TIMESTAMP and may not leave train.output_dir"
+        )
+    if not str(output_dir).strip() or Path(output_dir).resolve() == Path(Path(output_dir).resolve().anchor):
+        problems.append(
+            f"train.output_dir must be a folder for runs, not {str(output_dir)!r} (a file system root or nothing)"
+        )
+    return problems
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:

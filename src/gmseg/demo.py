@@ -15,6 +15,7 @@ from pathlib import Path
 
 from .config import Config, config_from_dict
 from .first_stage import TAESD_HUB_ID
+from .outputs import OutputError, OutputGuard
 
 DEMO_IMAGE_SIZE = 96
 #: The demo's budget, in one place (measured in BENCHMARKS.md, "The demo"): many cheap images (one cached
@@ -64,7 +65,28 @@ def run_demo(
     quick: bool = False,
     progress: bool = True,
 ) -> dict:
-    """Run the demo; returns the test summary (also written to ``<out>/demo_summary.json``)."""
+    """Run the demo; returns the test summary (also written to ``<out>/demo_summary.json``).
+
+    ``out`` is claimed for this run and must be new, empty or a previous demo's: the demo replaces only what
+    gmseg wrote there (its manifest, :mod:`gmseg.outputs`) and refuses a folder holding anything else.
+    """
+    out = Path(out_dir)
+    vae = vae or TAESD_HUB_ID
+    with OutputGuard("demo", replace_own=True) as guard:
+        guard.claim(out)
+        foreign = guard.foreign_entries(out)
+        if foreign:
+            raise OutputError(
+                f"--out {out} holds {len(foreign)} file(s) or folder(s) that gmseg did not write, e.g. "
+                f"{foreign[0]}: the demo never writes over them; choose a new or empty folder."
+            )
+        guard.plan_folder(out / "data")
+        guard.plan(out / "demo_summary.json")
+        return _run_demo(guard, out, vae, vae_config, quick, progress)
+
+
+def _run_demo(guard: OutputGuard, out: Path, vae: str, vae_config: str | None, quick: bool, progress: bool) -> dict:
+    """The five stages of :func:`run_demo`, in the folder ``guard`` holds."""
     from .evaluate import format_summary
     from .first_stage import load_first_stage
     from .synthetic import make_synthetic_dataset
@@ -72,8 +94,6 @@ def run_demo(
     from .training import make_trainer
     from .visualize import plot_training_curves
 
-    out = Path(out_dir)
-    vae = vae or TAESD_HUB_ID
     started = time.time()
 
     def stage(number: int, text: str) -> None:
@@ -82,10 +102,13 @@ def run_demo(
     load_first_stage(vae, vae_config)  # fail in the first seconds, with what to pass, if it cannot load
     stage(1, f"first stage loaded: {vae}")
     n_train, n_test = DEMO_IMAGES["quick" if quick else "full"]
-    data_dir = make_synthetic_dataset(out / "data", n_train=n_train, n_test=n_test, size=DEMO_IMAGE_SIZE, seed=0)
+    data_dir = guard.write_folder(
+        out / "data",
+        lambda folder: make_synthetic_dataset(folder, n_train=n_train, n_test=n_test, size=DEMO_IMAGE_SIZE, seed=0),
+    )
     stage(2, f"data generated: {n_train} training and {n_test} test images in {data_dir}")
 
-    config = demo_config(data_dir, out / "runs", vae, vae_config, quick)
+    config = demo_config(data_dir, guard.make_folder(out / "runs"), vae, vae_config, quick)
     stage(
         3,
         f"training {config.train.epochs} epochs ({config.trainer.latent_epochs} latent-only), "
@@ -100,7 +123,8 @@ def run_demo(
         )
 
     stage(4, "predicting the held-out test images")
-    result = run_test(run_dir / "checkpoints" / "best", data_dir, out / "test", progress=progress, overwrite=True)
+    test_dir = guard.make_folder(out / "test")  # a new folder, or the previous demo's (checked above)
+    result = run_test(run_dir / "checkpoints" / "best", data_dir, test_dir, progress=progress, overwrite=True)
     curves = plot_training_curves(run_dir)
     stage(5, "evaluated:")
     print(format_summary(result.summary))
@@ -115,7 +139,7 @@ def run_demo(
         "metrics": str(out / "test" / "metrics.csv"),
         "curves": str(curves),
     }
-    (out / "demo_summary.json").write_text(json.dumps(summary, indent=2))
+    guard.write_text(out / "demo_summary.json", json.dumps(summary, indent=2) + "\n")
     print(
         f"Test Dice {summary['test_dice']:.3f} in {summary['seconds']:.0f} s. Open:\n"
         f"  report   {summary['report']}\n  metrics  {summary['metrics']}\n  curves   {curves}"

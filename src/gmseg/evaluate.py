@@ -29,13 +29,14 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from gmseg.bounds import MAX_IMAGE_SIZE, check_mask_threshold
 from gmseg.data.dataset import DATASET_JSON, dataset_labels
 from gmseg.data.io import MaskReading, inspect_mask, odd_encodings, read_label_map
-from gmseg.data.readers import header_size
+from gmseg.data.readers import OUTPUT_2D_SUFFIX, header_size
 from gmseg.data.resample import resize_label_map, resize_mask
 from gmseg.errors import ConfigError, DataError, GmsegError
 from gmseg.fileio import atomic_write_text
@@ -47,7 +48,7 @@ SUMMARY_METRICS: tuple[str, ...] = ("dice", "iou", "hd95", "precision", "recall"
 #: fixed column order of metrics.csv
 CSV_COLUMNS: tuple[str, ...] = ("name", *METRIC_KEYS)
 #: files written next to predictions by ``gmseg predict`` that are not masks
-_NOT_PREDICTIONS = (".overlay.png",)
+_NOT_PREDICTIONS = (f".overlay{OUTPUT_2D_SUFFIX}",)
 
 
 @dataclass
@@ -225,7 +226,9 @@ def _image_size(path: Path) -> tuple[int, int]:
 
 def _prediction_names(pred_dir: Path) -> list[str]:
     return sorted(
-        p.name[: -len(".png")] for p in pred_dir.glob("*.png") if p.is_file() and not p.name.endswith(_NOT_PREDICTIONS)
+        p.name[: -len(OUTPUT_2D_SUFFIX)]
+        for p in pred_dir.glob(f"*{OUTPUT_2D_SUFFIX}")
+        if p.is_file() and not p.name.endswith(_NOT_PREDICTIONS)
     )
 
 
@@ -282,7 +285,7 @@ def evaluate_folders(
     if names is None:
         predicted = _prediction_names(pred_dir)
         if not predicted:
-            raise DataError("cannot evaluate: no predictions", [f"no NAME.png masks in {pred_dir}"])
+            raise DataError("cannot evaluate: no predictions", [f"no NAME{OUTPUT_2D_SUFFIX} masks in {pred_dir}"])
         names = sorted(index_folder(mask_dir))
         truths = set(names)
         problems += [f"{n}: ground-truth mask missing in {mask_dir}" for n in predicted if n not in truths]
@@ -296,7 +299,7 @@ def evaluate_folders(
             problems.append(f"{name}: listed more than once")
             continue
         seen.add(name)
-        pred_path = pred_dir / f"{name}.png"
+        pred_path = pred_dir / f"{name}{OUTPUT_2D_SUFFIX}"
         gt_path = find_file(mask_dir, name)
         if not pred_path.is_file() and missing == "error":
             problems.append(f"{name}: prediction missing: {pred_path}")

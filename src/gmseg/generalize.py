@@ -22,8 +22,8 @@ from typing import Any
 
 from .errors import ConfigError
 from .evaluate import parse_size
-from .fileio import atomic_write_text
 from .metrics import check_empty_mode
+from .outputs import OutputGuard
 from .testing import ALL_STAGE, run_test
 
 __all__ = ["GeneralizationResult", "parse_dataset_arg", "run_generalize"]
@@ -46,19 +46,30 @@ class GeneralizationResult:
             "|---|---|---|---:|---|---|---|",
         ]
         for row in self.rows:
-            cells = [
-                f"{100 * row['dice']['mean']:.2f} ± {100 * row['dice']['se']:.2f}",
-                f"{100 * row['iou']['mean']:.2f} ± {100 * row['iou']['se']:.2f}",
-                f"{row['hd95']['mean']:.1f} ± {row['hd95']['se']:.1f}",
-            ]
+            cells = [_cell(row["dice"], 100, 2), _cell(row["iou"], 100, 2), _cell(row["hd95"], 1, 1)]
             same = f" (= {row['same_images_as']}, scored once)" if row.get("same_images_as") else ""
             lines.append(
                 f"| {row['dataset']} | {row.get('domain') or '-'} | {row['stage']}{same} | {row['n_images']} | "
                 + " | ".join(cells)
                 + " |"
             )
-        lines += ["", "Mean ± standard error of the mean over images (Dice and IoU in %)."]
+        lines += [
+            "",
+            "Mean ± standard error of the mean over images (Dice and IoU in %); n/a: no image defines the "
+            "metric (HD95 needs both masks non-empty); (1 case): one value, no error to give.",
+        ]
         return "\n".join(lines) + "\n"
+
+
+def _cell(stats: dict[str, Any], scale: float, digits: int) -> str:
+    """A table cell that says what it knows: the mean ± its standard error, the single value of one case, or
+    n/a when no image defines the metric (never "nan ± nan")."""
+    mean, se, n = stats.get("mean"), stats.get("se"), stats.get("n", 0)
+    if mean is None or not math.isfinite(mean) or not n:
+        return "n/a"
+    if se is None or not math.isfinite(se):
+        return f"{scale * mean:.{digits}f} ({n} case{'s' if n != 1 else ''})"
+    return f"{scale * mean:.{digits}f} ± {scale * se:.{digits}f}"
 
 
 def parse_dataset_arg(text: str) -> tuple[str, Path]:
@@ -166,6 +177,9 @@ def run_generalize(
     check_empty_mode(empty)
     jobs = plan_jobs([(name, Path(folder)) for name, folder in datasets], stages, in_domain)
     out = Path(out_dir)
+    # The table files, planned before any testing; each OUT/<dataset>/<stage>/ is claimed by its run_test.
+    guard = OutputGuard("generalize", overwrite=overwrite)
+    guard.plan(out / "generalization.json", out / "generalization.md")
     label = str(model)
     if isinstance(model, (str, os.PathLike)):
         model = load_model(model)
@@ -197,6 +211,6 @@ def run_generalize(
         "settings": {"size": size, "empty": empty, "tta": tta},
         "rows": result.rows,
     }
-    atomic_write_text(out / "generalization.json", json.dumps(payload, indent=2, default=str) + "\n")
-    atomic_write_text(out / "generalization.md", result.to_markdown(label))
+    guard.write_text(out / "generalization.json", json.dumps(payload, indent=2, default=str) + "\n")
+    guard.write_text(out / "generalization.md", result.to_markdown(label))
     return result

@@ -17,6 +17,7 @@ import torch
 from .errors import CheckpointError, ConfigError
 from .first_stage import load_first_stage, load_state_dict_safely
 from .models import GMS, GMSConfig
+from .outputs import OutputGuard
 
 
 def read_release_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
@@ -56,10 +57,20 @@ def import_official(
     image_size: int = 224,
     out_dir: str | os.PathLike | None = None,
     include_first_stage: bool = False,
+    overwrite: bool = False,
 ) -> GMS:
-    """Build a GMS model from the release's files; save it as a model folder when ``out_dir`` is given."""
+    """Build a GMS model from the release's files; save it as a model folder when ``out_dir`` is given.
+
+    The folder follows the file rule (:class:`gmseg.outputs.OutputGuard`), checked before anything is
+    loaded: never a folder that holds an input (not even with ``overwrite``), an existing non-empty folder
+    only with ``overwrite``, and written beside its final name, then swapped in whole.
+    """
     if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 8 or image_size % 8:
         raise ConfigError(f"--image-size must be a positive multiple of 8 (the autoencoder's factor), got {image_size}")
+    guard = OutputGuard("import-official", overwrite=overwrite)
+    if out_dir is not None:
+        guard.read(*[path for path in (lmm_path, vae, vae_config) if path is not None and Path(path).exists()])
+        guard.plan_folder(Path(out_dir))
     state = read_release_state_dict(lmm_path)
     first_stage = load_first_stage(vae, vae_config)
     config = GMSConfig(mapping=infer_mapping_config(state), image_size=image_size)
@@ -70,5 +81,7 @@ def import_official(
         raise CheckpointError(f"{lmm_path} does not match the GMS mapping architecture: {error}") from error
     model.eval()
     if out_dir is not None:
-        model.save_pretrained(Path(out_dir), include_first_stage=include_first_stage)
+        guard.write_folder(
+            Path(out_dir), lambda folder: model.save_pretrained(folder, include_first_stage=include_first_stage)
+        )
     return model

@@ -60,6 +60,7 @@ __all__ = [
     "folder_holder",
     "gmseg_files",
     "is_empty_folder",
+    "refuse_if_busy",
     "same_file",
     "written_by_gmseg",
 ]
@@ -280,6 +281,14 @@ def folder_holder(folder: str | os.PathLike) -> LockOwner | None:
     finally:
         os.close(handle)
     return None
+
+
+def refuse_if_busy(folder: str | os.PathLike) -> None:
+    """Raise :class:`FolderBusyError` naming the run that holds ``folder`` now, before a slower check or
+    setup would give a misleading message (e.g. "not empty" for a folder a running training fills)."""
+    owner = folder_holder(folder)
+    if owner is not None:
+        raise _busy(Path(folder), owner)
 
 
 # ----------------------------------------------------------------------------------------------- guard

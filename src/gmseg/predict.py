@@ -35,6 +35,7 @@ from .labels import BINARY, LabelSet
 class PredictionReport:
     written: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
+    skipped: list[str] = field(default_factory=list)  # complete outputs kept by --continue
     seconds: float = 0.0  # wall time of the whole loop: reading, inference, writing
     notes: list[str] = field(default_factory=list)  # e.g. --gt masks left off an overlay, and why
 
@@ -54,7 +55,11 @@ class PredictionReport:
 
 
 def collect_inputs(inputs: str | os.PathLike | Sequence[str | os.PathLike]) -> list[Path]:
-    """Expand folders into their image files (sorted); keep explicitly named files as given."""
+    """Expand folders into their image files (sorted); keep explicitly named files as given.
+
+    A file reached twice (named twice, named and in a named folder, or by a link) is kept once, so it is
+    predicted and counted once.
+    """
     from .data.io import IMAGE_SUFFIXES, is_image_file
     from .volume_predict import is_volume_input
 
@@ -70,58 +75,78 @@ def collect_inputs(inputs: str | os.PathLike | Sequence[str | os.PathLike]) -> l
             files.append(path)  # missing files are reported per file by the reader
     if not files:
         raise GmsegError(f"No input images found in {', '.join(map(str, items))} (suffixes: {IMAGE_SUFFIXES}).")
-    return files
+    seen: set[object] = set()
+    unique = []
+    for path in files:
+        try:
+            status = path.stat()
+            identity: object = (status.st_dev, status.st_ino)
+        except OSError:
+            identity = os.path.abspath(path)
+        if identity not in seen:
+            seen.add(identity)
+            unique.append(path)
+    return unique
 
 
-OUTPUT_SUFFIXES = (".png", ".prob.npy", ".overlay.png")
+def plan_outputs(
+    guard: Any,
+    files: Sequence[Path],
+    output: Path,
+    *,
+    save_prob: bool = False,
+    overlay: bool = False,
+    protected: Sequence[Path] = (),
+    skip_complete: bool = False,
+) -> dict[Path, list[Path]]:
+    """Plan every file predict will write, before any is written: input -> its outputs.
 
-
-def check_outputs(files: Sequence[Path], output: Path, overwrite: bool, protected: Sequence[Path] = ()) -> None:
-    """Refuse, before anything is written, every way predict could destroy or misreport a file.
-
-    The output folder may not hold an input image or be a ``protected`` folder (e.g. the ground truth);
-    two inputs may not share a stem (one mask would overwrite the other); and existing outputs are
-    replaced only with ``overwrite``.
+    Refused (by ``guard``, a :class:`gmseg.outputs.OutputGuard`): an output folder that is a ``protected``
+    folder (the ground truth) or holds an input image (compared as folders, so links count); two outputs
+    with one name (two inputs with one stem, or ``x.overlay.png`` the overlay of ``x`` and the mask of an
+    input ``x.overlay``); an existing file the guard may not replace. With ``skip_complete``, an input
+    whose outputs gmseg already wrote, all of them, is left out (atomic writes: present means complete).
     """
-    out = output.resolve()
+    from .data.readers import OUTPUT_2D_SUFFIX, split_name
+    from .outputs import same_file
+
     if output.exists() and not output.is_dir():
         raise GmsegError(f"--output {output} is an existing file, not a folder; choose another path.")
     for folder in protected:
-        if Path(folder).resolve() == out:
+        if same_file(folder, output):
             raise GmsegError(
                 f"--output {output} is the ground-truth folder {folder}: masks would be written over "
                 "it; choose another output folder."
             )
-    inside = [f for f in files if f.resolve().parent == out]
-    if inside:
-        raise GmsegError(
-            f"--output {output} holds the input image {inside[0]}: predicted masks would be written "
-            "over the inputs; choose another output folder."
-        )
-    from .data.readers import split_name
-
-    stems: dict[str, Path] = {}
+    for path in files:
+        if same_file(Path(os.path.abspath(path)).parent, output) or same_file(path.resolve().parent, output):
+            raise GmsegError(
+                f"--output {output} holds the input image {path}: predicted masks would be written "
+                "over the inputs; choose another output folder."
+            )
+    guard.read(*files)
+    guard.read_folder(*protected)
+    mask_suffix, overlay_suffix = OUTPUT_2D_SUFFIX, f".overlay{OUTPUT_2D_SUFFIX}"
+    suffixes = [mask_suffix] + [".prob.npy"] * save_prob + [overlay_suffix] * overlay
+    kinds = {mask_suffix: "the mask", ".prob.npy": "the probabilities", overlay_suffix: "the overlay"}
+    planned: dict[Path, list[Path]] = {}
     for path in files:
         stem = split_name(path)[0]
-        if stem in stems and stems[stem] != path:
+        outputs = [output / f"{stem}{suffix}" for suffix in suffixes]
+        if skip_complete and all(p.is_file() and guard.is_own(p) for p in outputs):
+            continue
+        planned[path] = outputs
+    owners = [(p, f"{kinds[s]} of {path}") for path, outputs in planned.items() for p, s in zip(outputs, suffixes)]
+    seen: dict[Path, str] = {}
+    for target, owner in owners:  # name both inputs when two outputs collide, before any existence check
+        if target in seen:
             raise GmsegError(
-                f"inputs {stems[stem]} and {path} share the name {stem!r}: both would write "
-                f"{output / stem}.png; rename one or predict them into separate folders."
+                f"{seen[target]} and {owner} would both be written to {target}: the second would replace the "
+                "first; rename one input or predict them into separate folders."
             )
-        stems[stem] = path
-    if overwrite or not output.is_dir():
-        return
-    existing = [
-        output / f"{stem}{suffix}"
-        for stem in stems
-        for suffix in OUTPUT_SUFFIXES
-        if (output / f"{stem}{suffix}").exists()
-    ]
-    if existing:
-        raise GmsegError(
-            f"{len(existing)} output file(s) already exist in {output}, e.g. {existing[0]}; pass "
-            "--overwrite to replace them, or choose an empty output folder."
-        )
+        seen[target] = owner
+    guard.plan(*seen)  # an input among them is refused first; then every file it may not replace, counted
+    return planned
 
 
 def image_to_tensor(image: np.ndarray, size: int, intensity: str = "none") -> torch.Tensor:
@@ -187,7 +212,7 @@ def write_binary_prediction(
 
     prob = probability_at_size(probability, *image.shape[:2])
     mask = BINARY.to_mask(prob, threshold)
-    write_mask_png(output / f"{name}.png", mask)
+    write_mask_png(output / f"{name}{OUTPUT_2D_SUFFIX}", mask)
     if save_prob:
         save_npy_atomic(output / f"{name}.prob.npy", prob.astype(np.float32))
     if overlay:
@@ -303,6 +328,7 @@ def predict_files(
     tta: bool = False,
     overwrite: bool = False,
     backend: str = "auto",
+    skip_complete: bool = False,
 ) -> PredictionReport:
     """Predict every input image and write its mask (and optionally probabilities / overlay).
 
@@ -310,10 +336,13 @@ def predict_files(
     ``backend``, ``precision``, ``channels_last`` and ``compile`` are the options of
     :func:`gmseg.inference.make_predictor`, ``tta`` its mirror averaging; the defaults give exactly
     :meth:`GMS.predict_proba`'s numbers (an exported folder runs on its own runtime).
-    """
-    from tqdm.auto import tqdm
 
-    from .data.io import find_file
+    Outputs follow the file rule (:func:`plan_outputs`, :class:`gmseg.outputs.OutputGuard`): all planned and
+    checked before the first is written, the output folder claimed against a second run. ``skip_complete``
+    (``--continue``) continues an interrupted run: inputs whose outputs gmseg already wrote are skipped
+    (``report.skipped``), the rest predicted, their partial outputs replaced.
+    """
+    from .outputs import OutputGuard
 
     if gt_dir is not None and not Path(gt_dir).is_dir():
         raise GmsegError(f"--gt {gt_dir} is not a folder: give the folder of true masks drawn on the overlays")
@@ -328,26 +357,59 @@ def predict_files(
             overwrite=overwrite, progress=progress, protected=[Path(gt_dir)] if gt_dir is not None else [],
             options=dict(backend=backend, precision=precision, channels_last=channels_last, compile=compile, tta=tta),
         )  # fmt: skip
-    check_outputs(files, output, overwrite, protected=[Path(gt_dir)] if gt_dir is not None else [])
-    predict = make_predictor(  # before any folder is made: a missing runtime or a bad graph writes nothing
-        model,
-        torch_device,
-        backend=backend,
-        precision=precision,
-        channels_last=channels_last,
-        compile=compile,
-        tta=tta,
-    )
-    output.mkdir(parents=True, exist_ok=True)
+    hint = "pass --overwrite to replace them, or --continue to keep the complete ones and predict the rest"
+    with OutputGuard("predict", overwrite=overwrite, replace_own=skip_complete, hint=hint) as guard:
+        guard.claim(output)  # one run per folder, claimed before the folder is checked
+        planned = plan_outputs(
+            guard,
+            files,
+            output,
+            save_prob=save_prob,
+            overlay=overlay,
+            protected=[Path(gt_dir)] if gt_dir is not None else [],
+            skip_complete=skip_complete,
+        )
+        return _predict_planned(
+            guard, planned, files, output, model, torch_device, save_prob, overlay, gt_dir, batch_size, progress,
+            dict(backend=backend, precision=precision, channels_last=channels_last, compile=compile, tta=tta),
+        )  # fmt: skip
+
+
+def _predict_planned(
+    guard: Any,
+    planned: dict[Path, list[Path]],
+    files: list[Path],
+    output: Path,
+    model: Any,
+    torch_device: torch.device,
+    save_prob: bool,
+    overlay: bool,
+    gt_dir: str | os.PathLike | None,
+    batch_size: int,
+    progress: bool,
+    options: dict[str, Any],
+) -> PredictionReport:
+    """The loop of :func:`predict_files` over the planned inputs, each output recorded by ``guard`` as gmseg's
+    just before it is written (atomically)."""
+    from tqdm.auto import tqdm
+
+    from .data.io import find_file
+    from .data.readers import split_name
+
+    report = PredictionReport(skipped=[split_name(path)[0] for path in files if path not in planned])
+    files = [path for path in files if path in planned]
+    outputs_of = {split_name(path)[0]: outputs for path, outputs in planned.items()}
+    # before any file is written: a missing runtime or a bad graph writes nothing
+    predict = make_predictor(model, torch_device, **options)
     size, labels, intensity = predict.spec.image_size, predict.spec.labels, predict.spec.intensity
     threshold = predict.spec.threshold if labels.is_binary else None  # K classes: argmax, no threshold
-    report = PredictionReport()
     started = time.perf_counter()
     bar = tqdm(total=len(files), desc="predict", unit="img", disable=not progress)
     for chunk, names, images, batch in read_batches(files, size, batch_size, report.failed, intensity):
         if names:
             probabilities = predict(batch)
             for name, image, probability in zip(names, images, probabilities):
+                guard.record(*outputs_of[name])
                 if labels.is_binary:
                     write_binary_prediction(
                         output, name, image, probability, threshold, save_prob, overlay, gt_dir, report.notes

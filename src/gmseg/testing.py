@@ -173,6 +173,7 @@ def write_report(
 ) -> Path:
     """The best, median and worst cases as overlays: where a person would rather look than read."""
     from .data.io import find_file, read_image, read_label_map, read_mask
+    from .data.readers import OUTPUT_2D_SUFFIX
     from .visualize import report_grid
 
     labels = result.labels
@@ -186,10 +187,11 @@ def write_report(
         if image_file is None or gt_file is None:
             continue
         image = read_image(image_file)
+        pred_file = predictions / f"{name}{OUTPUT_2D_SUFFIX}"
         if labels.is_binary:
-            pred, gt = read_mask(predictions / f"{name}.png").astype(bool), read_mask(gt_file).astype(bool)
+            pred, gt = read_mask(pred_file).astype(bool), read_mask(gt_file).astype(bool)
         else:
-            pred, gt = read_label_map(predictions / f"{name}.png", labels), read_label_map(gt_file, labels)
+            pred, gt = read_label_map(pred_file, labels), read_label_map(gt_file, labels)
         if pred.shape != image.shape[:2] or gt.shape != image.shape[:2]:
             continue  # drawn only when all three line up; the metrics already reported the mismatch
         dice = float(row[key]) if np.isfinite(row[key]) else 0.0

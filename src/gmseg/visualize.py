@@ -16,11 +16,13 @@ import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from scipy import ndimage
 
 from gmseg.errors import GmsegError
+from gmseg.fileio import atomic_write
 from gmseg.labels import BINARY, LabelSet
 
 #: contour colours: prediction green, ground truth red, coinciding contours yellow (green + red)
@@ -181,10 +183,23 @@ def _new_figure(width_in: float, height_in: float):
     return fig
 
 
-def _save_figure(fig, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, format="png", bbox_inches="tight")
-    return path
+def figure_format(fig, path: Path) -> str:
+    """The format a figure is written in: its file's ending (never PNG bytes under a ``.jpg`` name)."""
+    formats = fig.canvas.get_supported_filetypes()
+    ending = path.suffix.lower().lstrip(".")
+    if ending not in formats:
+        raise GmsegError(
+            f"{path}: cannot draw a figure as {'.' + ending if ending else 'a file without an ending'}; "
+            f"end the name in one of {', '.join('.' + f for f in sorted(formats))} (e.g. .png)"
+        )
+    return ending
+
+
+def _save_figure(fig, path: Path, guard: Any = None) -> Path:
+    """Write a figure atomically in the format its ending names, through ``guard`` (the file rule) if given."""
+    fmt = figure_format(fig, path)
+    write = atomic_write if guard is None else guard.write
+    return write(path, lambda handle: fig.savefig(handle, format=fmt, bbox_inches="tight"))
 
 
 def _pick_cases(dices: Sequence[float]) -> list[tuple[str, list[int]]]:
@@ -236,8 +251,11 @@ def _shrink(
     return small, resize(pred, size), (resize(gt, size) if gt is not None else None)
 
 
-def report_grid(cases: list[dict], path: str | os.PathLike, title: str = "", labels: LabelSet = BINARY) -> Path:
-    """Save a grid of overlays: best, median and worst 3 cases by Dice, one row each.
+def report_grid(
+    cases: list[dict], path: str | os.PathLike, title: str = "", labels: LabelSet = BINARY, guard: Any = None
+) -> Path:
+    """Save a grid of overlays: best, median and worst 3 cases by Dice, one row each (through ``guard``, a
+    :class:`gmseg.outputs.OutputGuard`, when a verb writes it).
 
     Each case is a dict with ``name``, ``image`` (H,W,3 uint8), ``pred`` and ``gt`` (H,W bool) and
     ``dice``. Looking at extremes, not a random sample, shows failure modes a mean hides. With more than
@@ -278,7 +296,7 @@ def report_grid(cases: list[dict], path: str | os.PathLike, title: str = "", lab
         fig.supxlabel(LEGEND, fontsize=9)
     else:
         _add_class_legend(fig, labels, fontsize=9)
-    return _save_figure(fig, Path(path))
+    return _save_figure(fig, Path(path), guard)
 
 
 def training_log_path(run_dir_or_csv: str | os.PathLike) -> Path:
@@ -314,13 +332,25 @@ def read_training_log(csv_path: str | os.PathLike) -> dict[str, np.ndarray]:
     return {key: np.array([num(rec.get(key)) for rec in records]) for key in columns}
 
 
-def plot_training_curves(run_dir_or_csv: str | os.PathLike, out_path: str | os.PathLike | None = None) -> Path:
+def plot_training_curves(
+    run_dir_or_csv: str | os.PathLike, out_path: str | os.PathLike | None = None, overwrite: bool = False
+) -> Path:
     """Plot losses, validation Dice/IoU (best epoch marked) and learning rate from ``train_log.csv``.
 
     Accepts a run folder or the CSV itself; missing columns are skipped so logs from older or partial
-    runs still plot. Default output: ``curves.png`` next to the CSV.
+    runs still plot. Default output: ``curves.png`` next to the CSV, in the format its ending names.
+    The file rule (:class:`gmseg.outputs.OutputGuard`): never the log itself, never a file gmseg did
+    not write unless ``overwrite``; a plot gmseg drew before is replaced. The run folder is not claimed:
+    plotting a training that is still running is allowed.
     """
+    from gmseg.outputs import OutputGuard
+
     csv_path = training_log_path(run_dir_or_csv)
+    out = Path(out_path) if out_path is not None else csv_path.parent / "curves.png"
+    guard = OutputGuard("plot", overwrite=overwrite, replace_own=True)
+    guard.read(csv_path)
+    figure_format(_new_figure(1, 1), out)  # a wrong ending is refused before anything is read or drawn
+    guard.plan(out)
     log = read_training_log(csv_path)
     n = len(next(iter(log.values())))
     epoch = log.get("epoch")
@@ -385,8 +415,7 @@ def plot_training_curves(run_dir_or_csv: str | os.PathLike, out_path: str | os.P
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
 
     fig.suptitle(str(csv_path), fontsize=10)
-    out = Path(out_path) if out_path is not None else csv_path.parent / "curves.png"
-    return _save_figure(fig, out)
+    return _save_figure(fig, out, guard)
 
 
 def overlay_picture(

@@ -39,10 +39,10 @@ from gmseg.data.io import (
     write_label_map_png,
     write_mask_png,
 )
-from gmseg.data.readers import split_name, suffix_rank
+from gmseg.data.readers import OUTPUT_2D_SUFFIX, split_name, suffix_rank
 from gmseg.data.splits import load_split, random_split, save_split
 from gmseg.errors import ConfigError, DataError
-from gmseg.fileio import atomic_write_text, swap_in
+from gmseg.fileio import atomic_write_text, clean_stale_temporaries, swap_in, temporary_sibling
 from gmseg.labels import LabelSet
 
 __all__ = [
@@ -515,8 +515,9 @@ def _convert(
 
     from tqdm.auto import tqdm
 
-    staging = out.parent / f".{out.name}.prepare-{os.getpid()}"
-    shutil.rmtree(staging, ignore_errors=True)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    clean_stale_temporaries(out.parent)  # the staging copies of runs that were killed (by their PID)
+    staging = temporary_sibling(out)  # .NAME.<pid>.<hex>.tmp: cleaned like that by a later run if we die
     notes: list[str] = []
     readings: dict[str, MaskReading] = {}
     empty: list[str] = []  # names whose mask came out empty
@@ -537,12 +538,12 @@ def _convert(
             except DataError as exc:
                 problems += exc.problems
                 continue
-            write_image_png(staging / "images" / f"{pair.name}.png", image)
+            write_image_png(staging / "images" / f"{pair.name}{OUTPUT_2D_SUFFIX}", image)
             if labels.is_binary:
-                write_mask_png(staging / "masks" / f"{pair.name}.png", mask)
+                write_mask_png(staging / "masks" / f"{pair.name}{OUTPUT_2D_SUFFIX}", mask)
             else:
                 values = mask * np.uint8(pair.value)
-                write_label_map_png(staging / "masks" / f"{pair.name}.png", values, labels)
+                write_label_map_png(staging / "masks" / f"{pair.name}{OUTPUT_2D_SUFFIX}", values, labels)
                 _count_classes(class_counts, values, labels)
             if pair.name in duplicate_names:
                 duplicate_masks[pair.name] = mask
@@ -611,7 +612,7 @@ def write_dataset_json(folder: Path, dataset: str, labels: LabelSet, n_pairs: in
         "channel_names": {"0": "R", "1": "G", "2": "B"},
         "labels": labels.to_labels(),
         "numTraining": int(n_pairs),
-        "file_ending": ".png",
+        "file_ending": OUTPUT_2D_SUFFIX,
     }
     atomic_write_text(folder / "dataset.json", json.dumps(content, indent=2) + "\n")
 

@@ -461,13 +461,24 @@ class Trainer:
 
     def fit(self) -> Path:
         """Train; a fresh run that fails before its first checkpoint removes the folder it created: nothing
-        in it could be resumed."""
-        try:
-            return self.train_epochs()
-        except BaseException:
-            if self.is_main and self.created and checkpoint_target(self.checkpoints, "last") is None:
-                shutil.rmtree(self.run_dir, ignore_errors=True)
-            raise
+        in it could be resumed. The run folder is claimed first (one run per folder, :mod:`gmseg.outputs`):
+        a second run into it refuses, naming the first, before it reads or removes anything."""
+        from ..outputs import OutputGuard, is_empty_folder
+
+        with OutputGuard("train") as guard:
+            if self.is_main:
+                self.created = guard.claim(self.run_dir) and not self.resume
+                if not self.resume and not is_empty_folder(self.run_dir):
+                    raise GmsegError(
+                        f"run folder {self.run_dir} already exists and is not empty: continue it with --resume "
+                        f"{self.run_dir}, or choose another folder."
+                    )
+            try:
+                return self.train_epochs()
+            except BaseException:
+                if self.is_main and self.created and checkpoint_target(self.checkpoints, "last") is None:
+                    shutil.rmtree(self.run_dir, ignore_errors=True)
+                raise
 
     def train_epochs(self) -> Path:
         """Set up, then train the epochs left; a finished run only says so (resuming it is no error)."""
@@ -610,6 +621,10 @@ def train(
         check_resume_config(load_config(saved), config, resume)
     elif not isinstance(config, Config):
         config = load_config(config, overrides)
+    if resume is not None or run_dir is not None:
+        from ..outputs import refuse_if_busy
+
+        refuse_if_busy(resume if resume is not None else run_dir)  # names the run that holds it
     if resume is None and run_dir is not None and Path(run_dir).exists() and any(Path(run_dir).iterdir()):
         raise GmsegError(
             f"run folder {run_dir} already exists and is not empty: continue it with --resume "
