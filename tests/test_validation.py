@@ -340,6 +340,23 @@ def test_messages_name_the_right_path_and_problem(unet_folder, data, tmp_path, c
     one_line_error(capsys, [*argv, "--data", str(tmp_path / "nothing")], "is not a folder")
 
 
+def test_offline_demo_says_the_hub_is_unreachable_and_nothing_is_cached(tmp_path, capsys, monkeypatch):
+    import warnings
+
+    import huggingface_hub.constants as constants
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        err = one_line_error(capsys, ["demo", "--out", str(tmp_path / "demo")], "Hub is unreachable", "local cache")
+    assert "does not appear to have a file named" not in err
+    assert not [w for w in caught if "local_dir_use_symlinks" in str(w.message)]
+    # variant: a model given as a Hub id, offline, says the same instead of a generic Hub failure
+    argv = ["predict", "--model", "someone/not-cached", "--input", str(tmp_path), "--output", str(tmp_path / "p")]
+    one_line_error(capsys, argv, "Hub is unreachable", "someone/not-cached is not in the local cache")
+
+
 def test_split_files_damaged_or_malicious_are_told_apart(tmp_path):
     truncated = tmp_path / "t.pkl"
     truncated.write_bytes(pickle.dumps({"train": ["a"], "test": ["b"]})[:-6])

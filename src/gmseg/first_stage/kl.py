@@ -56,13 +56,17 @@ def from_pretrained(spec: FirstStageSource, local_files_only: bool = False) -> n
     kwargs: dict[str, Any] = {"local_files_only": local_files_only}
     if spec.subfolder:
         kwargs["subfolder"] = spec.subfolder
+    from ..hub import quiet_hub_deprecations, unavailable_reason
+
     try:
-        config = AutoencoderKL.load_config(spec.path, **kwargs)
-        cls = AutoencoderTiny if config.get("_class_name") == "AutoencoderTiny" else AutoencoderKL
-        return cls.from_pretrained(spec.path, **kwargs)
+        with quiet_hub_deprecations():
+            config = AutoencoderKL.load_config(spec.path, **kwargs)
+            cls = AutoencoderTiny if config.get("_class_name") == "AutoencoderTiny" else AutoencoderKL
+            return cls.from_pretrained(spec.path, **kwargs)
     except (OSError, ValueError) as error:
         where = "the Hugging Face Hub" if spec.kind == "hub" else "disk"
         name = spec.path + (f"/{spec.subfolder}" if spec.subfolder else "")
+        offline = unavailable_reason(name) if spec.kind == "hub" else None
         raise FirstStageError(
-            f"Could not load the first stage {name!r} from {where}: {first_line(error)}\n{OFFLINE_HINT}"
+            f"Could not load the first stage {name!r} from {where}: {offline or first_line(error)}\n{OFFLINE_HINT}"
         ) from error

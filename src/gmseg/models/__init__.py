@@ -140,8 +140,12 @@ def load_model(path: str | os.PathLike, first_stage: Any = None, **kwargs: Any) 
     except (OSError, ValueError) as error:  # Hub errors (offline, unknown repo) derive from these
         if isinstance(error, CheckpointError | ConfigError) or os.path.isdir(path_text):
             raise  # a local folder's problem is its own, never the Hub's
+        from ..hub import unavailable_reason
+
+        why = unavailable_reason(path_text) or (
+            f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+        )
         raise CheckpointError(
-            f"{path_text!r} is not a local folder, and the Hugging Face Hub could not provide it "
-            f"({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}). Check the path, or "
-            "pass a local model folder."
+            f"{path_text!r} is not a local folder, and the Hugging Face Hub could not provide it ({why}). Check "
+            "the path, or pass a local model folder."
         ) from error
