@@ -262,6 +262,45 @@ def test_predict_overlay_truth_of_another_size_or_unreadable_is_left_off(unet_fo
     one_line_error(capsys, argv, "nodir/: no such file or folder")
 
 
+def test_import_official_of_a_partial_checkpoint(tmp_path, capsys):
+    import torch
+
+    from gmseg.mapping import LatentMappingModel
+
+    state = LatentMappingModel(ch=16, ch_mult=[1, 2]).state_dict()
+    partial = {k: v for k, v in state.items() if not k.startswith("convds0")}
+    torch.save({"model": partial}, tmp_path / "partial.pth")
+    argv = ["import-official", "--lmm", str(tmp_path / "partial.pth"), "--vae", "no/vae", "--out", str(tmp_path / "m")]
+    one_line_error(capsys, argv, "partial.pth holds only some of the GMS mapping model's layers")
+    stemless = {k: v for k, v in state.items() if not k.startswith("conv")}  # variant: no block at all
+    torch.save({"model": stemless}, tmp_path / "stem.pth")
+    argv[2] = str(tmp_path / "stem.pth")
+    one_line_error(capsys, argv, "stem.pth")
+    assert not (tmp_path / "m").exists()
+
+
+def test_pickled_weights_refused_or_damaged_are_told_apart(tmp_path):
+    import os
+
+    import torch
+
+    from gmseg.first_stage import load_state_dict_safely
+
+    class Payload:
+        def __reduce__(self):
+            return (os.getcwd, ())
+
+    with (tmp_path / "plain.pth").open("wb") as handle:
+        pickle.dump({"model": Payload()}, handle)  # a plain pickle that names code
+    with pytest.raises(GmsegError, match="refused") as error:
+        load_state_dict_safely(tmp_path / "plain.pth")
+    assert "truncated" not in str(error.value)
+    torch.save({"model": {"w": torch.zeros(3)}}, tmp_path / "ok.pth")
+    (tmp_path / "cut.pth").write_bytes((tmp_path / "ok.pth").read_bytes()[:-40])
+    with pytest.raises(GmsegError, match="truncated, corrupt"):
+        load_state_dict_safely(tmp_path / "cut.pth")
+
+
 def test_dataset_json_label_value_above_255(tmp_path, capsys):
     mask_png(tmp_path / "gt" / "masks" / "a.png", box(1))
     mask_png(tmp_path / "pred" / "a.png", box(1))

@@ -50,6 +50,24 @@ def infer_mapping_config(state: dict[str, torch.Tensor]) -> dict:
     return {"in_channels": in_channels, "out_channels": out_channels, "ch": ch, "ch_mult": ch_mult}
 
 
+def checked_mapping_config(state: dict[str, torch.Tensor], path: str | os.PathLike) -> dict:
+    """:func:`infer_mapping_config`, with a checkpoint that holds only some of the mapping's layers (or
+    layers of impossible sizes) named as such instead of a KeyError."""
+    from .models.gms import mapping_problems
+
+    try:
+        mapping = infer_mapping_config(state)
+    except (KeyError, IndexError, ZeroDivisionError) as error:
+        raise CheckpointError(
+            f"{path} holds only some of the GMS mapping model's layers (no {error}): a partial or different "
+            "checkpoint; use the release's complete best_model.pth"
+        ) from None
+    problems = mapping_problems(mapping)
+    if problems:
+        raise CheckpointError(f"{path}: its layers describe no GMS mapping model ({'; '.join(problems)})")
+    return mapping
+
+
 def import_official(
     lmm_path: str | os.PathLike,
     vae: str | os.PathLike,
@@ -72,8 +90,9 @@ def import_official(
         guard.read(*[path for path in (lmm_path, vae, vae_config) if path is not None and Path(path).exists()])
         guard.plan_folder(Path(out_dir))
     state = read_release_state_dict(lmm_path)
+    mapping = checked_mapping_config(state, lmm_path)  # before the first stage is loaded
     first_stage = load_first_stage(vae, vae_config)
-    config = GMSConfig(mapping=infer_mapping_config(state), image_size=image_size)
+    config = GMSConfig(mapping=mapping, image_size=image_size)
     model = GMS(config, first_stage_module=first_stage)
     try:
         model.mapping.load_state_dict(state, strict=True)

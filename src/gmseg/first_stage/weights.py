@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import pickle
 from pathlib import Path
 
 import torch
@@ -30,7 +31,9 @@ def load_state_dict_safely(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     try:
         loaded = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as error:  # UnpicklingError for unsafe globals, RuntimeError/EOFError for corrupt files
-        unsafe = "unsupported global" in str(error).lower()
+        # torch's weights-only unpickler refuses what it cannot prove inert (a global, an unknown opcode) with
+        # UnpicklingError; damage shows as EOFError or a zip RuntimeError instead.
+        unsafe = isinstance(error, pickle.UnpicklingError) or "unsupported global" in str(error).lower()
         reason = (
             "it contains Python objects beyond tensors, which may execute code when loaded, so it was refused"
             if unsafe
