@@ -325,6 +325,8 @@ def test_non_utf8_config_and_resume(tmp_path, capsys):
     run.mkdir()
     (run / "config.yaml").write_bytes(b"\x89PNG\r\n\x1a\n\xff")
     one_line_error(capsys, ["train", "--resume", str(run)], "not UTF-8")
+    (run / "train_log.csv").write_bytes(b"epoch,loss\n1,\xff\xfe\n")
+    one_line_error(capsys, ["plot", str(run), "--out", str(tmp_path / "c.png")], "train_log.csv is not a training log")
 
 
 # ---------------------------------------------------------------------- E: checks in time, true messages

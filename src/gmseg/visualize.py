@@ -317,8 +317,11 @@ def read_training_log(csv_path: str | os.PathLike) -> dict[str, np.ndarray]:
     csv_path = Path(csv_path)
     if not csv_path.is_file():
         raise GmsegError(f"training log not found: {csv_path}")
-    with open(csv_path, newline="", encoding="utf-8") as fh:
-        records = list(csv.DictReader(fh))
+    try:
+        with open(csv_path, newline="", encoding="utf-8") as fh:
+            records = list(csv.DictReader(fh))
+    except (UnicodeDecodeError, csv.Error) as error:
+        raise GmsegError(f"{csv_path} is not a training log (a UTF-8 CSV text file): {error}") from None
     if not records:
         raise GmsegError(f"training log has no rows: {csv_path}")
 
