@@ -142,6 +142,9 @@ def test_prepared_folder_is_a_layout_too(tmp_path: Path) -> None:
     layout = open_layout(root)
     assert isinstance(layout, PreparedLayout) and not layout.is_3d and layout.labels.is_binary
     assert [c.name for c in layout.cases()] == [f"img{i}" for i in range(5)]
+    # prepare's dataset.json names the R, G, B channels: a prepared folder holds colour pictures.
+    (root / "dataset.json").write_text(json.dumps({"channel_names": {"0": "R", "1": "G", "2": "B"}}))
+    assert open_layout(root).modality == "rgb"
     (root / "split.json").write_text(json.dumps({"train": ["img0", "img1", "img2"], "test": ["img3", "img4"]}))
     split = layout.split(seed=0, val_fraction=0.34)
     assert split["test"] == ["img3", "img4"] and len(split["val"]) == 1

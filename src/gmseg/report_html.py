@@ -160,8 +160,10 @@ def load_case(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
     """(image, prediction, truth) of one case, or None when a file is missing or the three do not line up."""
     from gmseg.data.io import find_file, read_image, read_label_map, read_mask  # lazy: gmseg.data loads torch
+    from gmseg.data.readers import OUTPUT_2D_SUFFIX
 
-    image_file, gt_file, pred_file = find_file(images_dir, name), find_file(mask_dir, name), pred_dir / f"{name}.png"
+    image_file, gt_file = find_file(images_dir, name), find_file(mask_dir, name)
+    pred_file = pred_dir / f"{name}{OUTPUT_2D_SUFFIX}"
     if image_file is None or gt_file is None or not pred_file.is_file():
         return None
     try:

@@ -255,12 +255,13 @@ def make_synthetic_dataset(
     width = max(3, len(str(n - 1)))
     names = [f"case_{i:0{width}d}" for i in range(n)]
     from gmseg.data.io import write_image_png, write_mask_png  # lazy: importing gmseg.data loads torch
+    from gmseg.data.readers import OUTPUT_2D_SUFFIX
 
     children = np.random.SeedSequence(int(seed)).spawn(n)
     for name, child in zip(names, children):
         image, mask = synthetic_pair(np.random.default_rng(child), size=int(size))
-        write_image_png(out / "images" / f"{name}.png", image)
-        write_mask_png(out / "masks" / f"{name}.png", mask)
+        write_image_png(out / "images" / f"{name}{OUTPUT_2D_SUFFIX}", image)
+        write_mask_png(out / "masks" / f"{name}{OUTPUT_2D_SUFFIX}", mask)
     split = {"train": names[: int(n_train)], "test": names[int(n_train) :]}
     atomic_write_text(out / "split.json", json.dumps(split, indent=2) + "\n")
     return out

@@ -99,7 +99,7 @@ def check_dataset(
         if img is None and mask is None:
             problems.append(
                 f"{image_dir / name}.*: '{name}' is listed in the split but has no image "
-                f"and no mask; expected {image_dir / name}.png and {mask_dir / name}.png"
+                f"and no mask; expected {image_dir / name}{IMAGE_SUFFIXES[0]} and {mask_dir / name}{IMAGE_SUFFIXES[0]}"
             )
             continue
         if img is None:

@@ -27,8 +27,10 @@ class PreparedLayout(Layout):
         path = self.root / "dataset.json"
         data = read_dataset_json(path) if path.is_file() else {}
         self.labels = labels_of(data, path) if "labels" in data else BINARY
-        channels = data.get("channel_names") or {"0": "rgb"}
-        self.modality = str(next(iter(channels.values()))) if isinstance(channels, dict) else "rgb"
+        channels = data.get("channel_names")
+        # prepare writes R, G, B: the 2D images are colour pictures, whatever their source.
+        one = isinstance(channels, dict) and len(channels) == 1
+        self.modality = str(next(iter(channels.values()))) if one else "rgb"
         self.is_3d = False
 
     def _all_cases(self) -> list[Case]:
