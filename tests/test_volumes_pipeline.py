@@ -170,3 +170,13 @@ def test_real_hippocampus_cases_train_predict_evaluate(tmp_path):
     predicted = sitk.ReadImage(str(out / "predictions" / f"{names[5]}.nii.gz"))
     assert predicted.GetSize() == label.GetSize() and predicted.GetSpacing() == label.GetSpacing()
     assert predicted.GetOrigin() == label.GetOrigin() and predicted.GetDirection() == label.GetDirection()
+
+
+def test_generalize_scores_a_volume_dataset_per_case(run, msd, tmp_path):
+    from gmseg.generalize import run_generalize
+
+    result = run_generalize(run / "checkpoints" / "best", [("toy", msd)], tmp_path / "gen", progress=False)
+    (row,) = result.rows
+    assert row["stage"] == "all" and row["n_images"] == 6  # no split file: every case, one row each
+    with (tmp_path / "gen" / "toy" / "all" / "metrics.csv").open() as handle:
+        assert len(list(csv.DictReader(handle))) == 6
