@@ -347,3 +347,20 @@ def test_nnunet_pairs_and_counts_are_checked(tmp_path: Path) -> None:
     message = str(info.value)
     assert "label missing for" in message and "orphan.nii.gz: label without an image" in message
     assert "numTraining is 5" not in message  # still five images
+
+
+def test_check_lists_every_bad_case_at_once(tmp_path: Path) -> None:
+    root = make_msd(tmp_path / "T")
+    write_volume(root / "labelsTr" / "vol_001.nii.gz", np.zeros((4, 10, 11), np.uint8), GEOMETRY)
+    label = _image_and_label(3)[1]
+    label[0, 0, 0] = 7
+    write_volume(root / "labelsTr" / "vol_003.nii.gz", label, GEOMETRY)
+    layout = open_layout(root)
+    layout.check(["vol_000", "vol_002"])  # the good ones pass
+    with pytest.raises(DataError) as info:
+        layout.check()
+    message = str(info.value)
+    assert "2 problem(s)" in message.splitlines()[0]
+    assert "vol_001.nii.gz: shape" in message and "vol_003.nii.gz: values [7]" in message
+    with pytest.raises(DataError, match="no case 'vol_404'"):
+        layout.check(["vol_404"])

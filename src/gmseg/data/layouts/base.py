@@ -153,6 +153,24 @@ class Layout:
         check_label_values(label, self.labels)
         return image, label
 
+    def check(self, names: list[str] | None = None) -> None:
+        """Load every case of ``names`` (default: every case) and raise one DataError listing every bad
+        file, so a dataset is fixed in one pass and a run fails before it starts, not hours in."""
+        wanted = None if names is None else set(names)
+        problems: list[str] = []
+        for case in self.cases(labelled=False):
+            if wanted is not None and case.name not in wanted:
+                continue
+            try:
+                self.load_case(case)
+            except DataError as exc:
+                problems += [exc.summary] if not exc.problems else exc.problems
+        if wanted is not None:
+            known = {c.name for c in self.cases(labelled=False)}
+            problems += [f"{self.root}: no case {n!r}" for n in sorted(wanted - known)]
+        if problems:
+            raise DataError(f"dataset at {self.root} has {len(problems)} problem(s); fix them first", problems)
+
     def _volume(self, path: Path) -> Volume:
         volume = read_volume(path)
         if volume.is_3d != self.is_3d:
