@@ -352,8 +352,8 @@ def plot_training_curves(
     out = Path(out_path) if out_path is not None else csv_path.parent / "curves.png"
     guard = OutputGuard("plot", overwrite=overwrite, replace_own=True)
     guard.read(csv_path)
+    guard.plan(out)  # never the log itself, nor a file gmseg did not write
     figure_format(_new_figure(1, 1), out)  # a wrong ending is refused before anything is read or drawn
-    guard.plan(out)
     log = read_training_log(csv_path)
     n = len(next(iter(log.values())))
     epoch = log.get("epoch")
