@@ -121,18 +121,28 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument(
         "--backend",
         default="auto",
-        choices=["auto", "torch", "onnxruntime", "openvino"],
-        help="what runs the model (default auto: torch, or an exported folder's runtime); onnxruntime and "
+        help="what runs the model: auto (default: torch, or an exported folder's runtime), torch, onnxruntime, "
+        "openvino (gmseg.inference.BACKENDS); onnxruntime and "
         "openvino run folders written by 'gmseg export' (pip install 'gmseg[deploy]')",
     )
     add_tta_arg(predict)
     add_overwrite_arg(predict)
+    predict.add_argument(
+        "--continue",
+        dest="skip_complete",
+        action="store_true",
+        help="continue an interrupted run into the same --output: keep the inputs whose outputs gmseg already "
+        "wrote (complete: every file is written whole or not at all), predict the rest",
+    )
 
     evaluate = verbs.add_parser("evaluate", help="score predicted masks against ground truth")
     add_evaluation_args(evaluate)
     evaluate.add_argument("--pred", required=True, help="folder of predicted NAME.png masks")
     evaluate.add_argument("--gt", required=True, help="folder of true masks (or a dataset folder with masks/)")
     evaluate.add_argument("--out", help="where to write metrics.csv and summary.json (default: --pred)")
+    evaluate.add_argument(
+        "--overwrite", action="store_true", help="replace an existing metrics.csv / summary.json in --out"
+    )
     evaluate.add_argument(
         "--images", help="the images: also write report.html (default: --gt's images/ folder, when there is one)"
     )
@@ -184,7 +194,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     plot = verbs.add_parser("plot", help="draw training curves of a run")
     plot.add_argument("run_dir")
-    plot.add_argument("--out", help="PNG path (default: RUN_DIR/curves.png)")
+    plot.add_argument(
+        "--out",
+        help="picture to write, in the format its ending names: .png, .pdf, .svg, .jpg (default: RUN_DIR/curves.png)",
+    )
+    plot.add_argument(
+        "--overwrite", action="store_true", help="replace an existing --out that gmseg did not write (never the log)"
+    )
     plot.add_argument("--html", action="store_true", help="also write RUN_DIR/curves.html: the curves and the log")
 
     compare = verbs.add_parser("compare", help="compare scored folders on the same images, case by case (paired)")
@@ -210,6 +226,11 @@ def build_parser() -> argparse.ArgumentParser:
     official.add_argument("--image-size", type=int, default=224)
     official.add_argument("--out", required=True)
     official.add_argument("--include-first-stage", action="store_true", help="store the first stage in the folder")
+    official.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an existing non-empty --out whole (never one holding an input)",
+    )
     return parser
 
 
@@ -221,7 +242,9 @@ def add_tta_arg(parser: argparse.ArgumentParser) -> None:
 
 def add_overwrite_arg(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--overwrite", action="store_true", help="replace prediction files that already exist (never input images)"
+        "--overwrite",
+        action="store_true",
+        help="replace output files that already exist, also ones gmseg did not write (never an input)",
     )
 
 
@@ -335,6 +358,7 @@ def run(args: argparse.Namespace) -> int:
             tta=args.tta,
             overwrite=args.overwrite,
             backend=args.backend,
+            skip_complete=args.skip_complete,
         )
         print(report.summary())
         return 0 if report.ok else 1
@@ -400,11 +424,11 @@ def run(args: argparse.Namespace) -> int:
     elif verb == "plot":
         from .visualize import plot_training_curves
 
-        print(plot_training_curves(args.run_dir, args.out))
+        print(plot_training_curves(args.run_dir, args.out, overwrite=args.overwrite))
         if args.html:
             from .report_html import write_training_page
 
-            print(write_training_page(args.run_dir))
+            print(write_training_page(args.run_dir, overwrite=args.overwrite))
     elif verb == "compare":
         from .compare import format_comparison, run_compare
 
@@ -429,6 +453,7 @@ def run(args: argparse.Namespace) -> int:
             image_size=args.image_size,
             out_dir=args.out,
             include_first_stage=args.include_first_stage,
+            overwrite=args.overwrite,
         )
         print(f"Model folder written to {Path(args.out)}")
     return 0

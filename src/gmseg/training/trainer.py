@@ -607,6 +607,10 @@ def train(
 ) -> Path:
     """Train the config's model with its trainer variant; returns the run folder. ``resume`` continues a run folder from ``checkpoints/last`` with
     its own config.yaml (``overrides`` on top; see :func:`check_resume_config` for what they may not change)."""
+    if resume is not None or run_dir is not None:
+        from ..outputs import refuse_if_busy
+
+        refuse_if_busy(resume if resume is not None else run_dir)  # first: names the run that holds it
     if resume is not None:
         resume = Path(resume)
         if config is not None:
@@ -621,10 +625,6 @@ def train(
         check_resume_config(load_config(saved), config, resume)
     elif not isinstance(config, Config):
         config = load_config(config, overrides)
-    if resume is not None or run_dir is not None:
-        from ..outputs import refuse_if_busy
-
-        refuse_if_busy(resume if resume is not None else run_dir)  # names the run that holds it
     if resume is None and run_dir is not None and Path(run_dir).exists() and any(Path(run_dir).iterdir()):
         raise GmsegError(
             f"run folder {run_dir} already exists and is not empty: continue it with --resume "
