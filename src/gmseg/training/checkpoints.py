@@ -17,7 +17,7 @@ import torch
 
 from ..config import Config
 from ..errors import CheckpointError
-from ..fileio import atomic_write_text, remove_path, swap_in
+from ..fileio import atomic_write_text, clean_stale_temporaries, swap_in, temporary_sibling
 
 STATE_NAME = "training_state.pt"
 
@@ -70,8 +70,8 @@ def save_checkpoint(
     state (the EMA's). Returns the folder of the last name.
     """
     checkpoints.mkdir(parents=True, exist_ok=True)
-    temp = checkpoints / f".epoch-{state.epoch:04d}.tmp"
-    remove_path(temp)
+    clean_stale_temporaries(checkpoints)  # what a killed run left half-written (by its PID)
+    temp = temporary_sibling(checkpoints / f"epoch-{state.epoch:04d}")
     model.save_pretrained(temp)
     torch.save(
         {
@@ -84,8 +84,7 @@ def save_checkpoint(
         temp / STATE_NAME,
     )
     for name in names[:-1]:
-        copy = checkpoints / f".{name}.tmp"
-        remove_path(copy)
+        copy = temporary_sibling(checkpoints / name)
         shutil.copytree(temp, copy)
         swap_in(copy, checkpoints / name)
     swap_in(temp, checkpoints / names[-1])
@@ -95,8 +94,8 @@ def save_checkpoint(
 
 def copy_checkpoint(source: Path, final: Path) -> None:
     """Copy a checkpoint folder to ``final`` via a temporary sibling, so ``final`` is never partial."""
-    temp = final.with_name(f".{final.name}.tmp")
-    remove_path(temp)
+    clean_stale_temporaries(final.parent)
+    temp = temporary_sibling(final)
     shutil.copytree(source, temp)
     swap_in(temp, final)
 
