@@ -51,7 +51,7 @@ DEFAULTS = {  # per first stage: (batch, size); chosen so the default run fits ~
     "sd-vae": (2, 64),
     "tiny-kl": (2, 32),
 }
-VARIANTS = common.VARIANTS
+VARIANTS = {**common.VARIANTS, "gmseg+compile": {"compile": True}}  # train.compile: the mapping compiled
 BUSI_TRAIN, BUSI_VAL = 465, 52
 COMPONENTS = ["encode", "mapping_forward", "decode_forward", "decode_backward", "mapping_backward", "optimizer"]
 
@@ -75,6 +75,8 @@ class TrainWorker:
             if options.get("channels_last"):
                 self.model.to(memory_format=torch.channels_last)  # as Trainer does with train.channels_last
         self.optimizer = torch.optim.AdamW(self.mapping.parameters(), lr=lr)
+        # What the steps call (the Trainer compiles its net the same way); gradients are read from self.mapping.
+        self.net = torch.compile(self.mapping) if options.get("compile") else self.mapping
         self.memory = common.MemoryMeter(self.device)
 
     def info(self) -> dict[str, Any]:
@@ -86,7 +88,7 @@ class TrainWorker:
     def losses(self, image: torch.Tensor, mask: torch.Tensor, seed: int) -> dict[str, torch.Tensor]:
         if self.release:
             return common.release_losses(self.model, self.mapping, image, mask, self.generator(seed))
-        return common.gmseg_losses(self.model, self.mapping, image, mask, self.generator(seed), self.precision)
+        return common.gmseg_losses(self.model, self.net, image, mask, self.generator(seed), self.precision)
 
     def step(self, image: torch.Tensor, mask: torch.Tensor, seed: int, keep: bool = False) -> tuple[dict, dict]:
         losses = self.losses(image, mask, seed)
@@ -143,7 +145,7 @@ class TrainWorker:
             )
             out.update(cache_seconds=cache_wall, cache_cpu_seconds=cache_cpu)
             dice, wall, cpu = common.timed(
-                lambda: common.gmseg_validate(self.model, self.mapping, cache, self.precision), self.device
+                lambda: common.gmseg_validate(self.model, self.net, cache, self.precision), self.device
             )
         out.update(val_seconds=wall, val_cpu_seconds=cpu, val_dice=dice, **self.memory.peak())
         return out
