@@ -168,6 +168,7 @@ def time_variants(name: str, args: argparse.Namespace, root: Path) -> list[dict[
             worker.close()
     best = {v: min(r, key=lambda result: result["seconds"]) for v, r in results.items()}
     reference = best.get(REFERENCE)
+    cpu = {v: min(result["cpu_seconds"] for result in r) for v, r in results.items()}  # the least disturbed round
     rows = []
     for variant in args.variants:
         backend, options, _ = VARIANTS[variant]
@@ -183,6 +184,11 @@ def time_variants(name: str, args: argparse.Namespace, root: Path) -> list[dict[
                 "images_per_s": rate,
                 "seconds_all_rounds": [round(r["seconds"], 3) for r in results[variant]],
                 "x_torch_fp32": None if reference is None else rate / (args.images / reference["seconds"]),
+                "cpu_seconds_per_image": cpu[variant] / args.images,
+                # CPU time of the process (all its threads): far less disturbed than wall time on a shared CPU
+                "x_torch_fp32_cpu_time": None
+                if REFERENCE not in cpu or args.device.startswith("cuda")
+                else cpu[REFERENCE] / cpu[variant],
                 "max_dprob": None
                 if reference is None
                 else common.max_abs_diff(best[variant]["probabilities"], reference["probabilities"]),
@@ -296,6 +302,7 @@ def main(argv: list[str] | None = None) -> int:
         ("variant", "backend, precision"),
         ("images_per_s", "images/s"),
         ("x_torch_fp32", "x torch fp32"),
+        ("x_torch_fp32_cpu_time", "x torch fp32 (CPU time)"),
         ("max_dprob", "max abs dprob"),
         ("peak_mb", "peak MB"),
     ]
