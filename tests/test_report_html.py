@@ -166,3 +166,25 @@ def test_plot_html_writes_the_curves_and_the_log(tmp_path, capsys):
     assert "Best validation Dice 0.7000 at epoch 2" in page
     assert page.count("<tr>") == 1 + 3  # header and one row per epoch
     assert not list(run.glob(".curves.*"))
+
+
+def test_generalize_and_test_write_a_report_for_every_dataset_and_stage(tmp_path):
+    """``gmseg generalize`` (hence ``gmseg test`` under it) leaves report.html beside each metrics.csv."""
+    from gmseg.config import config_from_dict
+    from gmseg.generalize import run_generalize
+    from gmseg.models import build_model
+    from gmseg.synthetic import make_synthetic_dataset
+
+    data = make_synthetic_dataset(tmp_path / "data", n_train=2, n_test=2, size=32, seed=1)
+    config = config_from_dict(
+        {"name": "tiny", "data": {"root": str(data), "image_size": 32}},
+        ["model.name=unet", "model.channels=[4,8]"],
+    )
+    run_generalize(build_model(config), [("synth", data)], tmp_path / "gen", device="cpu", progress=False)
+    for stage, n in (("test", 2), ("all", 4)):
+        folder = tmp_path / "gen" / "synth" / stage
+        with open(folder / "metrics.csv", newline="") as handle:
+            names = [row["name"] for row in csv.DictReader(handle)]
+        page = (folder / "report.html").read_text(encoding="utf-8")
+        assert len(names) == n and rows_of(page) == names
+        assert all((folder / PICTURES / f"{picture_name(name)}.s.jpg").is_file() for name in names)
