@@ -188,3 +188,30 @@ def test_generalize_and_test_write_a_report_for_every_dataset_and_stage(tmp_path
         page = (folder / "report.html").read_text(encoding="utf-8")
         assert len(names) == n and rows_of(page) == names
         assert all((folder / PICTURES / f"{picture_name(name)}.s.jpg").is_file() for name in names)
+
+
+def test_a_volume_test_reports_every_case_at_its_fullest_slices(tmp_path):
+    """``gmseg test`` on an MSD task: one row per case scored in 3D, the thumbnail its fullest slice, the
+    large view its three fullest side by side, and a note naming them."""
+    pytest.importorskip("SimpleITK")
+    from test_volumes_pipeline import make_msd, unet_config
+
+    from gmseg.config import config_from_dict
+    from gmseg.report_html import VOLUME_SLICES
+    from gmseg.testing import run_test
+    from gmseg.training import train
+
+    msd = make_msd(tmp_path / "Task99_Toy", n=4)
+    run = train(config_from_dict(unet_config(msd, tmp_path / "runs", epochs=1)), run_dir=tmp_path / "run", progress=False)
+    run_test(run / "checkpoints" / "best", msd, tmp_path / "test", stage="all", progress=False)
+    with open(tmp_path / "test" / "metrics.csv", newline="") as handle:
+        names = [row["name"] for row in csv.DictReader(handle)]
+    page = (tmp_path / "test" / "report.html").read_text(encoding="utf-8")
+    assert len(names) == 4 and rows_of(page) == names
+    assert page.count("along axis 0 (fullest ") == 2 * len(names)  # the thumbnail's title and the caption
+    assert ">mean over classes<" in page and ">anterior<" in page and ">mean_dice<" in page
+    for name in names:
+        thumb = Image.open(tmp_path / "test" / PICTURES / f"{picture_name(name)}.s.jpg")
+        large = Image.open(tmp_path / "test" / PICTURES / f"{picture_name(name)}.jpg")
+        assert thumb.size == (20, 24)  # one (Y, X) slice of the (8, 24, 20) volume: z has the largest spacing
+        assert large.size == (VOLUME_SLICES * 20 + (VOLUME_SLICES - 1) * 6, 24)

@@ -49,11 +49,11 @@ _CSS = """
 body{font:14px/1.4 system-ui,sans-serif;margin:1.2em;color:#222}
 h1{font-size:1.3em;margin:.2em 0}h2{font-size:1.1em;margin:1.2em 0 .4em}
 table{border-collapse:collapse}td,th{padding:3px 8px;border-bottom:1px solid #ddd;text-align:right}
-td.name,th.name{text-align:left;max-width:22em;overflow-wrap:anywhere}
+td.name,th.name{text-align:left;min-width:7em;max-width:22em;overflow-wrap:anywhere}
 th[data-sort]{cursor:pointer;user-select:none;background:#f3f3f3}
 th[aria-sort=ascending]::after{content:" \\25B2"}th[aria-sort=descending]::after{content:" \\25BC"}
 tr.case{cursor:zoom-in}tr.case:hover{background:#f6f9ff}
-img.thumb{display:block;background:#eee}
+img.thumb{display:block;background:#eee;min-width:64px;height:auto;image-rendering:pixelated}
 .muted{color:#777}.swatch{display:inline-block;width:.9em;height:.9em;border:1px solid #333;margin:0 .3em 0 .8em;
 vertical-align:-.1em}
 dialog{max-width:95vw;max-height:95vh}dialog img{width:min(90vw,640px);height:auto;max-height:80vh;object-fit:contain;display:block}
@@ -179,34 +179,52 @@ def load_case(
     return image, pred, gt
 
 
+#: one drawn view of a case: (image, prediction, truth), all (H, W); a case's pictures come from one or more
+View = tuple[np.ndarray, np.ndarray, np.ndarray]
+
+
 def write_pictures(
-    cases: Iterable[tuple[str, np.ndarray, np.ndarray, np.ndarray]],
+    cases: Iterable[tuple[str, View, Sequence[View]]],
     out_dir: Path,
     guard: OutputGuard,
     labels: LabelSet = BINARY,
 ) -> dict[str, tuple[int, int]]:
-    """Each case's thumbnail (``<hash>.s.jpg``) and large view (``<hash>.jpg``) into ``out_dir/report_files``,
-    filled beside it and swapped in whole by ``guard`` (the file rule: a folder gmseg did not write is never
-    replaced); returns each drawn case's thumbnail (width, height)."""
+    """Each case's thumbnail (``<hash>.s.jpg``, from its first view) and large view (``<hash>.jpg``: the other
+    views side by side) into ``out_dir/report_files``, filled beside it and swapped in whole by ``guard`` (the
+    file rule: a folder gmseg did not write is never replaced); returns each case's thumbnail (width, height)."""
     from gmseg.visualize import overlay_picture
 
     sizes: dict[str, tuple[int, int]] = {}
 
     def fill(folder: Path) -> None:
-        for name, image, pred, gt in cases:
+        for name, thumb_view, large_views in cases:
             stem = picture_name(name)
-            thumb = overlay_picture(image, pred, gt, labels, THUMB_SIDE)
+            thumb = overlay_picture(*thumb_view, labels=labels, max_side=THUMB_SIDE)
             (folder / f"{stem}.s.jpg").write_bytes(_jpeg(thumb))
-            (folder / f"{stem}.jpg").write_bytes(_jpeg(overlay_picture(image, pred, gt, labels, LARGE_SIDE)))
+            large = [overlay_picture(*view, labels=labels, max_side=LARGE_SIDE) for view in large_views]
+            (folder / f"{stem}.jpg").write_bytes(_jpeg(_side_by_side(large)))
             sizes[name] = (thumb.shape[1], thumb.shape[0])
 
     guard.write_folder(out_dir / PICTURES, fill)
     return sizes
 
 
-def plan_report(guard: OutputGuard, out_dir: Path, images_dir: Path) -> None:
+def _side_by_side(pictures: Sequence[np.ndarray], gap: int = 6) -> np.ndarray:
+    """Pictures in one row on white, top-aligned, ``gap`` px apart."""
+    height = max(p.shape[0] for p in pictures)
+    width = sum(p.shape[1] for p in pictures) + gap * (len(pictures) - 1)
+    row = np.full((height, width, 3), 255, np.uint8)
+    left = 0
+    for picture in pictures:
+        row[: picture.shape[0], left : left + picture.shape[1]] = picture
+        left += picture.shape[1] + gap
+    return row
+
+
+def plan_report(guard: OutputGuard, out_dir: Path, images_dir: Path | None = None) -> None:
     """Plan report.html and its pictures folder before anything is written; the images are an input."""
-    guard.read_folder(images_dir)
+    if images_dir is not None:
+        guard.read_folder(images_dir)
     guard.plan(out_dir / REPORT_HTML)
     guard.plan_folder(out_dir / PICTURES)
 
@@ -232,7 +250,7 @@ def summary_html(summary: dict, labels: LabelSet) -> str:
     metrics = summary.get("metrics", {})
     keys = _PAGE_METRICS_BINARY
     head = "".join(f"<th>{_e(k)}</th>" for k in keys)
-    if labels.is_binary:
+    if "dice" in metrics:  # the binary layout; volumes and several classes have per-class keys
         rows = ['<tr><td class="name">all cases</td>' + "".join(_stat_cell(metrics.get(k), k) for k in keys)]
     else:
         rows = [
@@ -243,6 +261,11 @@ def summary_html(summary: dict, labels: LabelSet) -> str:
             '<tr><td class="name">lesion (classes merged)</td>'
             + "".join(_stat_cell(metrics.get(f"any_{k}"), k) for k in keys)
         )
+        if "mean_dice" in metrics:  # volumes: each case's mean over classes
+            rows.append(
+                '<tr><td class="name">mean over classes</td>'
+                + "".join(_stat_cell(metrics.get(f"mean_{k}"), k) for k in keys)
+            )
     counts = summary.get("counts", {})
     flat = {k: v for k, v in counts.items() if not isinstance(v, dict)}
     lines = ", ".join(f"{_e(k.replace('n_', '').replace('_', ' '))} {_e(v)}" for k, v in flat.items())
@@ -285,15 +308,16 @@ def legend_html(labels: LabelSet) -> str:
 
 def _page_columns(columns: Sequence[str], labels: LabelSet) -> list[str]:
     """The metric columns a case row shows: the binary scores, or Dice/IoU/HD95 per class and merged."""
-    if labels.is_binary:
+    if "dice" in columns:
         return [c for c in _PAGE_METRICS_BINARY if c in columns]
     keys = [f"{k}_{n}" for k in _PAGE_METRICS_CLASSES for n in labels.foreground]
-    return [c for c in [*(f"any_{k}" for k in _PAGE_METRICS_CLASSES), *keys] if c in columns]
+    merged = [f"{prefix}{k}" for prefix in ("any_", "mean_") for k in _PAGE_METRICS_CLASSES]
+    return [c for c in [*merged, *keys] if c in columns]
 
 
 def _classes_of(row: dict, labels: LabelSet) -> str:
     """The foreground class indices a case holds in its truth or its prediction (for the class filter)."""
-    if labels.is_binary:
+    if "true_area" in row:
         held = (_finite(row.get("true_area")) or 0) > 0 or (_finite(row.get("pred_area")) or 0) > 0
         return "1" if held else ""
     held = [
@@ -305,7 +329,11 @@ def _classes_of(row: dict, labels: LabelSet) -> str:
 
 
 def cases_html(
-    rows: Sequence[dict], labels: LabelSet, pictures: dict[str, tuple[int, int]], columns: Sequence[str]
+    rows: Sequence[dict],
+    labels: LabelSet,
+    pictures: dict[str, tuple[int, int]],
+    columns: Sequence[str],
+    notes: dict[str, str] | None = None,
 ) -> str:
     """The case table: name, thumbnail, metrics; every cell escaped, every number also in ``data-v``."""
     shown = _page_columns(columns, labels)
@@ -317,19 +345,20 @@ def cases_html(
         name = str(row["name"])
         size = pictures.get(name)
         stem = picture_name(name)
+        note = (notes or {}).get(name, "")
         if size is None:
             picture, large = '<td class="muted">no picture</td>', ""
         else:
             picture = (
-                f'<td><img class="thumb" loading="lazy" alt="" width="{size[0]}" height="{size[1]}" '
-                f'src="{PICTURES}/{stem}.s.jpg"></td>'
+                f'<td><img class="thumb" loading="lazy" alt="" title="{_e(note)}" width="{size[0]}" '
+                f'height="{size[1]}" src="{PICTURES}/{stem}.s.jpg"></td>'
             )
             large = f"{PICTURES}/{stem}.jpg"
         cells = "".join(
             f'<td data-v="{"" if _finite(row.get(c)) is None else _finite(row.get(c))}">{_fmt(row.get(c), c)}</td>'
             for c in shown
         )
-        summary = ", ".join(f"{c} {_fmt(row.get(c), c)}" for c in shown[:3])
+        summary = ", ".join(f"{c} {_fmt(row.get(c), c)}" for c in shown[:3]) + (f"; {note}" if note else "")
         body.append(
             f'<tr class="case" data-name="{_e(name)}" data-classes="{_classes_of(row, labels)}" '
             f'data-large="{large}" data-summary="{_e(summary)}"><td class="name">{_e(name)}</td>{picture}{cells}</tr>'
@@ -355,13 +384,14 @@ def report_page(
     title: str,
     pictures: dict[str, tuple[int, int]],
     columns: Sequence[str],
+    notes: dict[str, str] | None = None,
 ) -> str:
-    """The whole report.html of a scored folder."""
+    """The whole report.html of a scored folder (``notes``: a line per case beside its picture)."""
     body = (
         f"<h1>{_e(title)}</h1>"
         + legend_html(labels)
         + summary_html(summary, labels)
-        + cases_html(rows, labels, pictures, columns)
+        + cases_html(rows, labels, pictures, columns, notes)
     )
     return _page(title, body)
 
@@ -400,16 +430,81 @@ def write_report_html(
     out, mask_dir = Path(out_dir), _mask_dir(Path(gt_dir))
     labels = result.labels
 
-    def cases() -> Iterator[tuple[str, np.ndarray, np.ndarray, np.ndarray]]:
+    def cases() -> Iterator[tuple[str, View, list[View]]]:
         for row in result.rows:
             case = load_case(row["name"], Path(images_dir), mask_dir, Path(pred_dir), labels, threshold)
             if case is not None:
-                yield (row["name"], *case)
+                yield row["name"], case, [case]
 
     pictures = write_pictures(cases(), out, guard, labels)
-    page = report_page(
-        result.rows, result.summary, labels, title or f"gmseg report: {out}", pictures, csv_columns(labels)
-    )
+    columns = result.columns or csv_columns(labels)
+    page = report_page(result.rows, result.summary, labels, title or f"gmseg report: {out}", pictures, columns)
+    return guard.write_text(out / REPORT_HTML, page)
+
+
+#: slices of a volume case shown in its large view: the ones with the most foreground
+VOLUME_SLICES = 3
+
+
+def volume_views(
+    image_file: Path, pred_file: Path, gt_file: Path, labels: LabelSet, record: Any = None
+) -> tuple[View, list[View], str]:
+    """A volume case's fullest slice (most foreground in truth, then prediction) and its
+    :data:`VOLUME_SLICES` fullest slices in order along the axis, along the model's slicing axis (``record``:
+    its :class:`~gmseg.data.normalization.VolumeInput`, which also normalises the image as the model saw it),
+    and a note naming them."""
+    from gmseg.data.normalization import VolumeInput
+    from gmseg.data.readers import read_volume
+    from gmseg.data.slicing import slice_axis, take_slice
+    from gmseg.metrics3d import foreground_slices
+
+    record = record or VolumeInput()
+    gt = read_volume(gt_file)
+    pred, image = read_volume(pred_file).array, read_volume(image_file).array
+    if image.ndim == 4:  # several modalities: the first, as the pictures of report.png
+        image = image[..., 0]
+    axis = slice_axis(gt.geometry.spacing, record.slice_axis)
+    statistics = record.statistics(image)
+
+    def view(index: int) -> View:
+        pixels = record.pixels(take_slice(image, axis, index), statistics)
+        rgb = np.repeat(np.clip(np.rint(pixels), 0, 255).astype(np.uint8)[..., None], 3, axis=2)
+        truth, predicted = take_slice(gt.array, axis, index), take_slice(pred, axis, index)
+        if labels.is_binary:
+            return rgb, predicted != 0, truth != 0
+        return rgb, predicted.astype(np.uint8), truth.astype(np.uint8)
+
+    fullest = foreground_slices(gt.array, pred, count=1, axis=axis)[0]
+    indices = foreground_slices(gt.array, pred, count=VOLUME_SLICES, axis=axis)
+    note = f"slices {', '.join(map(str, indices))} along axis {axis} (fullest {fullest})"
+    return view(fullest), [view(i) for i in indices], note
+
+
+def write_volume_report_html(
+    result: EvaluationResult,
+    pairs: Sequence[tuple[str, Path, Path]],
+    image_files: dict[str, Path],
+    out_dir: str | os.PathLike,
+    guard: OutputGuard,
+    model: Any = None,
+) -> Path:
+    """report.html of volume cases (``pairs``: name, prediction file, truth file): each row's thumbnail is
+    the case's fullest slice, its large view the :data:`VOLUME_SLICES` fullest side by side."""
+    from gmseg.evaluate import csv_columns
+
+    out, labels = Path(out_dir), result.labels
+    record = getattr(model, "volume_input", None)
+    notes: dict[str, str] = {}
+
+    def cases() -> Iterator[tuple[str, View, list[View]]]:
+        for name, pred_file, gt_file in pairs:
+            thumb, large, notes[name] = volume_views(image_files[name], pred_file, gt_file, labels, record)
+            yield name, thumb, large
+
+    pictures = write_pictures(cases(), out, guard, labels)
+    columns = result.columns or csv_columns(labels)
+    title = f"gmseg report: {out} (volumes, scored in 3D)"
+    page = report_page(result.rows, result.summary, labels, title, pictures, columns, notes)
     return guard.write_text(out / REPORT_HTML, page)
 
 

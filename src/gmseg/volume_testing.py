@@ -7,7 +7,8 @@ because a seeded split made here need not be the one the model was trained with.
 as ``predictions/CASE.<ext>`` (nnU-Net's case names, without ``_0000``), scored against the case's label
 (:mod:`gmseg.volume_evaluate`: one row per case, HD95 in mm, nnU-Net's summary fields), and ``report.png``
 shows the best, median and worst cases by their mean Dice over classes, each at the slice (along the
-model's slicing axis) with the most foreground in truth, then prediction.
+model's slicing axis) with the most foreground in truth, then prediction; ``report.html`` every case, each
+at its fullest slice and, opened large, its three fullest (:func:`gmseg.report_html.write_volume_report_html`).
 """
 
 from __future__ import annotations
@@ -70,6 +71,7 @@ def run_volume_test(
     from .metrics3d import summarize_volumes, volume_columns
     from .models import load_model
     from .outputs import OutputGuard
+    from .report_html import plan_report, write_volume_report_html
     from .volume_evaluate import evaluate_volumes
     from .volume_predict import predict_volumes
 
@@ -85,6 +87,7 @@ def run_volume_test(
         guard.claim(out_dir)
         guard.read(*[c.images[0] for c in cases], *[c.label for c in cases])
         guard.plan(*[out_dir / name for name in TEST_OUTPUTS])
+        plan_report(guard, out_dir)
         predictions = out_dir / "predictions"
         report = predict_volumes(
             model,
@@ -123,6 +126,7 @@ def run_volume_test(
         write_results(result, out_dir, guard=guard)
         image_files = {c.name: c.images[0] for c in cases}
         write_volume_report(result, pairs, image_files, model, out_dir / "report.png", guard=guard)
+        write_volume_report_html(result, pairs, image_files, out_dir, guard, model)
         return result
 
 
