@@ -194,15 +194,16 @@ def test_a_volume_test_reports_every_case_at_its_fullest_slices(tmp_path):
     """``gmseg test`` on an MSD task: one row per case scored in 3D, the thumbnail its fullest slice, the
     large view its three fullest side by side, and a note naming them."""
     pytest.importorskip("SimpleITK")
-    from test_volumes_pipeline import make_msd, unet_config
-
     from gmseg.config import config_from_dict
     from gmseg.report_html import VOLUME_SLICES
     from gmseg.testing import run_test
     from gmseg.training import train
+    from test_volumes_pipeline import make_msd, unet_config
 
     msd = make_msd(tmp_path / "Task99_Toy", n=4)
-    run = train(config_from_dict(unet_config(msd, tmp_path / "runs", epochs=1)), run_dir=tmp_path / "run", progress=False)
+    run = train(
+        config_from_dict(unet_config(msd, tmp_path / "runs", epochs=1)), run_dir=tmp_path / "run", progress=False
+    )
     run_test(run / "checkpoints" / "best", msd, tmp_path / "test", stage="all", progress=False)
     with open(tmp_path / "test" / "metrics.csv", newline="") as handle:
         names = [row["name"] for row in csv.DictReader(handle)]
