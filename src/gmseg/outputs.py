@@ -99,13 +99,6 @@ def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
     return first is not None and first == _identity(Path(b))
 
 
-def _key(path: Path) -> str:
-    """A name for collision checks: the real parent folder plus the entry's own name (not followed, so
-    two outputs meeting through a symlinked folder collide while a symlink itself is its own entry)."""
-    absolute = Path(os.path.abspath(path))
-    return str(absolute.parent.resolve() / absolute.name)
-
-
 def _inside(path: Path, folder: Path) -> bool:
     try:
         path.relative_to(folder)
@@ -314,11 +307,12 @@ class OutputGuard:
         self.verb, self.overwrite, self.replace_own, self.hint = verb, overwrite, replace_own, hint
         self._inputs: dict[tuple[int, int], Path] = {}
         self._input_folders: dict[tuple[int, int], Path] = {}
-        self._input_paths: list[tuple[Path, Path]] = []  # (real path, as given): for output folders
-        self._planned: dict[str, str] = {}  # _key(path) -> what writes it
+        self._input_paths: list[Path] = []  # as given: an output folder may not hold one
+        self._planned: dict[str, str] = {}  # self._key(path) -> what writes it
         self._claimed: list[str] = []
         self._cleaned: set[str] = set()
         self._own: dict[str, set[str]] = {}  # manifests read once per folder, kept current by record()
+        self._parents: dict[str, tuple[str, tuple[int, int] | None]] = {}  # folder -> (real path, identity)
 
     # --------------------------------------------------------------------------------------- lifetime
     def __enter__(self) -> OutputGuard:
@@ -375,7 +369,7 @@ class OutputGuard:
             identity = _identity(path)
             if identity is not None:
                 self._inputs.setdefault(identity, path)
-                self._input_paths.append((path.resolve(), path))
+                self._input_paths.append(path)
 
     def read_folder(self, *folders: str | os.PathLike) -> None:
         """Register folders the run reads from: no output may be written directly inside one."""
@@ -383,11 +377,24 @@ class OutputGuard:
             identity = _identity(folder)
             if identity is not None and folder.is_dir():
                 self._input_folders.setdefault(identity, folder)
-                self._input_paths.append((folder.resolve(), folder))
+                self._input_paths.append(folder)
 
     # ---------------------------------------------------------------------------------------- planning
+    def _parent(self, path: Path) -> tuple[str, tuple[int, int] | None]:
+        """(real path, identity) of ``path``'s folder, looked up once per folder (thousands of outputs share one)."""
+        absolute = os.path.abspath(path)
+        folder = os.path.dirname(absolute)
+        if folder not in self._parents:
+            self._parents[folder] = (str(Path(folder).resolve()), _identity(Path(folder)))
+        return self._parents[folder]
+
+    def _key(self, path: Path) -> str:
+        """A name for collision checks: the real folder plus the entry's own name (not followed, so two
+        outputs meeting through a symlinked folder collide while a symlink itself is its own entry)."""
+        return os.path.join(self._parent(path)[0], os.path.basename(os.path.abspath(path)))
+
     def _own_names(self, folder: Path) -> set[str]:
-        key = _key(folder)
+        key = self._key(folder)
         if key not in self._own:
             self._own[key] = gmseg_files(folder)
         return self._own[key]
@@ -403,7 +410,7 @@ class OutputGuard:
         return self.overwrite or (self.replace_own and self.is_own(path))
 
     def _check_not_input(self, path: Path) -> None:
-        parent = _identity(Path(os.path.abspath(path)).parent)
+        parent = self._parent(path)[1]
         if parent is not None and parent in self._input_folders:
             folder = self._input_folders[parent]
             raise OutputError(
@@ -427,7 +434,7 @@ class OutputGuard:
             self._check_not_input(path)
             if path.is_dir() and not path.is_symlink():
                 raise OutputError(f"{path} is an existing folder, not a file; choose another output name.")
-            key = _key(path)
+            key = self._key(path)
             if key in self._planned:
                 first = self._planned[key]
                 raise OutputError(
@@ -440,7 +447,7 @@ class OutputGuard:
             planned.append(path)
         if existing:
             for path in planned:  # a refused call plans nothing
-                self._planned.pop(_key(path), None)
+                self._planned.pop(self._key(path), None)
             raise OutputError(
                 f"{len(existing)} output file(s) already exist and gmseg will not replace files without being "
                 f"asked, e.g. {existing[0]}: {self.hint}, or choose another output."
@@ -451,7 +458,8 @@ class OutputGuard:
         """Check an output folder that is written whole (a model or dataset folder) before writing it."""
         folder = Path(folder)
         real = folder.resolve()
-        for source_real, source in self._input_paths:
+        for source in self._input_paths:  # resolved here: read() registers thousands, folders are few
+            source_real = source.resolve()
             if source_real == real or _inside(source_real, real):
                 raise OutputError(
                     f"output folder {folder} holds the input {source}: replacing the folder would delete what "
@@ -465,7 +473,7 @@ class OutputGuard:
                 f"output folder {folder} already exists and is not empty: {self.hint} (the folder is "
                 "replaced whole, once the new one is complete), or choose another folder."
             )
-        key = _key(folder)
+        key = self._key(folder)
         if key in self._planned:
             raise OutputError(f"{self._planned[key]} and {owner or folder} would both be written to {folder}.")
         self._planned[key] = owner or str(folder)
@@ -531,7 +539,7 @@ class OutputGuard:
         """
         by_folder: dict[Path, list[str]] = {}
         for path in map(Path, paths):
-            if _key(path) not in self._planned:
+            if self._key(path) not in self._planned:
                 self.plan(path)
             by_folder.setdefault(path.parent, []).append(path.name)
         for folder, names in by_folder.items():
@@ -557,7 +565,7 @@ class OutputGuard:
     def write_folder(self, folder: str | os.PathLike, fill: Callable[[Path], object]) -> Path:
         """Write a whole folder: ``fill(staging)`` beside it, then swapped in (planned now if it was not)."""
         folder = Path(folder)
-        if _key(folder) not in self._planned:
+        if self._key(folder) not in self._planned:
             self.plan_folder(folder)
         self._ensure_folder(folder.parent)
         self._mark(folder.parent, [f"{folder.name}/"])
