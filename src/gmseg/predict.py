@@ -118,8 +118,12 @@ def plan_outputs(
                 f"--output {output} is the ground-truth folder {folder}: masks would be written over "
                 "it; choose another output folder."
             )
+    in_output: dict[str, bool] = {}  # per folder: thousands of inputs share one
     for path in files:
-        if same_file(Path(os.path.abspath(path)).parent, output) or same_file(path.resolve().parent, output):
+        folder = os.path.dirname(os.path.abspath(path))
+        if folder not in in_output:
+            in_output[folder] = same_file(folder, output)
+        if in_output[folder] or (path.is_symlink() and same_file(path.resolve().parent, output)):
             raise GmsegError(
                 f"--output {output} holds the input image {path}: predicted masks would be written "
                 "over the inputs; choose another output folder."
