@@ -39,9 +39,9 @@ mkdir -p "$OUT"
 has_part() { [[ " $PARTS " == *" $1 "* ]]; }
 
 case $SCALE in
-  full) gms_epochs=40 gms_latent=25 unet_epochs=40 ;;
-  quick) gms_epochs=10 gms_latent=6 unet_epochs=10 ;;
-  tiny) gms_epochs=2 gms_latent=1 unet_epochs=2 ;;  # the tests' scale: seconds, numbers meaningless
+  full) gms_epochs=40 gms_latent=25 unet_epochs=40 warmup=2 ;;
+  quick) gms_epochs=10 gms_latent=6 unet_epochs=10 warmup=1 ;;
+  tiny) gms_epochs=2 gms_latent=1 unet_epochs=2 warmup=0 ;;  # the tests' scale: seconds, numbers meaningless
   *) echo "unknown SCALE '$SCALE': use full, quick or tiny" >&2; exit 2 ;;
 esac
 
@@ -75,7 +75,8 @@ train_part() {
   [ -f "$part/done" ] && { echo "$model: done (delete $part/done to redo)"; return; }
   mkdir -p "$part"
   train_or_resume "$run" "$part/train.txt" --config "$CONFIG" "$@" --set "name=$model-hippocampus" \
-    --set "data.root=$DATA" --set "data.split=$OUT/split.json" --set "train.max_minutes=$MAX_MINUTES"
+    --set "data.root=$DATA" --set "data.split=$OUT/split.json" --set "train.max_minutes=$MAX_MINUTES" \
+    --set "train.warmup_epochs=$warmup"
   gmseg test --model "$run/checkpoints/best" --data "$DATA" --split "$OUT/split.json" --out "$part/test" \
     --overwrite | tee "$part/test.txt"
   touch "$part/done"
