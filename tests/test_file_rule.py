@@ -386,3 +386,26 @@ def test_manifest_lists_what_gmseg_wrote(model_dir, dataset, tmp_path):
     assert predict(model_dir, [dataset / "images"], out, "--overlay") == 0
     listed = set((out / MANIFEST).read_text().split())
     assert listed == {f"c{i}{suffix}" for i in range(4) for suffix in (".png", ".overlay.png")}
+
+
+def test_variant_demo_reruns_over_its_own_folder_only(tmp_path, monkeypatch):
+    """The demo replaces what an earlier demo wrote there (the folder's manifest), and nothing else."""
+    from gmseg import demo
+    from gmseg.outputs import OutputError
+
+    def stages(guard, out, vae, vae_config, quick, progress):  # the five stages' writes, without the training
+        guard.write_folder(out / "data", lambda folder: write_image(folder / "images" / "case_000.png"))
+        guard.make_folder(out / "runs")
+        guard.write_text(out / "demo_summary.json", "{}\n")
+        return {}
+
+    monkeypatch.setattr(demo, "_run_demo", stages)
+    out = tmp_path / "demo"
+    demo.run_demo(out)
+    demo.run_demo(out)  # a second demo into the first one's folder
+    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == ["data", "demo_summary.json", "runs"]
+    (out / "runs" / "mine.txt").write_text("inside a folder gmseg made: the demo never empties it")
+    (out / "notes.txt").write_text("mine")
+    with pytest.raises(OutputError, match="did not write"):
+        demo.run_demo(out)
+    assert (out / "notes.txt").read_text() == "mine" and (out / "runs" / "mine.txt").is_file()
