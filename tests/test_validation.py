@@ -62,6 +62,12 @@ def unet_folder(tmp_path_factory) -> Path:
     return folder
 
 
+def yaml_dump(data: dict) -> str:
+    import yaml
+
+    return yaml.safe_dump(data)
+
+
 def unet_run_config(root: Path, out: Path, **data_options) -> dict:
     return {
         "name": "v",
@@ -329,6 +335,18 @@ def test_non_utf8_config_and_resume(tmp_path, capsys):
     one_line_error(capsys, ["train", "--resume", str(run)], "not UTF-8")
     (run / "train_log.csv").write_bytes(b"epoch,loss\n1,\xff\xfe\n")
     one_line_error(capsys, ["plot", str(run), "--out", str(tmp_path / "c.png")], "train_log.csv is not a training log")
+
+
+def test_resume_with_a_non_utf8_run_record_is_one_line(data, tmp_path, capsys):
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml_dump(unet_run_config(data, tmp_path / "runs") | {"name": "r"}))
+    run = tmp_path / "run"
+    assert (
+        main(["train", "--config", str(config), "--run-dir", str(run), "--set", "train.epochs=1", "--no-progress"]) == 0
+    )
+    (run / "run_info.json").write_bytes(b"[\xff\xfe]")
+    argv = ["train", "--resume", str(run), "--set", "train.epochs=2", "--no-progress"]
+    one_line_error(capsys, argv, "run_info.json is not the run's JSON record")
 
 
 # ---------------------------------------------------------------------- E: checks in time, true messages

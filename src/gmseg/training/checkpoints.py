@@ -142,7 +142,12 @@ def write_run_info(run_dir: Path, accelerator: Any, facts: dict[str, Any] | None
     from .. import __version__
 
     path = run_dir / "run_info.json"
-    sessions = json.loads(path.read_text()) if path.is_file() else []
+    try:
+        sessions = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else []
+    except (UnicodeDecodeError, ValueError) as error:  # a record, not state: say which file, never a traceback
+        raise CheckpointError(f"{path} is not the run's JSON record ({error}); move it aside to resume") from None
+    if not isinstance(sessions, list):
+        raise CheckpointError(f"{path} is not the run's JSON record (a list of sessions); move it aside to resume")
     sessions.append(
         {
             "started": time.strftime("%Y-%m-%d %H:%M:%S"),
