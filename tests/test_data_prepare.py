@@ -361,3 +361,18 @@ def test_prepare_folders_on_kvasir_seg_jpeg_masks_with_a_seeded_split(tmp_path: 
         k: sorted(v) for k, v in split.items()
     }, "the same seed gives the same split"
     assert sorted(random_split(names, test_fraction=0.12, seed=1)["test"]) != sorted(split["test"])
+
+
+def test_layouts_are_one_module_each_and_the_cli_lists_them_from_the_registry(tmp_path: Path, capsys) -> None:
+    """The prepare package: one module per public layout, registered in LAYOUTS; the older names (DATASETS,
+    FOREGROUND, LABEL_SCHEMES) are read off it, and the CLI's list of layouts is the registry's."""
+    from gmseg.cli import main
+    from gmseg.data.prepare import DATASETS, FOREGROUND, LABEL_SCHEMES, LAYOUTS
+
+    assert sorted(LAYOUTS) == ["bus", "busi", "glas", "ham10000", "kvasir-instrument"]
+    for name, layout in LAYOUTS.items():
+        assert layout.name == name and DATASETS[name] is layout.collect and FOREGROUND[name] == layout.foreground
+        assert layout.collect.__module__ == f"gmseg.data.prepare.{name.replace('-', '_')}"
+    assert sorted(LABEL_SCHEMES["pathology"]) == ["bus", "busi"]
+    assert main(["prepare", "nosuch", "--raw", str(tmp_path), "--out", str(tmp_path / "o")]) == 2
+    assert ", ".join(sorted(LAYOUTS)) in capsys.readouterr().err

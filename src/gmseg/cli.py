@@ -34,7 +34,11 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--quick", action="store_true", help="a much shorter run, for smoke tests")
 
     prepare = verbs.add_parser("prepare", help="turn a public dataset download or your folders into the layout")
-    prepare.add_argument("dataset", help="busi, bus, glas, ham10000, kvasir-instrument, or 'folders'")
+    prepare.add_argument(
+        "dataset",
+        help="a public dataset's download layout (e.g. busi; an unknown name lists every layout of "
+        "gmseg.data.prepare.LAYOUTS), or 'folders' for your own image and mask folders",
+    )
     prepare.add_argument("--raw", help="the dataset's download, unpacked")
     prepare.add_argument("--images", help="with 'folders': the image folder")
     prepare.add_argument("--masks", help="with 'folders': the mask folder")
@@ -282,8 +286,12 @@ def run(args: argparse.Namespace) -> int:
 
         run_demo(out_dir=args.out, vae=args.vae, vae_config=args.vae_config, quick=args.quick)
     elif verb == "prepare":
-        from .data.prepare import prepare_dataset, prepare_folders
+        from .data.prepare import LAYOUTS, prepare_dataset, prepare_folders
 
+        if args.dataset != "folders" and args.dataset.lower() not in LAYOUTS:  # the registry is the list
+            raise GmsegError(
+                f"unknown dataset layout {args.dataset!r}; choose one of {', '.join(sorted(LAYOUTS))}, or 'folders'"
+            )
         if args.dataset == "folders":
             if not (args.images and args.masks):
                 raise GmsegError("'gmseg prepare folders' needs --images DIR and --masks DIR.")
