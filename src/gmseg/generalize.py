@@ -114,6 +114,13 @@ class _Job:
     same_as: str | None = None
 
 
+def _splits_by_case(folder: Path) -> bool:
+    """An MSD or nnU-Net folder: its test cases come from its own split file or its seeded case split."""
+    from .data.volume_dataset import is_volume_layout
+
+    return is_volume_layout(str(folder))
+
+
 def plan_jobs(datasets: list[tuple[str, Path]], stages: list[str], in_domain: str | None) -> list[_Job]:
     """Every (dataset, stage) to score, checked before anything is predicted: unknown stages, an in-domain
     dataset without a split (its training images would be scored as test), and stages that hold the same
@@ -124,7 +131,7 @@ def plan_jobs(datasets: list[tuple[str, Path]], stages: list[str], in_domain: st
     jobs: list[_Job] = []
     for name, folder in datasets:
         domain = "in" if name == in_domain else ("cross" if in_domain else "")
-        if domain == "in" and not (folder / "split.json").is_file():
+        if domain == "in" and not (folder / "split.json").is_file() and not _splits_by_case(folder):
             raise ConfigError(
                 f"--in-domain {name}: {folder} has no split.json, so its test images are unknown and every image, "
                 "training ones included, would be scored as test; give the dataset its split.json (gmseg prepare "
