@@ -235,3 +235,30 @@ def test_a_graph_that_fails_verification_leaves_nothing_behind(gms_dir, tmp_path
     with pytest.raises(GmsegError, match="nothing was written"):
         export_model(gms_dir, tmp_path / "out", "onnx")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_volumes_go_through_an_exported_folder_slice_batch_by_slice_batch(tmp_path):
+    """A U-Net trained on volumes keeps its voxel normalisation in the export; a NIfTI volume predicted with
+    the exported folder equals the torch folder's prediction (labels, and probabilities to 1e-4)."""
+    import SimpleITK as sitk
+
+    from gmseg.data.normalization import VolumeInput
+
+    torch.manual_seed(0)
+    model = UNet(unet_arguments((4, 8), SIZE, 0))
+    model.record_volume_input(VolumeInput(scheme="zscore", modality="MRI"))
+    model.save_pretrained(tmp_path / "unet")
+    folder = export_model(tmp_path / "unet", tmp_path / "exported", "onnx").folder
+    assert load_model(folder).volume_input == model.volume_input
+    (tmp_path / "in").mkdir()
+    volume = np.random.default_rng(0).normal(300, 50, (5, 22, 27)).astype(np.float32)
+    sitk.WriteImage(sitk.GetImageFromArray(volume), str(tmp_path / "in" / "case.nii.gz"))
+    for name in ("unet", "exported"):
+        argv = ["predict", "--model", str(tmp_path / name), "--input", str(tmp_path / "in"), "--save-prob"]
+        assert main([*argv, "--output", str(tmp_path / f"out-{name}"), "--batch-size", "2"]) == 0
+    written = sorted(p.name for p in (tmp_path / "out-unet").glob("case*"))
+    assert written == sorted(p.name for p in (tmp_path / "out-exported").glob("case*")) and len(written) == 2
+    for file in written:
+        a = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "out-unet" / file)))
+        b = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "out-exported" / file)))
+        assert a.shape == volume.shape and np.abs(a.astype(np.float64) - b).max() <= 1e-4, file

@@ -111,6 +111,7 @@ def export_model(model: Any, out_dir: str | os.PathLike, fmt: str = "onnx", *, o
             intensity=model.intensity,
             threshold=model.threshold,
             labels=None if model.labels.is_binary else model.labels.to_labels(),
+            volume=None if model.volume_input is None else model.volume_input.to_dict(),
         )
         config.sha256 = {name: file_sha256(temp / name) for name in config.files}
         atomic_write_text(temp / "config.json", json.dumps(config.to_dict(), indent=2) + "\n")

@@ -45,6 +45,9 @@ class ExportConfig:
     intensity: str = "none"
     threshold: float = 0.5
     labels: dict[str, int] | None = None
+    # How a volume's voxels become the input (gmseg.data.normalization.VolumeInput), as the source model
+    # recorded it; None: a model trained on 2D images.
+    volume: dict[str, Any] | None = None
     sha256: dict[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -76,6 +79,7 @@ class ExportConfig:
         if problems:
             raise ConfigError("invalid exported model config: " + "; ".join(problems))
         self.label_set()
+        self.volume_input()
 
     @property
     def files(self) -> tuple[str, ...]:
@@ -84,6 +88,11 @@ class ExportConfig:
 
     def label_set(self) -> LabelSet:
         return BINARY if self.labels is None else LabelSet.from_labels(self.labels)
+
+    def volume_input(self) -> Any:
+        from ..data.normalization import VolumeInput
+
+        return None if self.volume is None else VolumeInput.from_dict(self.volume)
 
     def to_dict(self) -> dict[str, Any]:
         from .. import __version__
@@ -123,6 +132,10 @@ class ExportedModel(SegmentationModel):
     @property
     def threshold(self) -> float:
         return float(self.export_config.threshold)
+
+    @property
+    def volume_input(self) -> Any:
+        return self.export_config.volume_input()
 
     @property
     def graph_format(self) -> str:
