@@ -67,6 +67,14 @@ def csv_columns(labels: LabelSet = BINARY) -> tuple[str, ...]:
     return CSV_COLUMNS if labels.is_binary else ("name", *class_metric_keys(labels))
 
 
+def extreme_rows(rows: list[dict], per_group: int = 3, key: str = "dice") -> list[dict]:
+    """Worst, median and best rows by Dice (``key``), so only those images are read for the report."""
+    ranked = sorted(rows, key=lambda r: float(r[key]) if np.isfinite(r[key]) else -1.0)
+    middle = max(0, len(ranked) // 2 - per_group // 2)
+    picked = {id(r): r for r in ranked[:per_group] + ranked[middle : middle + per_group] + ranked[-per_group:]}
+    return list(picked.values())
+
+
 def parse_size(size: int | str) -> int | str:
     """Accept ``"native"`` or a positive int (also as a string, as the CLI passes it)."""
     if isinstance(size, str):

@@ -53,6 +53,16 @@ class PredictionReport:
             lines += [f"  - {name}: {reason}" for name, reason in self.failed.items()]
         return "\n".join(lines)
 
+    def timing(self, unit: str, device: str, tta: bool) -> dict:
+        """What ``timing.json`` of a scored folder records: seconds per ``unit`` (image or volume)."""
+        return {
+            f"{unit}s": len(self.written),
+            "predict_seconds": round(self.seconds, 3),
+            f"seconds_per_{unit}": round(self.seconds / max(1, len(self.written)), 4),
+            "device": device,
+            "tta": tta,
+        }
+
 
 def collect_inputs(inputs: str | os.PathLike | Sequence[str | os.PathLike]) -> list[Path]:
     """Expand folders into their image files (sorted); keep explicitly named files as given.

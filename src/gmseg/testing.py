@@ -15,7 +15,7 @@ import numpy as np
 
 from .bounds import check_mask_threshold
 from .errors import GmsegError
-from .evaluate import EvaluationResult, parse_size, run_evaluate
+from .evaluate import EvaluationResult, extreme_rows, parse_size, run_evaluate
 from .metrics import check_empty_mode
 from .models import load_model
 from .outputs import OutputGuard
@@ -130,13 +130,7 @@ def run_test(
         )
         if not report.ok:
             raise GmsegError(report.summary())
-        timing = {
-            "images": len(report.written),
-            "predict_seconds": round(report.seconds, 3),
-            "seconds_per_image": round(report.seconds / max(1, len(report.written)), 4),
-            "device": device,
-            "tta": tta,
-        }
+        timing = report.timing("image", device, tta)
         guard.write_text(out_dir / "timing.json", json.dumps(timing, indent=2) + "\n")
         names = names or report.written
         split_file = None
@@ -158,14 +152,6 @@ def run_test(
         )
         write_report(result, images_dir, predictions, data_dir, out_dir / "report.png", guard=guard)
         return result
-
-
-def extreme_rows(rows: list[dict], per_group: int = 3, key: str = "dice") -> list[dict]:
-    """Worst, median and best rows by Dice (``key``), so only those images are read for the report."""
-    ranked = sorted(rows, key=lambda r: float(r[key]) if np.isfinite(r[key]) else -1.0)
-    middle = max(0, len(ranked) // 2 - per_group // 2)
-    picked = {id(r): r for r in ranked[:per_group] + ranked[middle : middle + per_group] + ranked[-per_group:]}
-    return list(picked.values())
 
 
 def write_report(

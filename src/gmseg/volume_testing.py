@@ -102,13 +102,7 @@ def run_volume_test(
         )
         if not report.ok:
             raise GmsegError(report.summary())
-        timing = {
-            "volumes": len(report.written),
-            "predict_seconds": round(report.seconds, 3),
-            "seconds_per_volume": round(report.seconds / max(1, len(report.written)), 4),
-            "device": device,
-            "tta": tta,
-        }
+        timing = report.timing("volume", device, tta)
         guard.write_text(out_dir / "timing.json", json.dumps(timing, indent=2) + "\n")
         names = [c.name for c in cases]
         guard.save(out_dir / "tested_names.json", lambda path: save_split({"test": names}, path))
@@ -149,8 +143,8 @@ def write_volume_report(
     from .data.normalization import VolumeInput
     from .data.readers import read_volume
     from .data.slicing import slice_axis, take_slice
+    from .evaluate import extreme_rows
     from .metrics3d import foreground_slices
-    from .testing import extreme_rows
     from .visualize import report_grid
 
     labels = result.labels
