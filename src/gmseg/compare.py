@@ -29,6 +29,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from gmseg.errors import ConfigError, DataError
+from gmseg.fileio import json_safe
 
 __all__ = [
     "Comparison",
@@ -373,7 +374,7 @@ def write_comparison(
         guard.plan(*files.values())
         guard.plan_folder(out / COMPARISON_PICTURES)
         guard.write_text(files["csv"], comparison.csv_text())
-        text = json.dumps(_json_safe(comparison.to_json()), indent=2, allow_nan=False) + "\n"
+        text = json.dumps(json_safe(comparison.to_json()), indent=2, allow_nan=False) + "\n"
         guard.write_text(files["json"], text)
         column = comparison.main_column()
         first = comparison.first
@@ -382,17 +383,6 @@ def write_comparison(
         paired_scatter(values, others, first.label, column, files["png"], guard)
         write_comparison_page(comparison, out, guard, top=top)
     return files
-
-
-def _json_safe(obj):
-    """nan -> null, so that strict JSON readers (browsers, jq) accept the file."""
-    if isinstance(obj, dict):
-        return {k: _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_json_safe(v) for v in obj]
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj
 
 
 def run_compare(

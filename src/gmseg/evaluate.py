@@ -39,7 +39,7 @@ from gmseg.data.io import MaskReading, inspect_mask, odd_encodings, read_label_m
 from gmseg.data.readers import OUTPUT_2D_SUFFIX, header_size
 from gmseg.data.resample import resize_label_map, resize_mask
 from gmseg.errors import ConfigError, DataError, GmsegError
-from gmseg.fileio import atomic_write_text
+from gmseg.fileio import atomic_write_text, json_safe
 from gmseg.labels import BINARY, LabelSet
 from gmseg.metrics import ANY_PREFIX, METRIC_KEYS, binary_metrics, check_empty_mode, class_metric_keys, class_metrics
 
@@ -420,17 +420,6 @@ def _evaluate_label_maps(
     return EvaluationResult(rows=rows, summary=summary, warnings=warnings, labels=labels)
 
 
-def _json_safe(obj):
-    """nan/inf -> null: strict JSON readers (browsers, jq) reject Python's NaN literal."""
-    if isinstance(obj, dict):
-        return {k: _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_json_safe(v) for v in obj]
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj
-
-
 def write_results(result: EvaluationResult, out_dir: str | os.PathLike, guard: Any = None) -> tuple[Path, Path]:
     """Write ``metrics.csv`` (one row per image, :func:`csv_columns` order) and ``summary.json``.
 
@@ -448,7 +437,7 @@ def write_results(result: EvaluationResult, out_dir: str | os.PathLike, guard: A
         writer.writerow([row[c] for c in columns])
     csv_path, json_path = out / "metrics.csv", out / "summary.json"
     write_text(csv_path, buf.getvalue())
-    write_text(json_path, json.dumps(_json_safe(result.summary), indent=2, allow_nan=False) + "\n")
+    write_text(json_path, json.dumps(json_safe(result.summary), indent=2, allow_nan=False) + "\n")
     return csv_path, json_path
 
 

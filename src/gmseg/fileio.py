@@ -7,6 +7,7 @@ that a later step trusts. Each writer gets an open binary handle on a temporary 
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import shutil
@@ -166,3 +167,14 @@ def atomic_folder(final: str | os.PathLike, fill: Callable[[Path], object]) -> P
             pass  # never hide the error that caused the cleanup
         raise
     return final
+
+
+def json_safe(obj: object) -> object:
+    """nan/inf -> null, recursively: strict JSON readers (browsers, jq) reject Python's NaN literal."""
+    if isinstance(obj, dict):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
