@@ -69,6 +69,25 @@ def tiny_vae_dir(tmp_path_factory) -> Path:
     return folder
 
 
+def tiny_gms_config(size: int = 32):
+    """The small GMS of the file-rule, concurrency and safety tests: a 16-wide mapping on the tiny autoencoder."""
+    from gmseg.models import GMSConfig
+
+    return GMSConfig(mapping={"in_channels": 4, "out_channels": 4, "ch": 16, "ch_mult": [1, 2, 2]}, image_size=size)
+
+
+@pytest.fixture(scope="module")
+def model_dir(tiny_vae_dir, tmp_path_factory) -> Path:
+    """A seeded GMS model folder (:func:`tiny_gms_config`), made once per test module."""
+    from gmseg.first_stage import load_first_stage
+    from gmseg.models import GMS
+
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("model") / "model"
+    GMS(tiny_gms_config(), first_stage_module=load_first_stage(tiny_vae_dir)).save_pretrained(folder)
+    return folder
+
+
 def make_shifted_kl():
     """A random 16-channel AutoencoderKL with a scale and a shift, as the SD3 / FLUX VAEs have."""
     from diffusers import AutoencoderKL

@@ -16,12 +16,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 import yaml
 from PIL import Image
 
-from gmseg.first_stage import load_first_stage
-from gmseg.models import GMS, GMSConfig
 from gmseg.outputs import LOCK
 from gmseg.synthetic import make_synthetic_dataset
 
@@ -61,15 +58,6 @@ def hold_when_locked(process: subprocess.Popen, folder: Path, timeout: float = 1
         time.sleep(0.05)
     process.kill()
     pytest.fail(f"the first run never claimed {folder}")
-
-
-@pytest.fixture(scope="module")
-def model_dir(tiny_vae_dir, tmp_path_factory) -> Path:
-    torch.manual_seed(0)
-    config = GMSConfig(mapping={"in_channels": 4, "out_channels": 4, "ch": 16, "ch_mult": [1, 2, 2]}, image_size=S)
-    folder = tmp_path_factory.mktemp("model") / "model"
-    GMS(config, first_stage_module=load_first_stage(tiny_vae_dir)).save_pretrained(folder)
-    return folder
 
 
 def images(folder: Path, count: int, seed: int) -> Path:

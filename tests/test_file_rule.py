@@ -17,6 +17,7 @@ import torch
 import yaml
 from PIL import Image
 
+from conftest import tiny_gms_config
 from gmseg.cli import main
 from gmseg.first_stage import load_first_stage
 from gmseg.generalize import GeneralizationResult
@@ -47,15 +48,7 @@ def dead_pid() -> int:
 
 @pytest.fixture(scope="module")
 def mapping_config() -> GMSConfig:
-    return GMSConfig(mapping={"in_channels": 4, "out_channels": 4, "ch": 16, "ch_mult": [1, 2, 2]}, image_size=S)
-
-
-@pytest.fixture(scope="module")
-def model_dir(tiny_vae_dir, mapping_config, tmp_path_factory) -> Path:
-    torch.manual_seed(0)
-    folder = tmp_path_factory.mktemp("model") / "model"
-    GMS(mapping_config, first_stage_module=load_first_stage(tiny_vae_dir)).save_pretrained(folder)
-    return folder
+    return tiny_gms_config(S)
 
 
 @pytest.fixture

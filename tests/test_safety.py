@@ -16,8 +16,7 @@ from gmseg.cli import main
 from gmseg.data.io import read_image, read_mask
 from gmseg.data.prepare import prepare_folders
 from gmseg.errors import CheckpointError, ConfigError, DataError
-from gmseg.first_stage import load_first_stage
-from gmseg.models import GMS, GMSConfig, load_model
+from gmseg.models import GMS, load_model
 
 S = 32
 
@@ -43,15 +42,6 @@ def square(value=255, dtype=np.uint8, channels: int | None = None) -> np.ndarray
 
 def snapshot(folder: Path) -> dict[str, bytes]:
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
-
-
-@pytest.fixture(scope="module")
-def model_dir(tiny_vae_dir, tmp_path_factory) -> Path:
-    torch.manual_seed(0)
-    config = GMSConfig(mapping={"in_channels": 4, "out_channels": 4, "ch": 16, "ch_mult": [1, 2, 2]}, image_size=S)
-    folder = tmp_path_factory.mktemp("model") / "model"
-    GMS(config, first_stage_module=load_first_stage(tiny_vae_dir)).save_pretrained(folder)
-    return folder
 
 
 @pytest.fixture
