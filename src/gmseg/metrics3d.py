@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
-from pathlib import Path
 
 import numpy as np
 
@@ -130,10 +129,3 @@ def foreground_slices(gt: np.ndarray, pred: np.ndarray, count: int = 3, axis: in
     predicted = np.count_nonzero(pred, axis=other)
     order = sorted(range(gt.shape[axis]), key=lambda i: (-int(truth[i]), -int(predicted[i]), i))
     return sorted(order[: max(1, min(count, gt.shape[axis]))])
-
-
-def case_name(path: Path) -> str:
-    """A volume file's case name: its name without the (multi-part) ending."""
-    from gmseg.data.readers import split_name
-
-    return split_name(path)[0]
