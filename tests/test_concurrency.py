@@ -1,7 +1,8 @@
 """Two processes, one folder (issue 41, part B): real `gmseg` processes started against one output folder.
 
-The first run is frozen with SIGSTOP once it holds its folder, so the second always meets it mid-run (no
-race on timing); the second must refuse at once naming the first, and the first must then finish alone.
+The first run stops itself (SIGSTOP) the moment its first claim returns, so the second always meets it
+mid-run however fast the machine is (polling for the lock raced a predict that took 40 ms); the second must
+refuse at once naming the first, and the first must then finish alone.
 """
 
 from __future__ import annotations
@@ -28,9 +29,26 @@ S = 32
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1", "PYTHONUNBUFFERED": "1"}
 
 
-def gmseg(*args: str) -> subprocess.Popen:
+# Runs the CLI with OutputGuard.claim wrapped: after the first claim the process stops itself, holding the lock.
+PAUSE_AFTER_CLAIM = """
+import os, signal, sys
+from gmseg import cli, outputs
+claim, paused = outputs.OutputGuard.claim, []
+def claim_then_stop(self, folder):
+    created = claim(self, folder)
+    if not paused:
+        paused.append(True)
+        os.kill(os.getpid(), signal.SIGSTOP)
+    return created
+outputs.OutputGuard.claim = claim_then_stop
+sys.exit(cli.main(sys.argv[1:]))
+"""
+
+
+def gmseg(*args: str, pause_after_claim: bool = False) -> subprocess.Popen:
+    command = ["-c", PAUSE_AFTER_CLAIM, *args] if pause_after_claim else ["-m", "gmseg.cli", *args]
     return subprocess.Popen(
-        [sys.executable, "-m", "gmseg.cli", *args],
+        [sys.executable, *command],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -43,19 +61,18 @@ def finish(process: subprocess.Popen, timeout: float = 300) -> tuple[int, str]:
     return process.returncode, err
 
 
-def hold_when_locked(process: subprocess.Popen, folder: Path, timeout: float = 180) -> None:
-    """Wait until ``process`` holds ``folder`` (its lock names its PID), then freeze it there."""
+def held(*args: str, folder: Path, timeout: float = 180) -> subprocess.Popen:
+    """Start ``gmseg *args`` and return once it has claimed ``folder`` and stopped itself there."""
+    process = gmseg(*args, pause_after_claim=True)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            pytest.fail(f"the first run ended before it claimed {folder}: {process.communicate()[1][-2000:]}")
-        try:
-            if json.loads((folder / LOCK).read_text())["pid"] == process.pid:
-                process.send_signal(signal.SIGSTOP)
-                return
-        except (OSError, ValueError, KeyError):
-            pass
-        time.sleep(0.05)
+            pytest.fail(f"the first run ended without claiming {folder}: {process.communicate()[1][-2000:]}")
+        pid, status = os.waitpid(process.pid, os.WNOHANG | os.WUNTRACED)
+        if pid and os.WIFSTOPPED(status):
+            assert json.loads((folder / LOCK).read_text())["pid"] == process.pid
+            return process
+        time.sleep(0.02)
     process.kill()
     pytest.fail(f"the first run never claimed {folder}")
 
@@ -85,8 +102,7 @@ def train_config(tiny_vae_dir, tmp_path_factory) -> Path:
 
 def test_two_trainings_into_one_run_folder(train_config, tmp_path):
     run = tmp_path / "run"
-    first = gmseg("train", "--config", str(train_config), "--run-dir", str(run), "--no-progress")
-    hold_when_locked(first, run)
+    first = held("train", "--config", str(train_config), "--run-dir", str(run), "--no-progress", folder=run)
     try:
         code, err = finish(gmseg("train", "--config", str(train_config), "--run-dir", str(run), "--no-progress"))
         # Variant: resuming the folder while it trains is the same collision.
@@ -104,8 +120,7 @@ def test_two_trainings_into_one_run_folder(train_config, tmp_path):
 def test_two_predictions_into_one_output_folder(model_dir, tmp_path):
     out = tmp_path / "out"
     a, b = images(tmp_path / "a", 3, seed=0), images(tmp_path / "b", 3, seed=1)
-    first = gmseg("predict", "--model", str(model_dir), "--input", str(a), "--output", str(out))
-    hold_when_locked(first, out)
+    first = held("predict", "--model", str(model_dir), "--input", str(a), "--output", str(out), folder=out)
     try:
         code, err = finish(gmseg("predict", "--model", str(model_dir), "--input", str(b), "--output", str(out)))
         # Variant: scoring the folder while it is being written would score a mix of old and new masks.
@@ -122,8 +137,7 @@ def test_two_predictions_into_one_output_folder(model_dir, tmp_path):
 def test_a_killed_runs_lock_is_taken_over_with_a_note(model_dir, tmp_path):
     out = tmp_path / "out"
     a = images(tmp_path / "a", 2, seed=0)
-    first = gmseg("predict", "--model", str(model_dir), "--input", str(a), "--output", str(out))
-    hold_when_locked(first, out)
+    first = held("predict", "--model", str(model_dir), "--input", str(a), "--output", str(out), folder=out)
     first.kill()  # SIGKILL: no cleanup ran, the lock file stays behind
     first.wait()
     assert (out / LOCK).exists()
