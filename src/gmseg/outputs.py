@@ -18,7 +18,11 @@ The rule (README, "Masks and files: the two rules"):
    (:mod:`gmseg.fileio`); folders are filled beside their final name and swapped in.
 5. **One run per folder.** :meth:`OutputGuard.claim` takes an exclusive OS lock on :data:`LOCK` in the
    folder (holding PID, host and verb), released on exit and by the kernel when the process dies; a
-   second run refuses at once, naming the first.
+   second run refuses at once, naming the first. The ranks of one launch (``accelerate launch
+   --num_processes N``) are one run: rank 0 claims with the launch's id, the others :meth:`~OutputGuard.join`
+   (refused unless the lock carries that id) and record what they write in a manifest part of their own
+   (``.gmseg-written.rank<N>``: no two processes, maybe on two machines, append to one file), merged into
+   the manifest by rank 0 at the end (:func:`merge_manifest_parts`) or by the next claim after a crash.
 6. **Leftovers cleaned.** Claiming or first writing into a folder removes the temporaries of dead runs
    (:func:`gmseg.fileio.clean_stale_temporaries`).
 
@@ -59,7 +63,10 @@ __all__ = [
     "OutputError",
     "folder_holder",
     "gmseg_files",
+    "is_bookkeeping",
     "is_empty_folder",
+    "manifest_part",
+    "merge_manifest_parts",
     "refuse_if_busy",
     "same_file",
     "written_by_gmseg",
@@ -69,8 +76,10 @@ __all__ = [
 LOCK = ".gmseg-lock"
 #: The names gmseg wrote into a folder, one per line (a folder written by gmseg ends in "/").
 MANIFEST = ".gmseg-written"
-#: gmseg's own bookkeeping files, never outputs and never "the user's files".
+#: gmseg's own bookkeeping files, never outputs and never "the user's files" (with the manifest parts).
 BOOKKEEPING = (LOCK, MANIFEST)
+#: How the manifest part of a launch's rank > 0 is named: ``.gmseg-written.rank1`` ...
+PART_PREFIX = f"{MANIFEST}.rank"
 
 
 class OutputError(GmsegError):
@@ -110,13 +119,50 @@ def _inside(path: Path, folder: Path) -> bool:
 # ------------------------------------------------------------------------------------------- manifest
 
 
-def gmseg_files(folder: str | os.PathLike) -> set[str]:
-    """The names gmseg recorded as written in ``folder`` (files, and sub-folders with a trailing "/")."""
+def is_bookkeeping(name: str) -> bool:
+    """Whether a folder entry is gmseg's bookkeeping (lock, manifest, a rank's manifest part), not an output."""
+    return name in BOOKKEEPING or (name.startswith(PART_PREFIX) and name[len(PART_PREFIX) :].isdigit())
+
+
+def manifest_part(rank: int) -> str:
+    """The manifest file rank ``rank`` of a launch appends to (rank 0: the manifest itself)."""
+    return MANIFEST if rank == 0 else f"{PART_PREFIX}{rank}"
+
+
+def _parts(folder: Path) -> list[Path]:
+    """The manifest parts in ``folder`` (ranks of a running launch, or of one that died before merging)."""
     try:
-        text = (Path(folder) / MANIFEST).read_text(encoding="utf-8", errors="replace")
+        return sorted(entry for entry in folder.glob(f"{PART_PREFIX}*") if is_bookkeeping(entry.name))
     except OSError:
-        return set()
-    return {line for line in text.splitlines() if line and "\x00" not in line}
+        return []
+
+
+def _names(file: Path) -> list[str]:
+    try:
+        text = file.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return []
+    return [line for line in text.splitlines() if line and "\x00" not in line]
+
+
+def gmseg_files(folder: str | os.PathLike) -> set[str]:
+    """The names gmseg recorded as written in ``folder`` (files, and sub-folders with a trailing "/"): the
+    manifest and the parts of a launch's ranks."""
+    folder = Path(folder)
+    names = set(_names(folder / MANIFEST))
+    for part in _parts(folder):
+        names.update(_names(part))
+    return names
+
+
+def merge_manifest_parts(folder: str | os.PathLike) -> None:
+    """Append the ranks' manifest parts to ``folder``'s manifest and remove them; call it while no rank
+    writes (rank 0 after the others finished, or a fresh claim). A kill between the two steps only leaves
+    names listed twice."""
+    folder = Path(folder)
+    for part in _parts(folder):
+        _record(folder, _names(part))
+        part.unlink(missing_ok=True)
 
 
 def written_by_gmseg(path: str | os.PathLike) -> bool:
@@ -126,13 +172,14 @@ def written_by_gmseg(path: str | os.PathLike) -> bool:
     return path.name in names or f"{path.name}/" in names
 
 
-def _record(folder: Path, names: Iterable[str]) -> None:
-    """Append names to ``folder``'s manifest: one short O_APPEND write, so a kill can at worst leave a
-    torn last line, which names no file; listing a name before its file exists only allows replacing it."""
+def _record(folder: Path, names: Iterable[str], manifest: str = MANIFEST) -> None:
+    """Append names to ``folder``'s manifest (or a rank's part): one short O_APPEND write, so a kill can at
+    worst leave a torn last line, which names no file; listing a name before its file exists only allows
+    replacing it."""
     lines = "".join(f"{name}\n" for name in names)
     if not lines:
         return
-    handle = os.open(folder / MANIFEST, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+    handle = os.open(folder / manifest, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
     try:
         os.write(handle, lines.encode("utf-8", errors="surrogateescape"))
     finally:
@@ -144,7 +191,7 @@ def is_empty_folder(folder: str | os.PathLike) -> bool:
     folder = Path(folder)
     if not folder.is_dir():
         return not folder.exists()
-    return all(entry.name in BOOKKEEPING for entry in folder.iterdir())
+    return all(is_bookkeeping(entry.name) for entry in folder.iterdir())
 
 
 # ------------------------------------------------------------------------------------------------ lock
@@ -158,6 +205,7 @@ class LockOwner:
     host: str
     verb: str
     started: str
+    launch: str = ""  # the id a launch's ranks share (empty: a single process)
 
     def describe(self) -> str:
         return f"gmseg {self.verb} (PID {self.pid} on {self.host}, started {self.started})"
@@ -169,14 +217,15 @@ class LockOwner:
 def _read_owner(lock: Path) -> LockOwner | None:
     try:
         data = json.loads(lock.read_text(encoding="utf-8"))
-        return LockOwner(int(data["pid"]), str(data["host"]), str(data["verb"]), str(data["started"]))
+        fields = (int(data["pid"]), str(data["host"]), str(data["verb"]), str(data["started"]))
+        return LockOwner(*fields, str(data.get("launch", "")))
     except (OSError, ValueError, KeyError, TypeError):
         return None
 
 
-def _me(verb: str) -> LockOwner:
+def _me(verb: str, launch: str = "") -> LockOwner:
     started = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
-    return LockOwner(os.getpid(), socket.gethostname(), verb, started)
+    return LockOwner(os.getpid(), socket.gethostname(), verb, started, launch)
 
 
 class _Lock:
@@ -217,7 +266,7 @@ def _busy(folder: Path, owner: LockOwner | None) -> FolderBusyError:
     )
 
 
-def _acquire(folder: Path, verb: str) -> int:
+def _acquire(folder: Path, verb: str, launch: str = "") -> int:
     """Open and lock ``folder/LOCK`` without waiting; write who holds it. Raises FolderBusyError."""
     lock = folder / LOCK
     for _ in range(20):
@@ -247,7 +296,7 @@ def _acquire(folder: Path, verb: str) -> int:
                 file=sys.stderr,
             )
         os.ftruncate(handle, 0)
-        os.write(handle, json.dumps(_me(verb).__dict__).encode("utf-8"))
+        os.write(handle, json.dumps(_me(verb, launch).__dict__).encode("utf-8"))
         return handle
     raise _busy(folder, _read_owner(lock))
 
@@ -313,6 +362,7 @@ class OutputGuard:
         self._cleaned: set[str] = set()
         self._own: dict[str, set[str]] = {}  # manifests read once per folder, kept current by record()
         self._parents: dict[str, tuple[str, tuple[int, int] | None]] = {}  # folder -> (real path, identity)
+        self._manifest = MANIFEST  # a joined rank's own part (see join)
 
     # --------------------------------------------------------------------------------------- lifetime
     def __enter__(self) -> OutputGuard:
@@ -333,11 +383,12 @@ class OutputGuard:
                 del _HELD[key]
                 held.release()
 
-    def claim(self, folder: str | os.PathLike) -> bool:
+    def claim(self, folder: str | os.PathLike, launch: str = "") -> bool:
         """Create ``folder`` if needed and hold it for this run; returns whether this call created it.
 
         Raises :class:`FolderBusyError` naming the other run when another process holds it. A process that
-        already holds it (a verb inside a verb) claims it again freely.
+        already holds it (a verb inside a verb) claims it again freely. ``launch``: the id the other ranks of
+        this launch :meth:`join` with (rank 0 claims for all of them).
         """
         folder = Path(folder)
         if folder.exists() and not folder.is_dir():
@@ -349,7 +400,7 @@ class OutputGuard:
             _HELD[key].count += 1
         else:
             try:
-                handle = _acquire(folder, self.verb)
+                handle = _acquire(folder, self.verb, launch)
             except BaseException:
                 if created:
                     try:
@@ -358,9 +409,28 @@ class OutputGuard:
                         pass
                 raise
             _HELD[key] = _Lock(folder, handle, created)
+            merge_manifest_parts(folder)  # a crashed launch's ranks: no rank of ours writes before the claim
         self._claimed.append(key)
         self._clean(folder)
         return created
+
+    def join(self, folder: str | os.PathLike, launch: str, rank: int) -> None:
+        """Write into ``folder`` as rank ``rank`` of the launch whose rank 0 claimed it with id ``launch``.
+
+        Refused when the lock does not carry that id: the folder is not on storage this machine shares
+        with rank 0, or another run holds it. A joined rank records its outputs in its own manifest part
+        and never cleans temporaries (a live writer on another machine has a PID that is dead here).
+        """
+        folder = Path(folder)
+        owner = _read_owner(folder / LOCK)
+        if owner is None or owner.launch != launch:
+            raise FolderBusyError(
+                f"{folder}: rank {rank} on {socket.gethostname()} does not see the lock rank 0 of its launch took "
+                f"there ({owner.describe() if owner else 'no lock'}); give an --output on storage every "
+                "machine of the launch shares."
+            )
+        self._manifest = manifest_part(rank)
+        self._cleaned.add(str(folder.resolve()))
 
     # ------------------------------------------------------------------------------------------ inputs
     def read(self, *paths: str | os.PathLike) -> None:
@@ -488,7 +558,7 @@ class OutputGuard:
         return sorted(
             entry
             for entry in folder.iterdir()
-            if entry.name not in BOOKKEEPING
+            if not is_bookkeeping(entry.name)
             and entry.name not in own
             and f"{entry.name}/" not in own
             and not entry.name.endswith(".tmp")
@@ -497,7 +567,7 @@ class OutputGuard:
     # ----------------------------------------------------------------------------------------- writing
     def _clean(self, folder: Path) -> None:
         key = str(folder.resolve()) if folder.exists() else str(folder)
-        if key not in self._cleaned:
+        if key not in self._cleaned and self._manifest == MANIFEST:
             self._cleaned.add(key)
             clean_stale_temporaries(folder)
 
@@ -520,7 +590,7 @@ class OutputGuard:
     def _mark(self, folder: Path, names: Iterable[str]) -> None:
         own = self._own_names(folder)
         new = [name for name in dict.fromkeys(names) if name not in own]
-        _record(folder, new)
+        _record(folder, new, self._manifest)
         own.update(new)
 
     def make_folder(self, folder: str | os.PathLike) -> Path:

@@ -10,15 +10,18 @@ A model of more than two classes (``model.labels``, a :class:`~gmseg.labels.Labe
 class values (each pixel its most probable class, after resizing the K probabilities to the original
 size), ``NAME.prob.npy`` as (K, H, W) float32, and ``NAME.overlay.png`` in one colour per class with a
 legend (:func:`write_class_prediction`).
+
+Reading overlaps compute (``workers`` DataLoader processes decode and resize the next batches) and so does
+writing (a thread resizes, encodes and saves the previous batch). Under ``accelerate launch
+--num_processes N`` each process predicts every N-th input into the one output folder
+(:mod:`gmseg.prediction`); the files are those one process writes.
 """
 
 from __future__ import annotations
 
-import functools
 import os
 import time
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,42 +29,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .distributed import Launch, current_launch
 from .errors import DataError, GmsegError
 from .inference import MIRROR_AXES, PRECISIONS, make_predictor, mirror_averaged, pick_device  # noqa: F401 (the API)
 from .labels import BINARY, LabelSet
+from .prediction import BackgroundWriter, PredictionReport, claim_and_plan, evaluation_transform, finish
+from .volume_predict import is_volume_input, predict_volumes
 
-
-@dataclass
-class PredictionReport:
-    written: list[str] = field(default_factory=list)
-    failed: dict[str, str] = field(default_factory=dict)
-    skipped: list[str] = field(default_factory=list)  # complete outputs kept by --continue
-    seconds: float = 0.0  # wall time of the whole loop: reading, inference, writing
-    notes: list[str] = field(default_factory=list)  # e.g. --gt masks left off an overlay, and why
-
-    @property
-    def ok(self) -> bool:
-        return not self.failed
-
-    def summary(self) -> str:
-        lines = [f"Wrote {len(self.written)} prediction(s)."]
-        if self.skipped:
-            lines[0] += f" Kept {len(self.skipped)} complete from an earlier run (--continue)."
-        lines += [f"warning: {note}" for note in self.notes]
-        if self.failed:
-            lines.append(f"{len(self.failed)} input(s) failed:")
-            lines += [f"  - {name}: {reason}" for name, reason in self.failed.items()]
-        return "\n".join(lines)
-
-    def timing(self, unit: str, device: str, tta: bool) -> dict:
-        """What ``timing.json`` of a scored folder records: seconds per ``unit`` (image or volume)."""
-        return {
-            f"{unit}s": len(self.written),
-            "predict_seconds": round(self.seconds, 3),
-            f"seconds_per_{unit}": round(self.seconds / max(1, len(self.written)), 4),
-            "device": device,
-            "tta": tta,
-        }
+__all__ = ["PredictionReport", "collect_inputs", "evaluation_transform", "image_to_tensor", "predict_files"]
 
 
 def collect_inputs(inputs: str | os.PathLike | Sequence[str | os.PathLike]) -> list[Path]:
@@ -71,7 +46,6 @@ def collect_inputs(inputs: str | os.PathLike | Sequence[str | os.PathLike]) -> l
     predicted and counted once.
     """
     from .data.io import IMAGE_SUFFIXES, is_image_file
-    from .volume_predict import is_volume_input
 
     items = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
     files: list[Path] = []
@@ -173,14 +147,6 @@ def image_to_tensor(image: np.ndarray, size: int, intensity: str = "none") -> to
     return tensor * 2.0 - 1.0
 
 
-@functools.lru_cache(maxsize=8)
-def evaluation_transform(size: int, intensity: str) -> Callable[..., dict[str, Any]]:
-    """The evaluation steps of training (so predictions match validation scores), built once per setting."""
-    from .data.transforms import build_transform
-
-    return build_transform(size, intensity=intensity)
-
-
 def class_probabilities_at_size(probability: torch.Tensor, height: int, width: int) -> np.ndarray:
     """(C,S,S) probabilities -> (C,H,W) float32 at the original image size, each channel bilinear.
 
@@ -194,11 +160,6 @@ def class_probabilities_at_size(probability: torch.Tensor, height: int, width: i
 def probability_at_size(probability: torch.Tensor, height: int, width: int) -> np.ndarray:
     """(1,S,S) probability -> (H,W) float32 at the original image size (bilinear)."""
     return class_probabilities_at_size(probability, height, width)[0]
-
-
-def batched(items: Sequence[Path], size: int) -> Iterator[Sequence[Path]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
 
 
 def save_npy_atomic(path: Path, array: np.ndarray) -> None:
@@ -300,29 +261,57 @@ def write_class_prediction(
     return values
 
 
-def read_batches(
-    files: Sequence[Path], size: int, batch_size: int, failed: dict[str, str], intensity: str = "none"
-) -> Iterator[tuple[Sequence[Path], list[str], list[np.ndarray], torch.Tensor | None]]:
-    """Yield (files, names, original images, model-size batch) per chunk of ``batch_size`` files.
+class ImageFiles(torch.utils.data.Dataset):
+    """Image files read and brought to the model's input, one per item, in a DataLoader worker or here.
 
-    Unreadable files are recorded in ``failed`` by name instead of stopping the run; a chunk whose files
-    all failed yields empty names and no batch.
+    An item is (path, original image, model-size tensor, error): an unreadable file is an item with its
+    one-line error instead of an exception, so the run goes on and names it.
     """
-    from .data.io import read_image
-    from .data.readers import split_name
 
-    for chunk in batched(files, max(1, batch_size)):
-        names, images, tensors = [], [], []
-        for path in chunk:
-            try:
-                image = read_image(path)
-            except (DataError, OSError) as error:
-                failed[path.name] = str(error).splitlines()[0]
-                continue
-            names.append(split_name(path)[0])
-            images.append(image)
-            tensors.append(image_to_tensor(image, size, intensity))
-        yield chunk, names, images, (torch.stack(tensors) if tensors else None)
+    def __init__(self, files: Sequence[Path], size: int, intensity: str = "none"):
+        self.files, self.size, self.intensity = list(files), size, intensity
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, index: int) -> tuple[Path, np.ndarray | None, torch.Tensor | None, str | None]:
+        from .data.io import read_image
+
+        path = self.files[index]
+        try:
+            image = read_image(path)
+        except (DataError, OSError) as error:
+            return path, None, None, str(error).splitlines()[0]
+        return path, image, image_to_tensor(image, self.size, self.intensity), None
+
+
+def _as_list(items: list[Any]) -> list[Any]:
+    """A DataLoader batch as the items themselves (images keep their own sizes; stacked by the caller)."""
+    return items
+
+
+def auto_workers(files: int, batch_size: int, world: int = 1) -> int:
+    """Reading processes when the caller does not say: none for one batch (nothing to overlap), else the
+    cores this rank has besides its own, at most 4."""
+    if files <= max(1, batch_size):
+        return 0
+    return max(0, min(4, (os.cpu_count() or 1) // max(1, world) - 1))
+
+
+def image_batches(
+    files: Sequence[Path], size: int, batch_size: int, intensity: str = "none", workers: int = 0
+) -> torch.utils.data.DataLoader:
+    """Batches of :class:`ImageFiles` items in file order, read by ``workers`` processes ahead of the model
+    (0: read here, between batches)."""
+    return torch.utils.data.DataLoader(
+        ImageFiles(files, size, intensity),
+        batch_size=max(1, batch_size),
+        shuffle=False,
+        num_workers=workers,
+        collate_fn=_as_list,
+        prefetch_factor=2 if workers else None,
+        persistent_workers=False,
+    )
 
 
 def predict_files(
@@ -343,6 +332,7 @@ def predict_files(
     overwrite: bool = False,
     backend: str = "auto",
     skip_complete: bool = False,
+    workers: int | None = None,
 ) -> PredictionReport:
     """Predict every input image and write its mask (and optionally probabilities / overlay).
 
@@ -355,38 +345,48 @@ def predict_files(
     checked before the first is written, the output folder claimed against a second run. ``skip_complete``
     (``--continue``) continues an interrupted run: inputs whose outputs gmseg already wrote are skipped
     (``report.skipped``), the rest predicted, their partial outputs replaced.
+
+    ``workers``: processes reading images ahead of the model, with writing on a thread behind it (0: read,
+    predict and write in turn; None: :func:`auto_workers`). Under a launch of several processes each
+    predicts its share of the inputs and every one returns the launch's report (:mod:`gmseg.prediction`).
     """
+    from .data.readers import split_name
     from .outputs import OutputGuard
 
     if gt_dir is not None and not Path(gt_dir).is_dir():
         raise GmsegError(f"--gt {gt_dir} is not a folder: give the folder of true masks drawn on the overlays")
+    launch, torch_device = current_launch(device)
     files = collect_inputs(inputs)
     output = Path(output_dir)
-    torch_device = pick_device(device)
-    from .volume_predict import is_volume_input, predict_volumes
-
+    options = dict(backend=backend, precision=precision, channels_last=channels_last, compile=compile, tta=tta)
     if any(is_volume_input(f) for f in files):  # volumes: slice by slice, written back with their geometry
         return predict_volumes(
             model, files, output, save_prob=save_prob, overlay=overlay, batch_size=batch_size, device=torch_device,
             overwrite=overwrite, progress=progress, protected=[Path(gt_dir)] if gt_dir is not None else [],
-            options=dict(backend=backend, precision=precision, channels_last=channels_last, compile=compile, tta=tta),
+            options=options, workers=workers,
         )  # fmt: skip
     hint = "pass --overwrite to replace them, or --continue to keep the complete ones and predict the rest"
+    protected = [Path(gt_dir)] if gt_dir is not None else []
     with OutputGuard("predict", overwrite=overwrite, replace_own=skip_complete, hint=hint) as guard:
-        guard.claim(output)  # one run per folder, claimed before the folder is checked
-        planned = plan_outputs(
+        planned = claim_and_plan(
+            launch,
             guard,
-            files,
             output,
-            save_prob=save_prob,
-            overlay=overlay,
-            protected=[Path(gt_dir)] if gt_dir is not None else [],
-            skip_complete=skip_complete,
+            lambda: plan_outputs(
+                guard,
+                files,
+                output,
+                save_prob=save_prob,
+                overlay=overlay,
+                protected=protected,
+                skip_complete=skip_complete,
+            ),
         )
-        return _predict_planned(
+        report = _predict_planned(
             guard, planned, files, output, model, torch_device, save_prob, overlay, gt_dir, batch_size, progress,
-            dict(backend=backend, precision=precision, channels_last=channels_last, compile=compile, tta=tta),
+            options, launch, workers,
         )  # fmt: skip
+        return finish(launch, output, report, [split_name(path)[0] for path in files])
 
 
 def _predict_planned(
@@ -402,40 +402,52 @@ def _predict_planned(
     batch_size: int,
     progress: bool,
     options: dict[str, Any],
+    launch: Launch | None = None,
+    workers: int | None = None,
 ) -> PredictionReport:
-    """The loop of :func:`predict_files` over the planned inputs, each output recorded by ``guard`` as gmseg's
-    just before it is written (atomically)."""
+    """The loop of :func:`predict_files` over this rank's share of the planned inputs, each output recorded
+    by ``guard`` as gmseg's just before it is written (atomically)."""
     from tqdm.auto import tqdm
 
     from .data.io import find_file
     from .data.readers import split_name
 
-    report = PredictionReport(skipped=[split_name(path)[0] for path in files if path not in planned])
-    files = [path for path in files if path in planned]
-    outputs_of = {split_name(path)[0]: outputs for path, outputs in planned.items()}
+    launch = launch or Launch()
+    skipped = [split_name(path)[0] for path in files if path not in planned] if launch.is_main else []
+    report = PredictionReport(skipped=skipped)
+    files = launch.share(list(planned))  # rank 0's order: every rank splits the same list
     # before any file is written: a missing runtime or a bad graph writes nothing
     predict = make_predictor(model, torch_device, **options)
     size, labels, intensity = predict.spec.image_size, predict.spec.labels, predict.spec.intensity
     threshold = predict.spec.threshold if labels.is_binary else None  # K classes: argmax, no threshold
+    workers = auto_workers(len(files), batch_size, launch.world) if workers is None else max(0, workers)
+
+    def write(path: Path, image: np.ndarray, probability: torch.Tensor) -> None:
+        name = split_name(path)[0]
+        guard.record(*planned[path])
+        if labels.is_binary:
+            write_binary_prediction(
+                output, name, image, probability, threshold, save_prob, overlay, gt_dir, report.notes
+            )
+        else:
+            gt_file = find_file(Path(gt_dir), name) if overlay and gt_dir is not None else None
+            write_class_prediction(
+                output, name, image, probability, labels, save_prob=save_prob, overlay=overlay, gt_file=gt_file,
+                notes=report.notes,
+            )  # fmt: skip
+        report.written.append(name)
+
     started = time.perf_counter()
-    bar = tqdm(total=len(files), desc="predict", unit="img", disable=not progress)
-    for chunk, names, images, batch in read_batches(files, size, batch_size, report.failed, intensity):
-        if names:
-            probabilities = predict(batch)
-            for name, image, probability in zip(names, images, probabilities):
-                guard.record(*outputs_of[name])
-                if labels.is_binary:
-                    write_binary_prediction(
-                        output, name, image, probability, threshold, save_prob, overlay, gt_dir, report.notes
-                    )
-                else:
-                    gt_file = find_file(Path(gt_dir), name) if overlay and gt_dir is not None else None
-                    write_class_prediction(
-                        output, name, image, probability, labels, save_prob=save_prob, overlay=overlay, gt_file=gt_file,
-                        notes=report.notes,
-                    )  # fmt: skip
-                report.written.append(name)
-        bar.update(len(chunk))
+    bar = tqdm(total=len(files), desc="predict", unit="img", disable=not progress or not launch.is_main)
+    with BackgroundWriter(enabled=workers > 0, depth=2 * max(1, batch_size)) as writer:
+        for items in image_batches(files, size, batch_size, intensity, workers):
+            read = [(path, image, tensor) for path, image, tensor, error in items if error is None]
+            report.failed.update({path.name: error for path, _, _, error in items if error is not None})
+            if read:
+                probabilities = predict(torch.stack([tensor for _, _, tensor in read]))
+                for (path, image, _), probability in zip(read, probabilities):
+                    writer.submit(write, path, image, probability)
+            bar.update(len(items))
     bar.close()
     report.seconds = time.perf_counter() - started
     return report

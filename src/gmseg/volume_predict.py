@@ -12,7 +12,12 @@ threshold.
 Memory: the input array is read once; the output is one preallocated uint8 volume filled a batch of
 slices at a time; a batch's normalised slices are the only float copy. ``save_prob`` writes the class
 probabilities as one float32 volume per class, ``NAME.prob.<class>.<ext>`` (a binary model: the
-foreground's ``NAME.prob.<ext>``), each also preallocated, so it costs 4 bytes per voxel and class.
+foreground's ``NAME.prob.<ext>``), each also preallocated, so it costs 4 bytes per voxel and class. With
+more than one volume, the next is read on a thread while this one is predicted and the previous one is
+written on another (``workers=0``: in turn), so up to three volumes' arrays are in memory at once.
+
+Under ``accelerate launch --num_processes N`` each process predicts every N-th volume into the one output
+folder (:mod:`gmseg.prediction`).
 """
 
 from __future__ import annotations
@@ -27,8 +32,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .distributed import current_launch
 from .errors import DataError, GmsegError
 from .labels import BINARY, LabelSet
+from .prediction import BackgroundWriter, PredictionReport, claim_and_plan, evaluation_transform, finish, read_ahead
 
 __all__ = ["is_volume_input", "predict_volume", "predict_volumes", "prob_paths", "volume_output_paths"]
 
@@ -63,8 +70,6 @@ def volume_output_paths(
 def _slices_to_batch(pixels: np.ndarray, size: int, intensity: str) -> torch.Tensor:
     """(B, H, W) float32 0..255 slices -> (B, 3, size, size) in [-1, 1] through training's evaluation
     transform (the same resize and standardisation validation used), one channel repeated to three."""
-    from .predict import evaluation_transform
-
     transform = evaluation_transform(size, intensity)
     tensors = []
     for piece in pixels:
@@ -170,11 +175,12 @@ def predict_volumes(
     overlay: bool = False,
     protected: Sequence[str | os.PathLike[str]] = (),
     batch_size: int = 8,
-    device: str = "auto",
+    device: str | torch.device = "auto",
     overwrite: bool = False,
     progress: bool = True,
     names: Sequence[str] | None = None,
-) -> Any:
+    workers: int | None = None,
+) -> PredictionReport:
     """Predict every volume in ``files`` and write its label volume (and probabilities) into ``output_dir``,
     named like its input (or ``names``: e.g. nnU-Net case names without ``_0000``).
 
@@ -184,60 +190,101 @@ def predict_volumes(
     (the ground truth) may not be the output. Outputs follow the file rule (:class:`gmseg.outputs.OutputGuard`:
     planned before the first is written, never over an input or a file gmseg did not write unless
     ``overwrite``). A volume that cannot be read is reported by name in the returned
-    :class:`~gmseg.predict.PredictionReport`; the others are still written.
+    :class:`~gmseg.prediction.PredictionReport`; the others are still written. ``workers``: 0 reads, predicts
+    and writes in turn; otherwise (default, with more than one volume) reading and writing overlap compute.
     """
     from tqdm.auto import tqdm
 
-    from .data.readers import read_volume, write_volume
+    from .data.readers import split_name
     from .outputs import OutputGuard
-    from .predict import PredictionReport
 
     if overlay:
         raise GmsegError("--overlay draws 2D images; for volumes, `gmseg test` draws each case's fullest slices.")
-    from .data.readers import split_name
-
     paths = [Path(f) for f in files]
     names = [split_name(p)[0] for p in paths] if names is None else list(names)
     if len(names) != len(paths):
         raise GmsegError(f"{len(names)} output names given for {len(paths)} input volumes")
     output = Path(output_dir)
     labels = getattr(model, "labels", BINARY)
-    threshold = model.threshold if labels.is_binary else None
-    record = getattr(model, "volume_input", None)
+    launch, torch_device = current_launch(str(device))
     report = PredictionReport()
     with OutputGuard("predict", overwrite=overwrite) as guard:
-        guard.claim(output)
-        _plan(guard, paths, names, output, labels, save_prob, [Path(p) for p in protected])
+        folders = [Path(p) for p in protected]
+        claim_and_plan(launch, guard, output, lambda: _plan(guard, paths, names, output, labels, save_prob, folders))
         if predict is None:  # before any file is written: a missing runtime writes nothing
-            predict = _default_predictor(model, device, options or {})
+            predict = _default_predictor(model, torch_device, options or {})
+        share = launch.share(list(zip(paths, names)))
+        overlap = len(share) > 1 if workers is None else workers > 0
+        bar = tqdm(total=len(share), desc="predict", unit="volume", disable=not progress or not launch.is_main)
         started = time.perf_counter()
-        for path, name in tqdm(list(zip(paths, names)), desc="predict", unit="volume", disable=not progress):
-            ending = split_name(path)[1]
-            try:
-                volume = read_volume(path)
-                values, probabilities = predict_volume(
-                    predict,
-                    volume,
-                    image_size=model.image_size,
-                    labels=labels,
-                    threshold=threshold,
-                    record=record,
-                    intensity=getattr(model, "intensity", "none"),
-                    batch_size=batch_size,
-                    save_prob=save_prob,
-                )
-            except (DataError, OSError) as error:
-                report.failed[path.name] = str(error).splitlines()[0]
-                continue
-            guard.save(output / f"{name}{ending}", lambda target: write_volume(target, values, volume.geometry))
-            for index, target in prob_paths(output, name, ending, labels).items() if save_prob else ():
-                guard.save(target, lambda out, array=probabilities[index]: write_volume(out, array, volume.geometry))
-            report.written.append(name)
+        with BackgroundWriter(enabled=overlap, depth=1) as writer:
+            for path, name, volume, error in read_ahead(map(_read, share), overlap):
+                result = _predict_one(predict, model, volume, batch_size, save_prob) if error is None else error
+                if isinstance(result, str):
+                    report.failed[path.name] = result
+                else:
+                    writer.submit(_write, guard, output, name, split_name(path)[1], volume, *result, labels, report)
+                bar.update()
+        bar.close()
         report.seconds = time.perf_counter() - started
-    return report
+        return finish(launch, output, report, names)
 
 
-def _default_predictor(model: Any, device: str, options: dict[str, Any]) -> Callable[[torch.Tensor], torch.Tensor]:
+def _read(item: tuple[Path, str]) -> tuple[Path, str, Any, str | None]:
+    """(path, name, volume, None), or (path, name, None, the one-line reason) for a volume that cannot be read."""
+    from .data.readers import read_volume
+
+    path, name = item
+    try:
+        return path, name, read_volume(path), None
+    except (DataError, OSError) as error:
+        return path, name, None, str(error).splitlines()[0]
+
+
+def _predict_one(
+    predict: Callable[[torch.Tensor], torch.Tensor], model: Any, volume: Any, batch_size: int, save_prob: bool
+) -> tuple[np.ndarray, dict[int, np.ndarray]] | str:
+    """:func:`predict_volume` with the model's settings; a volume it cannot take (4D) is its one-line reason."""
+    labels = getattr(model, "labels", BINARY)
+    try:
+        return predict_volume(
+            predict,
+            volume,
+            image_size=model.image_size,
+            labels=labels,
+            threshold=model.threshold if labels.is_binary else None,
+            record=getattr(model, "volume_input", None),
+            intensity=getattr(model, "intensity", "none"),
+            batch_size=batch_size,
+            save_prob=save_prob,
+        )
+    except (DataError, OSError) as error:
+        return str(error).splitlines()[0]
+
+
+def _write(
+    guard: Any,
+    output: Path,
+    name: str,
+    ending: str,
+    volume: Any,
+    values: np.ndarray,
+    probabilities: dict[int, np.ndarray],
+    labels: LabelSet,
+    report: PredictionReport,
+) -> None:
+    """Write one volume's labels (and probabilities) with its input's geometry, then count it written."""
+    from .data.readers import write_volume
+
+    guard.save(output / f"{name}{ending}", lambda target: write_volume(target, values, volume.geometry))
+    for index, target in prob_paths(output, name, ending, labels).items() if probabilities else ():
+        guard.save(target, lambda out, array=probabilities[index]: write_volume(out, array, volume.geometry))
+    report.written.append(name)
+
+
+def _default_predictor(
+    model: Any, device: str | torch.device, options: dict[str, Any]
+) -> Callable[[torch.Tensor], torch.Tensor]:
     """The model's probabilities on ``device`` with ``options`` (:func:`gmseg.inference.make_predictor`)."""
     from .inference import make_predictor
 
