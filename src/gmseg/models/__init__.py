@@ -7,24 +7,37 @@ A new model is one module with a :class:`SegmentationModel` subclass (and its ``
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from pathlib import Path
 from typing import Any
 
-from ..errors import CheckpointError, ConfigError
+from ..errors import CheckpointError, ConfigError, GmsegError
 from ..labels import BINARY, LabelSet
-from .base import CLASS_KEY, WEIGHTS_NAME, SegmentationModel, count_trainable
+from .base import (
+    CLASS_KEY,
+    CONFIG_NAME,
+    WEIGHTS_NAME,
+    SegmentationModel,
+    config_body,
+    count_trainable,
+    read_folder_config,
+    resolve_folder,
+    stored_class_name,
+)
 from .exported import ExportedModel
 from .gms import GMS, GMSConfig, GMSOptions
-from .unet import UNet, UNetOptions, is_legacy_unet_folder, load_legacy_unet
+from .unet import UNet, UNetOptions
 
 #: model.name -> class. One line per model.
 MODELS: dict[str, type[SegmentationModel]] = {"gms": GMS, "unet": UNet}
-#: config.json's _class_name -> class; folders without one are GMS (all folders before the U-Net had one).
+#: config.json's _class_name -> class.
 BY_CLASS_NAME = {cls.__name__: cls for cls in MODELS.values()}
 BY_CLASS_NAME[ExportedModel.__name__] = ExportedModel  # gmseg export's folders: inference only, not a model.name
+#: The class of folders without _class_name: every folder written before the U-Net existed was a GMS.
+UNNAMED_CLASS = GMS.__name__
+#: The keywords of :func:`load_model` that find a Hub model's files (the rest go to the class).
+HUB_KEYWORDS = ("revision", "cache_dir", "force_download", "local_files_only", "token")
 
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
@@ -60,12 +73,8 @@ def build_model(config: Any, labels: LabelSet = BINARY) -> SegmentationModel:
 
 
 def stored_class(config: dict[str, Any], path: Path) -> type[SegmentationModel]:
-    name = config.get(CLASS_KEY, GMS.__name__)
-    if not isinstance(name, str):
-        raise ConfigError(
-            f"{path}: {CLASS_KEY} must be a string naming the model class (one of "
-            f"{', '.join(sorted(BY_CLASS_NAME))}), got {name!r}"
-        )
+    """The class a stored config.json names, with an error naming the file and the known classes."""
+    name = stored_class_name(config, path) or UNNAMED_CLASS
     if name not in BY_CLASS_NAME:
         raise CheckpointError(
             f"{path} names the model class {name!r}, which this gmseg does not know (known: "
@@ -76,71 +85,53 @@ def stored_class(config: dict[str, Any], path: Path) -> type[SegmentationModel]:
 
 def read_model_config(folder: Path) -> dict[str, Any]:
     """``config.json`` of a model folder, checked by its class, with an error naming the file."""
-    path = folder / "config.json"
-    if not path.is_file():
-        raise CheckpointError(
-            f"{folder} is not a gmseg model folder (expected config.json and model.safetensors). Create one "
-            "with 'gmseg train' or 'gmseg import-official'."
-        )
-    try:
-        config = json.loads(path.read_text())
-    except (OSError, ValueError) as error:
-        raise CheckpointError(f"{path} is not valid JSON ({error}); restore it from the run's checkpoints.") from error
-    if not isinstance(config, dict):
-        raise ConfigError(f"{path}: a model config must be a JSON object, got {type(config).__name__}")
-    # Each class owns its config.json schema (``config_problems``); a class without one checks nothing here.
-    schema = getattr(stored_class(config, path), "config_problems", None)
-    problems = schema(config) if schema is not None else []
+    config = read_folder_config(folder)
+    path = Path(folder) / CONFIG_NAME
+    problems = stored_class(config, path).config_problems(config_body(config))
     if problems:
         raise ConfigError(f"{path}: " + "; ".join(problems) + "; fix these keys or restore the file from its run")
     return config
 
 
-def hub_model_class(repo_id: str, kwargs: dict[str, Any]) -> type[SegmentationModel]:
-    """The class a Hub model's config.json names (a U-Net on the Hub loads as a U-Net). When config.json
-    cannot be fetched, GMS: its ``from_pretrained`` then reports the Hub's error as for any model."""
-    from huggingface_hub import hf_hub_download
-
-    options = {k: kwargs[k] for k in ("revision", "cache_dir", "token", "local_files_only") if k in kwargs}
-    try:
-        config_file = Path(hf_hub_download(repo_id, "config.json", **options))
-        config = json.loads(config_file.read_text())
-    except (OSError, ValueError):
-        return GMS
-    return stored_class(config, config_file) if isinstance(config, dict) else GMS
-
-
-def load_model(path: str | os.PathLike, first_stage: Any = None, **kwargs: Any) -> SegmentationModel:
-    """A model folder (local or a Hub id) as a model of its stored class; a former U-Net baseline run
-    folder too. The error names the path when it is none of these."""
-    from ..hub import hub_reachable
-
-    path_text = str(path)
-    cls: type[SegmentationModel] = GMS
-    if os.path.isdir(path_text) and not os.path.isfile(os.path.join(path_text, "config.json")):
+def local_folder(path_text: str, kwargs: dict[str, Any]) -> Path:
+    """The folder ``path_text`` stands for: a model folder as is, a run folder's best model, a Hub id's
+    snapshot (from the cache when offline); an error naming the path when it is none of these."""
+    if os.path.isdir(path_text) and not os.path.isfile(os.path.join(path_text, CONFIG_NAME)):
         best = os.path.join(path_text, "checkpoints", "best")
-        if os.path.isfile(os.path.join(best, "config.json")):  # a run folder stands for its best model
-            path_text = best
+        if os.path.isfile(os.path.join(best, CONFIG_NAME)):  # a run folder stands for its best model
+            return Path(best)
     if os.path.isdir(path_text):
-        if is_legacy_unet_folder(path_text):
-            return load_legacy_unet(path_text)
-        cls = stored_class(read_model_config(Path(path_text)), Path(path_text) / "config.json")
-    elif os.path.exists(path_text) or not HUB_ID.match(path_text):
+        return Path(path_text)
+    if os.path.exists(path_text) or not HUB_ID.match(path_text):
         why = "it is a file" if os.path.exists(path_text) else "it does not exist, and is not a Hub id (owner/name)"
         raise CheckpointError(
             f"{path_text} is not a gmseg model folder ({why}); a model folder holds config.json and "
             "model.safetensors. Create one with 'gmseg train' or 'gmseg import-official'."
         )
-    else:
-        if not hub_reachable():
-            kwargs["local_files_only"] = True  # offline: the Hub cache, or the error below without retries
-        cls = hub_model_class(path_text, kwargs)
-    if cls is GMS:
+    from ..hub import hub_reachable
+
+    if not hub_reachable():
+        kwargs["local_files_only"] = True  # offline: the Hub cache, or the error below without retries
+    return resolve_folder(path_text, **{key: kwargs[key] for key in HUB_KEYWORDS if key in kwargs})
+
+
+def load_model(path: str | os.PathLike, first_stage: Any = None, **kwargs: Any) -> SegmentationModel:
+    """A model folder (local or a Hub id) as a model of its stored class; a run folder as its best model; a
+    folder of a former format as the class that reads it. ``first_stage``: an autoencoder already loaded,
+    for a model that has one (checked against the folder's record); ``kwargs`` go to ``from_pretrained``."""
+    path_text = str(path)
+    if first_stage is not None:
         kwargs["first_stage_module"] = first_stage
     try:
-        return cls.from_pretrained(path_text, **kwargs)
+        folder = local_folder(path_text, kwargs)
+        if not (folder / CONFIG_NAME).is_file():
+            for cls in BY_CLASS_NAME.values():
+                if (legacy := cls.from_legacy_folder(folder)) is not None:
+                    return legacy
+        cls = stored_class(read_model_config(folder), folder / CONFIG_NAME)
+        return cls.from_pretrained(folder, **kwargs)
     except (OSError, ValueError) as error:  # Hub errors (offline, unknown repo) derive from these
-        if isinstance(error, CheckpointError | ConfigError) or os.path.isdir(path_text):
+        if isinstance(error, GmsegError) or os.path.isdir(path_text):
             raise  # a local folder's problem is its own, never the Hub's
         from ..hub import unavailable_reason
 

@@ -18,7 +18,7 @@ import torch
 
 from ..errors import CheckpointError, ConfigError
 from ..labels import BINARY, LabelSet
-from .base import CLASS_KEY, SegmentationModel, resolve_folder
+from .base import CLASS_KEY, SegmentationModel
 
 #: format -> (graph file, the other files it needs, the backend it runs on by default).
 GRAPH_FORMATS: dict[str, tuple[str, tuple[str, ...], str]] = {
@@ -48,6 +48,9 @@ class ExportConfig:
     # How a volume's voxels become the input (gmseg.data.normalization.VolumeInput), as the source model
     # recorded it; None: a model trained on 2D images.
     volume: dict[str, Any] | None = None
+    # "int8": quantised by gmseg export --precision int8 on ``calibration`` (source, stage, seed, count, names).
+    precision: str = "fp32"
+    calibration: dict[str, Any] | None = None
     sha256: dict[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -76,6 +79,8 @@ class ExportConfig:
             problems.append(f"intensity must be one of {INTENSITIES}, got {self.intensity!r}")
         if not (isinstance(self.threshold, (int, float)) and 0.0 <= self.threshold <= 1.0):
             problems.append(f"threshold must be a number in [0, 1], got {self.threshold!r}")
+        if self.precision not in ("fp32", "int8"):
+            problems.append(f"precision must be fp32 or int8, got {self.precision!r}")
         if problems:
             raise ConfigError("invalid exported model config: " + "; ".join(problems))
         self.label_set()
@@ -177,20 +182,28 @@ class ExportedModel(SegmentationModel):
                     "it is corrupt or comes from another export; export the model again with 'gmseg export'"
                 )
 
-    @classmethod
-    def from_pretrained(cls, model_id: str | Path, **kwargs: Any) -> ExportedModel:  # type: ignore[override]
-        """An exported folder (local or a Hub id), its config checked and its graph files verified."""
-        import json
+    # ------------------------------------------------------------------ model folder (the base's hooks)
+    def to_config(self) -> dict[str, Any]:
+        return asdict(self.export_config)
 
-        kwargs.pop("first_stage_module", None)
-        folder = resolve_folder(str(model_id), **kwargs)
-        path = folder / "config.json"
-        try:
-            config = ExportConfig.from_dict(json.loads(path.read_text()))
-        except (OSError, ValueError) as error:
-            if isinstance(error, ConfigError):
-                raise ConfigError(f"{path}: {error}") from error
-            raise CheckpointError(f"{path} cannot be read ({error}); export the model again") from error
-        model = cls(config, folder)
+    @property
+    def saved_module(self) -> None:
+        """No ``model.safetensors``: the graph files are the weights."""
+        return None
+
+    def save_artefacts(self, folder: Path) -> dict[str, Any]:
+        """The graph files, copied unless ``folder`` is the model's own (their SHA-256 stay in the config)."""
+        import shutil
+
+        for name in self.export_config.files:
+            if (folder / name).resolve() != (self.folder / name).resolve():
+                shutil.copyfile(self.folder / name, folder / name)
+        return {}
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any], folder: Path, **not_needed: Any) -> ExportedModel:
+        """The folder's graph, its files verified; loading keywords of torch models (a first stage) do not
+        concern it."""
+        model = cls(ExportConfig.from_dict(config), folder)
         model.check_files()
         return model

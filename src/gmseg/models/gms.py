@@ -16,17 +16,16 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from huggingface_hub import PyTorchModelHubMixin
 from torch import nn
 
 from ..bounds import MAX_IMAGE_SIZE
 from ..data.transforms import INTENSITIES
-from ..errors import CheckpointError, ConfigError
+from ..errors import ConfigError
 from ..first_stage import DEFAULT_VAE, FirstStage, FirstStageSource, identify_source, load_first_stage
 from ..first_stage.sources import KINDS
 from ..labels import BINARY, LabelSet
 from ..mapping import LatentMappingModel
-from .base import CLASS_KEY, Autocast, SegmentationModel, resolve_folder, save_weights
+from .base import CLASS_KEY, Autocast, SegmentationModel
 from .encodings import ENCODINGS, image_to_probability, make_encoding, mask_to_image
 
 FIRST_STAGE_DIR = "first_stage"
@@ -175,7 +174,7 @@ class GMSConfig:
         return {CLASS_KEY: GMS.__name__, **data, "gmseg_version": __version__}
 
 
-class GMS(SegmentationModel, PyTorchModelHubMixin, library_name="gmseg", tags=["medical-image-segmentation", "gms"]):
+class GMS(SegmentationModel, tags=["gms"]):
     """Generative Medical Segmentation: segment by mapping latents of a frozen autoencoder.
 
     Inputs are images in [-1, 1] (B, 3, H, W) with H, W multiples of 8, and masks in {0, 1} (B, 1, H, W).
@@ -410,63 +409,38 @@ class GMS(SegmentationModel, PyTorchModelHubMixin, library_name="gmseg", tags=["
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "first_stage": self.gms_config.first_stage}
 
-    # ------------------------------------------------------------------ persistence
-    def save_pretrained(  # type: ignore[override]
-        self, save_directory: str | Path, *, include_first_stage: bool = False, **kwargs: Any
-    ) -> str | None:
-        """Write ``config.json`` + ``model.safetensors``; ``include_first_stage`` also stores the
-        autoencoder in ``first_stage/`` so the folder works offline and on machines without the source."""
-        save_directory = Path(save_directory)
-        save_directory.mkdir(parents=True, exist_ok=True)
-        config = self.gms_config.to_dict()
-        if include_first_stage:
-            self.first_stage.save_pretrained(save_directory / FIRST_STAGE_DIR)
-            recorded = self.first_stage.source.recorded() if self.first_stage.source is not None else {}
-            config["first_stage"] = {"kind": "diffusers", "path": FIRST_STAGE_DIR, **recorded}
-        return super().save_pretrained(save_directory, config=config, **kwargs)
+    # ------------------------------------------------------------------ model folder (the base's hooks)
+    def to_config(self) -> dict[str, Any]:
+        return self.gms_config.to_dict()
 
-    def _save_pretrained(self, save_directory: Path) -> None:
-        save_weights(self.mapping, Path(save_directory))  # de-duplicates the release's shared PReLU weights
+    def save_artefacts(self, folder: Path, *, include_first_stage: bool = False) -> dict[str, Any]:
+        """``include_first_stage`` stores the autoencoder in ``first_stage/`` so the folder works offline and
+        on machines without the source; its record stays, so a given first stage is still checked."""
+        if not include_first_stage:
+            return {}
+        self.first_stage.save_pretrained(folder / FIRST_STAGE_DIR)
+        recorded = self.first_stage.source.recorded() if self.first_stage.source is not None else {}
+        return {"first_stage": {"kind": "diffusers", "path": FIRST_STAGE_DIR, **recorded}}
 
     @classmethod
-    def _from_pretrained(  # type: ignore[override]
+    def from_config(
         cls,
+        config: dict[str, Any],
+        folder: Path,
         *,
-        model_id: str,
-        revision: str | None = None,
-        cache_dir: str | Path | None = None,
-        force_download: bool = False,
-        local_files_only: bool = False,
-        token: str | bool | None = None,
-        map_location: str = "cpu",
-        strict: bool = True,
-        config: dict[str, Any] | None = None,
         first_stage_module: FirstStage | None = None,
-        **unused: Any,
+        local_files_only: bool = False,
     ) -> GMS:
-        folder = resolve_folder(
-            model_id,
-            revision=revision,
-            cache_dir=cache_dir,
-            force_download=force_download,
-            local_files_only=local_files_only,
-            token=token,
-        )
-        if config is None:
-            raise CheckpointError(f"{folder} has no config.json: it is not a gmseg model folder.")
+        """The first stage the config records (resolved against ``folder``), or ``first_stage_module`` when
+        the caller has it loaded, which must then be the one the model was trained with."""
         gms_config = GMSConfig.from_dict(config)
+        record = dict(gms_config.first_stage)
         if first_stage_module is None:
-            first_stage_module = load_first_stage(
-                gms_config.first_stage, base_dir=folder, local_files_only=local_files_only
-            )
-        else:  # a first stage given by the caller must be the one the model was trained with
-            FirstStageSource.from_dict(gms_config.first_stage).check(first_stage_module)
+            first_stage_module = load_first_stage(record, base_dir=folder, local_files_only=local_files_only)
+        else:
+            FirstStageSource.from_dict(record).check(first_stage_module)
         model = cls(gms_config, first_stage_module=first_stage_module)
-        # Keep the stored (possibly folder-relative) source so a re-save stays portable.
-        model.gms_config.first_stage = dict(config["first_stage"])
-        model.load_trainable_weights(folder, strict=strict)
-        model.to(map_location)
-        model.eval()
+        model.gms_config.first_stage = record  # the stored (maybe folder-relative) source: a re-save stays portable
         return model
 
 

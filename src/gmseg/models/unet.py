@@ -21,14 +21,13 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from huggingface_hub import PyTorchModelHubMixin
 from torch import nn
 
 from ..bounds import MAX_IMAGE_SIZE
 from ..data.transforms import INTENSITIES
 from ..errors import CheckpointError, ConfigError
 from ..labels import BINARY, LabelSet
-from .base import CLASS_KEY, Autocast, SegmentationModel, load_weights, save_weights
+from .base import Autocast, SegmentationModel, load_weights
 
 DEFAULT_CHANNELS: tuple[int, ...] = (16, 32, 64, 128, 256)
 THRESHOLD = 0.5
@@ -215,7 +214,7 @@ def check_unet_config(config: Any, where: str) -> dict[str, Any]:
     return config
 
 
-class UNet(SegmentationModel, PyTorchModelHubMixin, library_name="gmseg", tags=["medical-image-segmentation"]):
+class UNet(SegmentationModel):
     """MONAI's U-Net behind gmseg's model contract: one logit per pixel, Dice + BCE."""
 
     name = "unet"
@@ -224,7 +223,7 @@ class UNet(SegmentationModel, PyTorchModelHubMixin, library_name="gmseg", tags=[
     @staticmethod
     def config_problems(config: dict[str, Any]) -> list[str]:
         """The model folder's config.json schema (:func:`unet_config_problems`), checked where it is loaded."""
-        return unet_config_problems({k: v for k, v in config.items() if k not in (CLASS_KEY, "gmseg_version")})
+        return unet_config_problems(config)
 
     def __init__(self, config: dict[str, Any] | None = None):
         super().__init__()
@@ -323,35 +322,20 @@ class UNet(SegmentationModel, PyTorchModelHubMixin, library_name="gmseg", tags=[
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "channels": self.unet_config["unet"]["channels"]}
 
-    # ------------------------------------------------------------------ persistence
-    def save_pretrained(self, save_directory: str | Path, **kwargs: Any) -> str | None:  # type: ignore[override]
-        from .. import __version__
-
-        config = {CLASS_KEY: type(self).__name__, **self.unet_config, "gmseg_version": __version__}
-        return super().save_pretrained(save_directory, config=config, **kwargs)
-
-    def _save_pretrained(self, save_directory: Path) -> None:
-        save_weights(self.net, Path(save_directory))
+    # ------------------------------------------------------------------ model folder (the base's hooks)
+    def to_config(self) -> dict[str, Any]:
+        return dict(self.unet_config)
 
     @classmethod
-    def _from_pretrained(  # type: ignore[override]
-        cls,
-        *,
-        model_id: str,
-        config: dict[str, Any] | None = None,
-        map_location: str = "cpu",
-        strict: bool = True,
-        **hub: Any,
-    ) -> UNet:
-        from .base import resolve_folder
+    def from_config(cls, config: dict[str, Any], folder: Path, **not_needed: Any) -> UNet:
+        """The network the stored MONAI arguments describe; loading keywords of other models (a first stage,
+        Hub options) do not concern it."""
+        return cls(config)
 
-        folder = resolve_folder(model_id, **hub)
-        if config is None:
-            raise CheckpointError(f"{folder} has no config.json: it is not a gmseg model folder.")
-        stored = {k: v for k, v in config.items() if k not in (CLASS_KEY, "gmseg_version")}
-        model = cls(check_unet_config(stored, str(folder / "config.json")))
-        model.load_trainable_weights(folder, strict=strict)
-        return model.to(map_location).eval()
+    @classmethod
+    def from_legacy_folder(cls, folder: Path) -> UNet | None:
+        """A run folder of the former baseline trainer, as its best U-Net."""
+        return load_legacy_unet(folder) if is_legacy_unet_folder(folder) else None
 
 
 def is_legacy_unet_folder(path: str | os.PathLike) -> bool:
