@@ -12,7 +12,7 @@ from conftest import KVASIR5, SHARED, make_shifted_kl, need, offline_hub_snapsho
 from gmseg.errors import FirstStageError
 from gmseg.first_stage import FirstStage, FirstStageSource, identify_source, load_first_stage
 from gmseg.first_stage.sources import TINY_HUB_IDS, adapter_for
-from gmseg.first_stage.tiny import find_tiny_files, tiny_pairs
+from gmseg.first_stage.tiny_files import find_tiny_files, tiny_pairs
 
 WEIGHTS = SHARED / "weights"
 

@@ -8,11 +8,14 @@ latent width, scale and shift), so a saved GMS model folder can rebuild and chec
 the user repeating themselves.
 
 One module per adapter: ``kl`` (diffusers AutoencoderKL), ``tiny`` (AutoencoderTiny: taesd, taesdxl,
-taesd3, taef1), ``ldm`` (LDM checkpoint + yaml); ``sources`` identifies, loads and records; ``wrapper``
-holds :class:`FirstStage`; ``weights`` reads weight files safely.
+taesd3, taef1), ``ldm`` (LDM checkpoint + yaml). Below them: ``sources`` identifies and records a source
+(no adapter imported), ``wrapper`` holds :class:`FirstStage`, ``pretrained`` reads a diffusers repo,
+``tiny_files`` names the upstream tiny files, ``weights`` reads weight files safely. Above them, ``loading``
+dispatches a source to its adapter.
 """
 
-from .sources import DEFAULT_VAE, TAESD_HUB_ID, FirstStageSource, identify_source, load_first_stage
+from .loading import load_first_stage
+from .sources import DEFAULT_VAE, TAESD_HUB_ID, FirstStageSource, identify_source
 from .weights import load_state_dict_safely
 from .wrapper import FirstStage
 

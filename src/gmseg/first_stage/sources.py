@@ -1,9 +1,9 @@
 """Where a first stage comes from, written down so that a model folder can find it again and check it.
 
 A user names a first stage by a string (a Hub id, a folder, a checkpoint + yaml); :func:`identify_source`
-turns it into a JSON-able :class:`FirstStageSource`, :func:`load_first_stage` hands it to the adapter of
-its kind (``kl``, ``tiny`` or ``ldm``) and records what came back (latent width, scale, shift) in it, and a
-model folder stores that record and refuses a first stage that no longer matches it.
+turns it into a JSON-able :class:`FirstStageSource`, which records what the loaded first stage reported
+(latent width, scale, shift), and a model folder stores that record and refuses a first stage that no longer
+matches it. Loading (the adapters, by kind) is :mod:`.loading`'s: this module imports no adapter.
 """
 
 from __future__ import annotations
@@ -12,14 +12,11 @@ import json
 import math
 import os
 from dataclasses import dataclass, fields, replace
-from importlib import import_module
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from ..errors import FirstStageError
-
-if TYPE_CHECKING:
-    from .wrapper import FirstStage
+from .tiny_files import tiny_file_name, tiny_pairs
 
 #: The paper's first stage: the Stable Diffusion 2 (768-v-ema) VAE. ``owner/repo/subfolder`` syntax.
 DEFAULT_VAE = "stabilityai/stable-diffusion-2/vae"
@@ -38,8 +35,14 @@ OFFLINE_HINT = (
 
 #: Source kinds as stored in model folders. ``taesd`` names every upstream tiny-autoencoder folder.
 KINDS = ("diffusers", "hub", "ldm", "taesd")
-#: What :func:`load_first_stage` records about the loaded first stage (``FirstStage.describe()``'s numbers).
+#: What :func:`.loading.load_first_stage` records about the loaded first stage (``FirstStage.describe()``'s numbers).
 RECORDED = ("latent_channels", "scaling_factor", "shift_factor")
+
+
+class Described(Protocol):
+    """What a source records and checks: a loaded first stage's ``describe()`` (:class:`.wrapper.FirstStage`)."""
+
+    def describe(self) -> dict[str, Any]: ...
 
 
 @dataclass
@@ -91,12 +94,12 @@ class FirstStageSource:
         """The recorded description (``latent_channels``, ``scaling_factor``, ``shift_factor``) present."""
         return {key: getattr(self, key) for key in RECORDED if getattr(self, key) is not None}
 
-    def recording(self, first_stage: FirstStage) -> FirstStageSource:
+    def recording(self, first_stage: Described) -> FirstStageSource:
         """This source with ``first_stage``'s width, scale and shift recorded."""
         described = first_stage.describe()
         return replace(self, **{key: described[key] for key in RECORDED})
 
-    def check(self, first_stage: FirstStage) -> None:
+    def check(self, first_stage: Described) -> None:
         """Refuse a first stage whose width, scale or shift differs from what this source recorded."""
         described = first_stage.describe()
         wrong = []
@@ -125,35 +128,13 @@ def as_source(
     return identify_source(str(source), None if config is None else str(config))
 
 
-def load_first_stage(
-    source: str | os.PathLike | FirstStageSource | dict,
-    config: str | os.PathLike | None = None,
-    *,
-    base_dir: Path | None = None,
-    local_files_only: bool = False,
-) -> FirstStage:
-    """Load a first stage from any supported source.
-
-    ``source`` is a Hub id (``owner/repo`` or ``owner/repo/subfolder``), a diffusers folder, an LDM
-    checkpoint (then ``config`` is its yaml), a tiny-autoencoder folder or encoder file, or a
-    :class:`FirstStageSource` (or its dict). The returned first stage's ``source`` records its latent
-    width, scale and shift; a source that already records them must match them.
-    """
-    spec = as_source(source, config).resolved(base_dir)
-    if spec.kind not in KINDS:
-        raise FirstStageError(f"Unknown first-stage kind {spec.kind!r}; expected one of {sorted(KINDS)}.")
-    adapter = import_module(f"{__package__}.{adapter_for(spec)}")
-    first_stage = adapter.load(spec, local_files_only=local_files_only)
-    spec.check(first_stage)
-    first_stage.source = spec.recording(first_stage)
-    return first_stage
-
-
 def adapter_for(spec: FirstStageSource) -> str:
-    """Which adapter module loads ``spec``: ``kl``, ``tiny`` or ``ldm``, decided without the network.
+    """Which adapter ``spec`` will get (``kl``, ``tiny`` or ``ldm``, as ``FirstStage.kind`` names it), decided
+    without the network, e.g. to describe a model folder offline.
 
     Hub ids of the tiny autoencoders are known (``TINY_HUB_IDS``); a diffusers folder says its class in
-    its config.json; any other Hub id is taken as an AutoencoderKL until its config says otherwise.
+    its config.json; any other Hub id is taken as an AutoencoderKL until its config says otherwise (loading
+    goes by the class the config names: :mod:`.loading`).
     """
     if spec.kind == "ldm":
         return "ldm"
@@ -171,8 +152,6 @@ def adapter_for(spec: FirstStageSource) -> str:
 
 def identify_source(text: str, config: str | None = None) -> FirstStageSource:
     """Decide what kind of source a user-given string names, by looking at the file system first."""
-    from .tiny import tiny_file_name, tiny_pairs
-
     # Absolute paths: the source is stored in model folders that may be used from another directory.
     path = Path(text).expanduser().resolve()
     if path.is_dir():

@@ -2,12 +2,12 @@
 
 Two ways in: a folder with the upstream files ``<name>_encoder.*`` + ``<name>_decoder.*`` (``nn.Sequential``
 indices, often bf16; the latent width is read from the weights), or a diffusers repo (Hub ids such as
-``madebyollin/taef1``, or a diffusers folder whose config names ``AutoencoderTiny``).
+``madebyollin/taef1``, or a diffusers folder whose config names ``AutoencoderTiny``: :mod:`.pretrained` loads
+it, :func:`wrap` wraps it). The files' naming rules are :mod:`.tiny_files`'.
 """
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import torch
@@ -15,21 +15,9 @@ from torch import nn
 
 from ..errors import FirstStageError
 from .sources import OFFLINE_HINT, FirstStageSource
+from .tiny_files import find_tiny_files
 from .weights import first_line, load_state_dict_safely
 from .wrapper import FirstStage
-
-#: Upstream file endings, the first preferred when a folder holds both.
-TINY_SUFFIXES = (".safetensors", ".pth")
-TINY_FILE = re.compile(r"^(?P<name>.+)_(?P<part>encoder|decoder)(?P<suffix>\.safetensors|\.pth)$")
-
-
-def load(spec: FirstStageSource, local_files_only: bool = False) -> FirstStage:
-    """Upstream files for kind ``taesd``; else a diffusers repo (Hub id or folder), its config naming the class."""
-    if spec.kind == "taesd":
-        return load_files(spec)
-    from . import kl
-
-    return kl.wrap(kl.from_pretrained(spec, local_files_only=local_files_only), spec)
 
 
 def wrap(autoencoder: nn.Module, spec: FirstStageSource | None = None) -> FirstStage:
@@ -47,50 +35,6 @@ def wrap(autoencoder: nn.Module, spec: FirstStageSource | None = None) -> FirstS
         shift_factor=config.get("shift_factor") or 0.0,
         latent_channels=config.get("latent_channels"),
     )
-
-
-def tiny_file_name(path: Path) -> str | None:
-    """``taef1`` for ``taef1_encoder.safetensors`` (or its decoder), None for any other file name."""
-    match = TINY_FILE.match(Path(path).name)
-    return None if match is None else match["name"]
-
-
-def tiny_pairs(folder: Path) -> dict[str, tuple[Path, Path]]:
-    """Every ``<name>_encoder.*`` / ``<name>_decoder.*`` pair in ``folder``: name -> (encoder, decoder)."""
-    found: dict[tuple[str, str], list[Path]] = {}
-    for path in sorted(Path(folder).iterdir()) if Path(folder).is_dir() else []:
-        match = TINY_FILE.match(path.name)
-        if match is not None and path.is_file():
-            found.setdefault((match["name"], match["part"]), []).append(path)
-
-    def preferred(files: list[Path]) -> Path:
-        return min(files, key=lambda p: TINY_SUFFIXES.index(p.suffix))
-
-    return {
-        name: (preferred(files), preferred(found[(name, "decoder")]))
-        for (name, part), files in sorted(found.items())
-        if part == "encoder" and (name, "decoder") in found
-    }
-
-
-def find_tiny_files(folder: Path, name: str | None = None) -> tuple[str, Path, Path] | None:
-    """The pair named ``name`` in ``folder``; without a name the only pair, or ``taesd``'s (what sources
-    recorded before they recorded a name meant). None when absent."""
-    pairs = tiny_pairs(folder)
-    if name is None:
-        if len(pairs) == 1:
-            name = next(iter(pairs))
-        elif "taesd" in pairs:
-            name = "taesd"
-        elif pairs:
-            raise FirstStageError(
-                f"{folder} holds several tiny autoencoders ({', '.join(pairs)}) and the source names none."
-            )
-        else:
-            return None
-    if name not in pairs:
-        return None
-    return name, *pairs[name]
 
 
 def latent_width(encoder: dict[str, torch.Tensor], decoder: dict[str, torch.Tensor]) -> int:
@@ -113,8 +57,9 @@ def latent_width(encoder: dict[str, torch.Tensor], decoder: dict[str, torch.Tens
     return int(produced)
 
 
-def load_files(spec: FirstStageSource) -> FirstStage:
-    """Upstream weights (``nn.Sequential`` indices, often bf16) mapped onto ``AutoencoderTiny``."""
+def load(spec: FirstStageSource, local_files_only: bool = False) -> FirstStage:
+    """Kind ``taesd``: upstream weights (``nn.Sequential`` indices, often bf16) mapped onto ``AutoencoderTiny``
+    (``local_files_only`` is moot: the files are local)."""
     from diffusers import AutoencoderTiny
 
     files = find_tiny_files(Path(spec.path), spec.name)
