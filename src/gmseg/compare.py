@@ -27,9 +27,13 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from gmseg.errors import ConfigError, DataError
 from gmseg.fileio import json_safe
+
+if TYPE_CHECKING:
+    from gmseg.report_html import ComparisonView
 
 __all__ = [
     "Comparison",
@@ -361,7 +365,7 @@ def write_comparison(
     never inside a compared folder, an existing file replaced only with ``overwrite``.
     """
     from gmseg.outputs import OutputGuard
-    from gmseg.report_html import COMPARISON_PICTURES, write_comparison_page  # lazy: matplotlib and PIL
+    from gmseg.report_html import COMPARISON_PICTURES, write_comparison_page  # lazy: numpy, PIL
     from gmseg.visualize import paired_scatter
 
     out = Path(out_dir)
@@ -381,8 +385,29 @@ def write_comparison(
         others = {f.label: [f.scores[n][column] for n in comparison.names] for f in comparison.folders[1:]}
         values = [first.scores[n][column] for n in comparison.names]
         paired_scatter(values, others, first.label, column, files["png"], guard)
-        write_comparison_page(comparison, out, guard, top=top)
+        write_comparison_page(comparison_view(comparison, top), out, guard)
     return files
+
+
+def comparison_view(comparison: Comparison, top: int = 24) -> ComparisonView:
+    """What comparison.html shows (:class:`~gmseg.report_html.ComparisonView`): the folders, the paired
+    differences, and the ``top`` cases they disagree on most, with each folder's score of the main column."""
+    from gmseg.report_html import ComparisonView  # lazy: numpy, PIL
+
+    column = comparison.main_column()
+    return ComparisonView(
+        folders=[(f.label, f.path, len(f.scores)) for f in comparison.folders],
+        n_cases=len(comparison.names),
+        n_dropped=sum(len(v) for v in comparison.dropped.values()),
+        differences=[
+            (c, label, asdict(d)) for c in comparison.columns for label, d in comparison.differences[c].items()
+        ],
+        column=column,
+        cases=[
+            (name, comparison.disagreement(name), [f.scores[name][column] for f in comparison.folders])
+            for name in comparison.most_disagreeing(top)
+        ],
+    )
 
 
 def run_compare(

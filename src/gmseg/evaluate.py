@@ -27,7 +27,6 @@ import math
 import os
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -41,30 +40,14 @@ from gmseg.data.resample import resize_label_map, resize_mask
 from gmseg.errors import ConfigError, DataError, GmsegError
 from gmseg.fileio import atomic_write_text, json_safe
 from gmseg.labels import BINARY, LabelSet
-from gmseg.metrics import ANY_PREFIX, METRIC_KEYS, binary_metrics, check_empty_mode, class_metric_keys, class_metrics
+from gmseg.metrics import ANY_PREFIX, binary_metrics, check_empty_mode, class_metrics
+from gmseg.report_html import images_of, plan_report, write_report_html
+from gmseg.scores import CSV_COLUMNS as CSV_COLUMNS  # re-exported: metrics.csv's binary columns
+from gmseg.scores import SUMMARY_METRICS, EvaluationResult, csv_columns, summarize, summarize_classes
+from gmseg.volume_evaluate import evaluate_volume_folders, has_volumes, volume_images_of, write_volume_folder_report
 
-#: metrics that get mean/std/median/min/max in the summary
-SUMMARY_METRICS: tuple[str, ...] = ("dice", "iou", "hd95", "precision", "recall")
-#: fixed column order of metrics.csv
-CSV_COLUMNS: tuple[str, ...] = ("name", *METRIC_KEYS)
 #: files written next to predictions by ``gmseg predict`` that are not masks
 _NOT_PREDICTIONS = (f".overlay{OUTPUT_2D_SUFFIX}",)
-
-
-@dataclass
-class EvaluationResult:
-    """Per-image rows (one dict per image, keys :data:`CSV_COLUMNS`) and the :func:`summarize` dict."""
-
-    rows: list[dict] = field(default_factory=list)
-    summary: dict = field(default_factory=dict)
-    warnings: list[str] = field(default_factory=list)
-    labels: LabelSet = BINARY  # the classes scored; decides the columns of metrics.csv
-    columns: tuple[str, ...] | None = None  # metrics.csv's columns when not csv_columns(labels) (volumes)
-
-
-def csv_columns(labels: LabelSet = BINARY) -> tuple[str, ...]:
-    """metrics.csv's columns: :data:`CSV_COLUMNS` for binary masks, else name + per-class + ``any_*`` keys."""
-    return CSV_COLUMNS if labels.is_binary else ("name", *class_metric_keys(labels))
 
 
 def extreme_rows(rows: list[dict], per_group: int = 3, key: str = "dice") -> list[dict]:
@@ -86,106 +69,6 @@ def parse_size(size: int | str) -> int | str:
     if isinstance(size, (int, np.integer)) and not isinstance(size, bool) and 0 < int(size) <= MAX_IMAGE_SIZE:
         return int(size)
     raise ConfigError(f"size must be 'native' or an integer in [1, {MAX_IMAGE_SIZE}] (e.g. 224), got {size!r}")
-
-
-def _stats(values: Iterable[float]) -> dict[str, float | int]:
-    """mean, std (ddof=1 as the release; nan below 2 values), median, min, max over finite values."""
-    vals = np.asarray([v for v in values if v is not None and math.isfinite(v)], dtype=np.float64)
-    n = int(vals.size)
-    if n == 0:
-        nan = math.nan
-        return {"mean": nan, "std": nan, "median": nan, "min": nan, "max": nan, "n": 0}
-    return {
-        "mean": float(vals.mean()),
-        "std": float(vals.std(ddof=1)) if n >= 2 else math.nan,
-        "median": float(np.median(vals)),
-        "min": float(vals.min()),
-        "max": float(vals.max()),
-        "n": n,
-    }
-
-
-def summarize(
-    rows: Sequence[dict],
-    empty: str,
-    size: int | str = "native",
-    threshold: float | None = None,
-    labels: LabelSet = BINARY,
-) -> dict:
-    """Aggregate per-image rows into ``{"metrics", "counts", "settings"}``.
-
-    Each metric's statistics use only finite values (HD95 is nan when exactly one mask is empty,
-    precision/recall when undefined); ``n`` says how many images entered, so a mean over fewer images
-    is visible rather than silent. ``settings`` records what makes the numbers comparable. More than two
-    ``labels``: :func:`summarize_classes`.
-    """
-    if not labels.is_binary:
-        return summarize_classes(rows, empty, labels, size=size)
-    metrics = {key: _stats(float(r[key]) for r in rows) for key in SUMMARY_METRICS}
-    counts = {
-        "n_images": len(rows),
-        "n_both_empty": sum(int(r["both_empty"]) for r in rows),
-        "n_pred_empty": sum(int(r["pred_area"]) == 0 for r in rows),
-        "n_true_empty": sum(int(r["true_area"]) == 0 for r in rows),
-        "n_hd95": metrics["hd95"]["n"],
-    }
-    settings: dict = {"size": size, "empty": empty}
-    settings["masks"] = (
-        "non-zero is foreground (JPEG: > half scale)"
-        if threshold is None
-        else (f"foreground > {threshold} of full scale")
-    )
-    return {"metrics": metrics, "counts": counts, "settings": settings}
-
-
-def _class_counts(rows: Sequence[dict], prefix: str, suffix: str, n_hd95: int) -> dict[str, int]:
-    """The binary summary's empty-mask counts for one class (``<key>_<class>``) or the merged ``any_`` keys."""
-    return {
-        "n_both_empty": sum(int(r[f"{prefix}both_empty{suffix}"]) for r in rows),
-        "n_pred_empty": sum(int(r[f"{prefix}pred_area{suffix}"]) == 0 for r in rows),
-        "n_true_empty": sum(int(r[f"{prefix}true_area{suffix}"]) == 0 for r in rows),
-        "n_hd95": n_hd95,
-    }
-
-
-def _mean_over_classes(metrics: dict, labels: LabelSet) -> dict[str, dict[str, float | int]]:
-    """Each metric's mean of the per-class means (macro average), over the classes where it is defined."""
-    out = {}
-    for key in SUMMARY_METRICS:
-        means = [metrics[f"{key}_{name}"]["mean"] for name in labels.foreground]
-        finite = [m for m in means if math.isfinite(m)]
-        out[key] = {"mean": float(np.mean(finite)) if finite else math.nan, "n_classes": len(finite)}
-    return out
-
-
-def summarize_classes(rows: Sequence[dict], empty: str, labels: LabelSet, size: int | str = "native") -> dict:
-    """Per-class summary of label-map rows (:func:`gmseg.metrics.class_metrics`).
-
-    ``metrics``: the statistics (:func:`_stats`, with ``n``) of every ``<metric>_<class>`` and
-    ``any_<metric>`` column; ``mean_over_classes``: each metric's mean of the per-class means and how many
-    classes entered it; ``counts``: ``n_images``, the binary counts per class (``classes``) and merged
-    (``any``); ``labels``: the dataset.json labels scored; ``settings`` as for binary masks.
-    """
-    metrics = {
-        f"{key}_{name}": _stats(float(r[f"{key}_{name}"]) for r in rows)
-        for key in SUMMARY_METRICS
-        for name in labels.foreground
-    }
-    metrics.update({ANY_PREFIX + key: _stats(float(r[ANY_PREFIX + key]) for r in rows) for key in SUMMARY_METRICS})
-    classes = {name: _class_counts(rows, "", f"_{name}", metrics[f"hd95_{name}"]["n"]) for name in labels.foreground}
-    counts = {
-        "n_images": len(rows),
-        "classes": classes,
-        "any": _class_counts(rows, ANY_PREFIX, "", metrics[ANY_PREFIX + "hd95"]["n"]),
-    }
-    settings = {"size": size, "empty": empty, "masks": "label maps of class values"}
-    return {
-        "metrics": metrics,
-        "mean_over_classes": _mean_over_classes(metrics, labels),
-        "counts": counts,
-        "labels": labels.to_labels(),
-        "settings": settings,
-    }
 
 
 def evaluate_masks(
@@ -267,8 +150,6 @@ def evaluate_folders(
     size = parse_size(size)
     threshold = check_mask_threshold(threshold)
     pred_dir, gt_dir = Path(pred_dir), Path(gt_dir)
-    from gmseg.volume_evaluate import evaluate_volume_folders, has_volumes
-
     if has_volumes(pred_dir):  # label volumes: one row per case, scored in 3D with HD95 in mm
         if size != "native" or threshold is not None:
             raise ConfigError("label volumes are scored on their own voxels: drop size and the mask threshold")
@@ -519,8 +400,8 @@ def run_evaluate(
 
     Reports go to ``out_dir`` (default: ``pred_dir``, next to the predictions they describe). ``labels``
     defaults to the ground-truth root's dataset.json (:func:`dataset_labels_of`). When the images are known
-    (``images``, or the ``images/`` beside the ground truth's ``masks/``), ``report.html`` is written too
-    (:mod:`gmseg.report_html`).
+    (``images``, or the ``images/`` beside the ground truth's ``masks/``; for label volumes the task folder's
+    ``imagesTr/``), ``report.html`` is written too (:mod:`gmseg.report_html`; volumes at their fullest slice).
 
     Written by the file rule (:class:`gmseg.outputs.OutputGuard`): ``out_dir`` is claimed, an existing
     ``metrics.csv`` or ``summary.json`` is replaced only with ``overwrite``, never inside the ground truth.
@@ -537,9 +418,9 @@ def run_evaluate(
             raise ConfigError(f"split file {split} has no stage {stage!r}; it has {sorted(stages)}")
         names = list(stages[stage])
     out = Path(pred_dir if out_dir is None else out_dir)
-    from gmseg.report_html import images_of, plan_report, write_report_html  # lazy: draws with matplotlib
-
-    images = images_of(gt_dir) if images is None else images
+    volumes = has_volumes(pred_dir)
+    if images is None:
+        images = volume_images_of(gt_dir) if volumes else images_of(gt_dir)
     with nullcontext(guard) if guard is not None else _evaluation_guard(out, gt_dir, overwrite) as guard:
         if images is not None:
             plan_report(guard, out, Path(images))
@@ -547,7 +428,9 @@ def run_evaluate(
             pred_dir, gt_dir, names=names, size=size, empty=empty, threshold=threshold, labels=labels, missing=missing
         )
         write_results(result, out, guard)
-        if images is not None:
+        if images is not None and volumes:
+            write_volume_folder_report(result, pred_dir, gt_dir, images, out, guard)
+        elif images is not None:
             write_report_html(result, out, images, gt_dir, pred_dir, threshold=threshold, guard=guard)
     return result
 

@@ -7,7 +7,7 @@ volume's voxel spacing, so HD95 is in millimetres along the array axes (z, y, x)
 measures a one-voxel error along its thick axis as that axis's spacing. The row adds ``mean_dice``,
 ``mean_iou`` and ``mean_hd95``, the mean over the foreground classes of that case (finite values only).
 
-``summary.json`` keeps gmseg's per-class summary (:func:`gmseg.evaluate.summarize_classes`) and adds
+``summary.json`` keeps gmseg's per-class summary (:func:`gmseg.scores.summarize_classes`) and adds
 nnU-Net's own three fields (``metric_per_case``, ``mean``, ``foreground_mean``, as
 ``nnunetv2/evaluation/evaluate_predictions.py`` writes them), computed nnU-Net's way so a result sits
 beside nnU-Net's: per label Dice, IoU, TP, FP, FN, TN, n_pred, n_ref; Dice and IoU ``nan`` (JSON null) when
@@ -25,6 +25,7 @@ import numpy as np
 from gmseg.errors import ConfigError
 from gmseg.labels import LabelSet
 from gmseg.metrics import check_empty_mode, class_metric_keys, class_metrics
+from gmseg.scores import stats, summarize_classes
 
 #: the per-case means over foreground classes, appended to each row (and to metrics.csv)
 MEAN_KEYS: tuple[str, ...] = ("mean_dice", "mean_iou", "mean_hd95")
@@ -112,10 +113,8 @@ def nnunet_fields(cases: Sequence[dict], labels: LabelSet) -> dict:
 
 def summarize_volumes(rows: Sequence[dict], cases: Sequence[dict], empty: str, labels: LabelSet) -> dict:
     """gmseg's per-class summary of the case rows, the per-case means' statistics and nnU-Net's fields."""
-    from gmseg.evaluate import _stats, summarize_classes  # lazy: evaluate imports this module
-
     summary = summarize_classes(rows, empty, labels, size="native")
-    summary["metrics"].update({key: _stats(float(r[key]) for r in rows) for key in MEAN_KEYS})
+    summary["metrics"].update({key: stats(float(r[key]) for r in rows) for key in MEAN_KEYS})
     summary["settings"].update({"unit": "case (3D)", "hd95": "mm (voxel spacing)"})
     summary.update(nnunet_fields(cases, labels))
     return summary

@@ -22,18 +22,16 @@ import math
 import os
 import tempfile
 from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from gmseg.errors import GmsegError
 from gmseg.labels import BINARY, LabelSet
 from gmseg.outputs import OutputGuard
-
-if TYPE_CHECKING:
-    from gmseg.compare import Comparison
-    from gmseg.evaluate import EvaluationResult
+from gmseg.scores import EvaluationResult, csv_columns
 
 __all__ = ["picture_name", "report_page", "write_comparison_page", "write_report_html", "write_training_page"]
 
@@ -420,8 +418,6 @@ def write_report_html(
     """Draw every case's pictures into ``out_dir/report_files`` and write ``out_dir/report.html``, through
     ``guard`` (a verb's, which planned both with :func:`plan_report`), else a guard that replaces only
     what gmseg wrote."""
-    from gmseg.evaluate import csv_columns
-
     if guard is None:
         with OutputGuard("report", replace_own=True) as own:
             plan_report(own, Path(out_dir), Path(images_dir))
@@ -463,6 +459,8 @@ def volume_views(
     pred, image = read_volume(pred_file).array, read_volume(image_file).array
     if image.ndim == 4:  # several modalities: the first, as the pictures of report.png
         image = image[..., 0]
+    if image.shape != gt.array.shape or pred.shape != gt.array.shape:
+        raise ValueError(f"{image_file}: {image.shape} voxels, its truth {gt.array.shape}, prediction {pred.shape}")
     axis = slice_axis(gt.geometry.spacing, record.slice_axis)
     statistics = record.statistics(image)
 
@@ -489,16 +487,20 @@ def write_volume_report_html(
     model: Any = None,
 ) -> Path:
     """report.html of volume cases (``pairs``: name, prediction file, truth file): each row's thumbnail is
-    the case's fullest slice, its large view the :data:`VOLUME_SLICES` fullest side by side."""
-    from gmseg.evaluate import csv_columns
-
+    the case's fullest slice, its large view the :data:`VOLUME_SLICES` fullest side by side. A case without
+    an image in ``image_files``, or whose image does not line up with its truth, is listed without picture."""
     out, labels = Path(out_dir), result.labels
     record = getattr(model, "volume_input", None)
     notes: dict[str, str] = {}
 
     def cases() -> Iterator[tuple[str, View, list[View]]]:
         for name, pred_file, gt_file in pairs:
-            thumb, large, notes[name] = volume_views(image_files[name], pred_file, gt_file, labels, record)
+            if name not in image_files:
+                continue
+            try:
+                thumb, large, notes[name] = volume_views(image_files[name], pred_file, gt_file, labels, record)
+            except (OSError, ValueError, GmsegError):
+                continue  # the metrics already reported what is wrong with the files
             yield name, thumb, large
 
     pictures = write_pictures(cases(), out, guard, labels)
@@ -511,17 +513,34 @@ def write_volume_report_html(
 # ------------------------------------------------------------------------------------------- comparison
 
 
-def _difference_rows(comparison: Comparison) -> str:
-    first = comparison.first.label
+@dataclass
+class ComparisonView:
+    """What comparison.html shows, as plain data (:func:`gmseg.compare.comparison_view` builds it from a
+    comparison), so that the page needs nothing of the code that compares."""
+
+    folders: list[tuple[str, Path, int]]  # each scored folder: label, path, number of cases; the first first
+    n_cases: int  # cases compared
+    n_dropped: int  # cases left out because not every folder has them
+    differences: list[tuple[str, str, dict[str, Any]]]  # metric column, other folder's label, paired difference
+    column: str  # the column that ranks the cases (Dice)
+    cases: list[tuple[str, float, list[float]]]  # most disagreeing first: name, largest difference, folder scores
+
+    @property
+    def first(self) -> str:
+        return self.folders[0][0]
+
+
+def _difference_rows(view: ComparisonView) -> str:
+    """One row per metric and later folder: the mean paired difference ± SE and who is better how often."""
     rows = []
-    for column in comparison.columns:
-        for label, d in comparison.differences[column].items():
-            rows.append(
-                f'<tr><td class="name">{_e(column)}</td><td class="name">{_e(label)} − {_e(first)}</td>'
-                f'<td data-v="{"" if _finite(d.mean) is None else d.mean}">{_fmt(d.mean, column)} ± '
-                f"{_fmt(d.se, column)}</td><td>{d.other_better}</td><td>{d.first_better}</td><td>{d.ties}</td>"
-                f"<td>{d.n}</td></tr>"
-            )
+    for column, label, d in view.differences:
+        mean = d["mean"]
+        rows.append(
+            f'<tr><td class="name">{_e(column)}</td><td class="name">{_e(label)} − {_e(view.first)}</td>'
+            f'<td data-v="{"" if _finite(mean) is None else mean}">{_fmt(mean, column)} ± '
+            f"{_fmt(d['se'], column)}</td><td>{d['other_better']}</td><td>{d['first_better']}</td>"
+            f"<td>{d['ties']}</td><td>{d['n']}</td></tr>"
+        )
     return (
         '<table id="paired"><thead><tr><th class="name">metric</th><th class="name">difference</th>'
         "<th>mean ± SE</th><th>other better</th><th>first better</th><th>ties</th><th>n</th></tr></thead>"
@@ -529,16 +548,14 @@ def _difference_rows(comparison: Comparison) -> str:
     )
 
 
-def _copy_pictures(
-    comparison: Comparison, names: Sequence[str], out: Path, guard: OutputGuard
-) -> dict[tuple[int, str], str]:
+def _copy_pictures(view: ComparisonView, out: Path, guard: OutputGuard) -> dict[tuple[int, str], str]:
     """Each folder's large picture of each shown case (from its report_files) copied beside the page."""
     found: dict[tuple[int, str], str] = {}
 
     def fill(folder: Path) -> None:
-        for index, scored in enumerate(comparison.folders):
-            for name in names:
-                source = scored.path / PICTURES / f"{picture_name(name)}.jpg"
+        for index, (_, path, _) in enumerate(view.folders):
+            for name, _, _ in view.cases:
+                source = Path(path) / PICTURES / f"{picture_name(name)}.jpg"
                 if source.is_file():
                     target = f"{index}-{picture_name(name)}.jpg"
                     (folder / target).write_bytes(source.read_bytes())
@@ -548,37 +565,33 @@ def _copy_pictures(
     return found
 
 
-def comparison_page(comparison: Comparison, top: int, pictures: dict[tuple[int, str], str]) -> str:
+def comparison_page(view: ComparisonView, pictures: dict[tuple[int, str], str]) -> str:
     """The paired statistics, the scatter, and the cases the folders disagree on most, side by side."""
-    column = comparison.main_column()
-    folders = "".join(
-        f"<li>{_e(f.label)}: <code>{_e(f.path)}</code> ({len(f.scores)} cases)</li>" for f in comparison.folders
-    )
-    dropped = sum(len(v) for v in comparison.dropped.values())
-    note = f"<p>{dropped} case(s) not in every folder were dropped.</p>" if dropped else ""
+    column = view.column
+    folders = "".join(f"<li>{_e(label)}: <code>{_e(path)}</code> ({n} cases)</li>" for label, path, n in view.folders)
+    note = f"<p>{view.n_dropped} case(s) not in every folder were dropped.</p>" if view.n_dropped else ""
     cards = []
-    for name in comparison.most_disagreeing(top):
+    for name, gap, scores in view.cases:
         figures = []
-        for index, folder in enumerate(comparison.folders):
-            score = _fmt(folder.scores[name][column], column)
+        for index, ((label, _, _), score) in enumerate(zip(view.folders, scores)):
             src = pictures.get((index, name))
             img = (
                 f'<img loading="lazy" alt="" src="{src}">'
                 if src
                 else '<div class="muted">no picture (the folder has no report_files)</div>'
             )
-            figures.append(f"<figure>{img}<figcaption>{_e(folder.label)}: {_e(column)} {score}</figcaption></figure>")
-        gap = comparison.disagreement(name)
+            caption = f"{_e(label)}: {_e(column)} {_fmt(score, column)}"
+            figures.append(f"<figure>{img}<figcaption>{caption}</figcaption></figure>")
         cards.append(
             f'<div class="disagreement" data-name="{_e(name)}"><h3>{_e(name)} '
             f'<span class="muted">largest {_e(column)} difference {_fmt(gap, column)}</span></h3>'
             f'<div class="pair">{"".join(figures)}</div></div>'
         )
-    title = "gmseg comparison: " + " vs ".join(f.label for f in comparison.folders)
+    title = "gmseg comparison: " + " vs ".join(label for label, _, _ in view.folders)
     body = (
-        f"<h1>{_e(title)}</h1><ul>{folders}</ul><p>{len(comparison.names)} cases compared; differences are "
-        f"other minus {_e(comparison.first.label)}, per case.</p>{note}<h2>Paired differences</h2>"
-        + _difference_rows(comparison)
+        f"<h1>{_e(title)}</h1><ul>{folders}</ul><p>{view.n_cases} cases compared; differences are "
+        f"other minus {_e(view.first)}, per case.</p>{note}<h2>Paired differences</h2>"
+        + _difference_rows(view)
         + f'<h2>{_e(column)} per case</h2><img src="comparison.png" alt="scatter" width="520">'
         + f"<h2>The {len(cards)} cases they disagree on most</h2>"
         + "".join(cards)
@@ -586,13 +599,11 @@ def comparison_page(comparison: Comparison, top: int, pictures: dict[tuple[int, 
     return _page(title, body)
 
 
-def write_comparison_page(
-    comparison: Comparison, out_dir: str | os.PathLike, guard: OutputGuard, top: int = 24
-) -> Path:
+def write_comparison_page(view: ComparisonView, out_dir: str | os.PathLike, guard: OutputGuard) -> Path:
     """comparison.html (and its copied pictures, ``comparison_files/``) in ``out_dir``, through ``guard``."""
     out = Path(out_dir)
-    pictures = _copy_pictures(comparison, comparison.most_disagreeing(top), out, guard)
-    return guard.write_text(out / "comparison.html", comparison_page(comparison, top, pictures))
+    pictures = _copy_pictures(view, out, guard)
+    return guard.write_text(out / "comparison.html", comparison_page(view, pictures))
 
 
 # ------------------------------------------------------------------------------------------- training run

@@ -6,6 +6,9 @@ ground-truth folder (or its ``labelsTr/``: an MSD task or nnU-Net raw dataset ro
 classes are the ground-truth dataset's (its dataset.json, or its parent's for ``labelsTr/``); the spacing
 is the ground truth's, and a prediction must have its shape and spacing (a resampled prediction would be
 scored on the wrong voxels). Every problem is collected and raised as one :class:`DataError`.
+
+When the images are known (``--images``, or the ``imagesTr/`` of the task folder), ``report.html`` shows each
+case at its fullest slice (:func:`write_volume_folder_report`), as ``gmseg test`` does on volume datasets.
 """
 
 from __future__ import annotations
@@ -20,8 +23,18 @@ from gmseg.errors import DataError
 from gmseg.labels import BINARY, LabelSet
 from gmseg.metrics import check_empty_mode
 from gmseg.metrics3d import case_metrics, nnunet_case, summarize_volumes, volume_columns
+from gmseg.outputs import OutputGuard
+from gmseg.report_html import write_volume_report_html
+from gmseg.scores import EvaluationResult
 
-__all__ = ["evaluate_volume_folders", "evaluate_volumes", "has_volumes", "volume_labels"]
+__all__ = [
+    "evaluate_volume_folders",
+    "evaluate_volumes",
+    "has_volumes",
+    "volume_images_of",
+    "volume_labels",
+    "write_volume_folder_report",
+]
 
 #: files ``gmseg predict`` writes beside label volumes that are not predictions (probability volumes)
 _PROBABILITY_MARK = ".prob"
@@ -115,11 +128,9 @@ def evaluate_volume_folders(
     names: Sequence[str] | None = None,
     empty: str = "standard",
     labels: LabelSet | None = None,
-) -> object:
+) -> EvaluationResult:
     """Score every label volume of ``pred_dir`` (or the cases ``names``) against ``gt_dir``'s: one
-    :class:`~gmseg.evaluate.EvaluationResult` row per case, :func:`gmseg.metrics3d.volume_columns`."""
-    from gmseg.evaluate import EvaluationResult
-
+    :class:`~gmseg.scores.EvaluationResult` row per case, :func:`gmseg.metrics3d.volume_columns`."""
     check_empty_mode(empty)
     pred_dir, gt_dir = Path(pred_dir), Path(gt_dir)
     truth_dir = _truth_folder(gt_dir)
@@ -146,3 +157,35 @@ def evaluate_volume_folders(
     return EvaluationResult(
         rows=rows, summary=summary, warnings=warnings, labels=labels, columns=volume_columns(labels)
     )
+
+
+def volume_images_of(gt_dir: str | os.PathLike[str]) -> Path | None:
+    """The image volumes beside a ground truth: the ``imagesTr/`` of a task folder (MSD, nnU-Net raw), given
+    the folder itself or its ``labelsTr/``; None when there is none."""
+    gt_dir = Path(gt_dir)
+    root = gt_dir.parent if gt_dir.name == "labelsTr" and not (gt_dir / "labelsTr").is_dir() else gt_dir
+    return root / "imagesTr" if (root / "imagesTr").is_dir() else None
+
+
+def case_images(images_dir: Path, names: Sequence[str]) -> dict[str, Path]:
+    """Each case's image volume in ``images_dir``: ``NAME.<ending>`` (MSD: all channels in one file) or its
+    first channel ``NAME_0000.<ending>`` (nnU-Net); a case with neither is left out (drawn without picture)."""
+    files = _volume_files(images_dir)
+    found = {name: files.get(name) or files.get(f"{name}_0000") for name in names}
+    return {name: path for name, path in found.items() if path is not None}
+
+
+def write_volume_folder_report(
+    result: EvaluationResult,
+    pred_dir: str | os.PathLike[str],
+    gt_dir: str | os.PathLike[str],
+    images_dir: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
+    guard: OutputGuard,
+) -> Path:
+    """report.html of the volume cases :func:`evaluate_volume_folders` scored (``result``): each case at its
+    fullest slice, opened large its fullest three (:func:`gmseg.report_html.write_volume_report_html`)."""
+    predictions, truths = _volume_files(Path(pred_dir)), _volume_files(_truth_folder(Path(gt_dir)))
+    names = [str(row["name"]) for row in result.rows]
+    pairs = [(name, predictions[name], truths[name]) for name in names]
+    return write_volume_report_html(result, pairs, case_images(Path(images_dir), names), out_dir, guard)
