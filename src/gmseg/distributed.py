@@ -37,10 +37,14 @@ class Launch:
     def distributed(self) -> bool:
         return self.world > 1
 
-    def share(self, items: Sequence[T]) -> list[T]:
-        """This rank's items: every ``world``-th from its rank, so each is taken exactly once and a sorted
-        folder's runs of large or small files spread over the ranks."""
-        return list(items[self.rank :: self.world])
+    def share(self, items: Sequence[T], block: int = 1) -> list[T]:
+        """This rank's items: the blocks of ``block`` items dealt out in turn (rank r takes blocks r, r + world,
+        ...), so each item is taken exactly once, a sorted folder's runs of large or small files spread over
+        the ranks, and with ``block`` the batch size every batch is the one a single process would run (the
+        same numbers even where a backend's results depend on what shares a batch)."""
+        block = max(1, block)
+        starts = range(self.rank * block, len(items), self.world * block)
+        return [item for start in starts for item in items[start : start + block]]
 
     def from_main(self, make: Callable[[], T]) -> T:
         """``make()`` run on rank 0 only and its result handed to every rank.

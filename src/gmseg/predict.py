@@ -415,7 +415,7 @@ def _predict_planned(
     launch = launch or Launch()
     skipped = [split_name(path)[0] for path in files if path not in planned] if launch.is_main else []
     report = PredictionReport(skipped=skipped)
-    files = launch.share(list(planned))  # rank 0's order: every rank splits the same list
+    files = launch.share(list(planned), batch_size)  # rank 0's order, whole batches: as one process runs them
     # before any file is written: a missing runtime or a bad graph writes nothing
     predict = make_predictor(model, torch_device, **options)
     size, labels, intensity = predict.spec.image_size, predict.spec.labels, predict.spec.intensity
