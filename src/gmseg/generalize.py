@@ -97,10 +97,11 @@ def _row(dataset: str, stage: str, summary: dict) -> dict[str, Any]:
 
 
 def _stages_for(folder: Path, stages: list[str]) -> list[str]:
-    """Without a split file a dataset is one stage, 'all'; with one, the requested stages."""
-    if not (folder / "split.json").is_file():
-        return [ALL_STAGE]
-    return stages
+    """Without a split file a dataset is one stage, 'all'; with one (split.json, or the splits_final.json of
+    an nnU-Net dataset), the requested stages."""
+    layout = _layout(folder)
+    has_split = (folder / "split.json").is_file() if layout is None else layout.saved_split() is not None
+    return stages if has_split else [ALL_STAGE]
 
 
 @dataclass
@@ -114,36 +115,50 @@ class _Job:
     same_as: str | None = None
 
 
-def _splits_by_case(folder: Path) -> bool:
-    """An MSD or nnU-Net folder: its test cases come from its own split file or its seeded case split."""
+def _layout(folder: Path) -> Any:
+    """The MSD or nnU-Net layout of ``folder``, whose cases come by case name from its own split file;
+    None for a prepared folder (images/, masks/, split.json)."""
+    from .data.layouts import open_layout
     from .data.volume_dataset import is_volume_layout
 
-    return is_volume_layout(str(folder))
+    return open_layout(folder) if is_volume_layout(str(folder)) else None
+
+
+def _stage_names(folder: Path, stage: str) -> list[str]:
+    """The images (prepared folder) or cases (MSD / nnU-Net) of ``stage``; an unknown stage is an error
+    here, before anything is predicted."""
+    from .data.io import index_folder
+    from .testing import stage_names
+    from .volume_testing import test_cases
+
+    layout = _layout(folder)
+    if layout is not None:
+        return [case.name for case in test_cases(layout, None, stage)]
+    names = stage_names(folder, None, stage)
+    if names is None:
+        images = folder / "images"
+        names = list(index_folder(images)) if images.is_dir() else []
+    return names
 
 
 def plan_jobs(datasets: list[tuple[str, Path]], stages: list[str], in_domain: str | None) -> list[_Job]:
     """Every (dataset, stage) to score, checked before anything is predicted: unknown stages, an in-domain
     dataset without a split (its training images would be scored as test), and stages that hold the same
     images (scored once, reported under each)."""
-    from .data.io import index_folder
-    from .testing import stage_names
-
     jobs: list[_Job] = []
     for name, folder in datasets:
         domain = "in" if name == in_domain else ("cross" if in_domain else "")
-        if domain == "in" and not (folder / "split.json").is_file() and not _splits_by_case(folder):
+        if domain == "in" and _stages_for(folder, ["test"]) != ["test"]:
+            what = "split.json" if _layout(folder) is None else "split file (nnU-Net's splits_final.json)"
             raise ConfigError(
-                f"--in-domain {name}: {folder} has no split.json, so its test images are unknown and every image, "
-                "training ones included, would be scored as test; give the dataset its split.json (gmseg prepare "
-                "writes one), or pass the test images as their own folder without --in-domain"
+                f"--in-domain {name}: {folder} has no {what}, so its test images are unknown and every image, "
+                "training ones included, would be scored as test; give the dataset its split file (gmseg prepare "
+                "writes split.json), test it with `gmseg test --split RUN/split.json`, or pass the test images "
+                "as their own folder without --in-domain"
             )
         scored: dict[frozenset[str], str] = {}
         for stage in ["test"] if domain == "in" else _stages_for(folder, stages):
-            names = stage_names(folder, None, stage)  # an unknown stage is an error here, before predicting
-            if names is None:
-                images = folder / "images"
-                names = list(index_folder(images)) if images.is_dir() else []
-            key = frozenset(names)
+            key = frozenset(_stage_names(folder, stage))
             jobs.append(_Job(name, folder, stage, domain, scored.get(key)))
             scored.setdefault(key, stage)
     return jobs

@@ -1,5 +1,5 @@
-"""``gmseg test`` on an MSD task or nnU-Net raw dataset of volumes: predict the cases, score them in 3D,
-draw each case's fullest slice.
+"""``gmseg test`` on an MSD task or nnU-Net raw dataset, read in place: volumes scored in 3D, nnU-Net's 2D
+datasets image by image.
 
 The cases come from a split *by case*: ``--split`` (e.g. the run's own ``split.json``), else the dataset's
 own split file (nnU-Net's ``splits_final.json``); a dataset without one is tested only with ``--stage all``,
@@ -9,6 +9,11 @@ as ``predictions/CASE.<ext>`` (nnU-Net's case names, without ``_0000``), scored 
 shows the best, median and worst cases by their mean Dice over classes, each at the slice (along the
 model's slicing axis) with the most foreground in truth, then prediction; ``report.html`` every case, each
 at its fullest slice and, opened large, its three fullest (:func:`gmseg.report_html.write_volume_report_html`).
+
+A 2D nnU-Net dataset (``file_ending`` ".png", ".bmp", ".tif" ...: one image per case) goes the same way to
+``predictions/CASE.png`` and is then scored as a prepared 2D folder is (:func:`gmseg.evaluate.evaluate_folders`
+against ``labelsTr/CASE.png`` with dataset.json's classes: Dice, IoU, HD95 in pixels, ``--size`` and
+``--mask-threshold`` as there), so its numbers compare with the same images tested as a prepared folder.
 """
 
 from __future__ import annotations
@@ -180,3 +185,170 @@ def write_volume_report(
     mean = result.summary["metrics"]["mean_dice"]["mean"]
     title = f"3D Dice (mean over classes) {mean:.3f} over {len(result.rows)} cases; each at its fullest slice"
     return report_grid(shown, path, title=title, labels=labels, guard=guard)
+
+
+def run_planar_test(
+    model: Any,
+    data_dir: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    *,
+    split: str | os.PathLike | None = None,
+    stage: str = "test",
+    size: int | str = "native",
+    empty: str = "standard",
+    mask_threshold: float | None = None,
+    batch_size: int = 8,
+    device: str = "auto",
+    progress: bool = True,
+    tta: bool = False,
+    overwrite: bool = False,
+) -> Any:
+    """What ``gmseg test`` runs on a 2D nnU-Net dataset: the cases of ``stage`` (:func:`test_cases`) predicted
+    into ``predictions/CASE.png`` and scored one row per case; returns the :class:`~gmseg.evaluate.EvaluationResult`."""
+    from .data.layouts import open_layout
+    from .data.splits import save_split
+    from .evaluate import evaluate_folders, write_results
+    from .models import load_model
+    from .outputs import OutputGuard
+    from .report_html import plan_report
+    from .testing import write_report
+
+    data_dir, out_dir = Path(data_dir), Path(out_dir)
+    if isinstance(model, (str, os.PathLike)):
+        model = load_model(model)
+    layout = open_layout(data_dir)
+    cases = test_cases(layout, split, stage)
+    if not cases:
+        raise GmsegError(f"no {stage} cases to test in {data_dir}")
+    truths = _truth_folder(cases)
+    with OutputGuard("test", overwrite=overwrite) as guard:
+        guard.claim(out_dir)
+        guard.read(*[c.images[0] for c in cases], *[c.label for c in cases])
+        guard.read_folder(*{c.images[0].parent for c in cases}, *{c.label.parent for c in cases})
+        guard.plan(*[out_dir / name for name in TEST_OUTPUTS])
+        plan_report(guard, out_dir)
+        predictions = out_dir / "predictions"
+        report = predict_cases(
+            model, {c.name: c.images[0] for c in cases}, predictions, guard,
+            batch_size=batch_size, device=device, progress=progress, tta=tta,
+        )  # fmt: skip
+        if not report.ok:
+            raise GmsegError(report.summary())
+        guard.write_text(out_dir / "timing.json", json.dumps(report.timing("image", device, tta), indent=2) + "\n")
+        names = [c.name for c in cases]
+        guard.save(out_dir / "tested_names.json", lambda path: save_split({"test": names}, path))
+        result = evaluate_folders(
+            predictions, truths, names=names, size=size, empty=empty, threshold=mask_threshold, labels=layout.labels
+        )
+        write_results(result, out_dir, guard=guard)
+        files = {c.name: (c.images[0], c.label) for c in cases}
+        write_report(result, files.__getitem__, predictions, out_dir / "report.png", guard=guard)
+        write_planar_report_html(result, files, predictions, out_dir, guard, mask_threshold)
+        return result
+
+
+def _truth_folder(cases: list[Any]) -> Path:
+    """The one folder of the cases' labels, each named ``CASE.<ext>`` (nnU-Net's labelsTr/), which the 2D
+    scoring of :func:`gmseg.evaluate.evaluate_folders` matches by name."""
+    from .data.readers import split_name
+
+    folders = {c.label.parent for c in cases}
+    named_apart = [c.label for c in cases if split_name(c.label)[0] != c.name]
+    if len(folders) != 1 or named_apart:
+        where = named_apart[0] if named_apart else ", ".join(map(str, sorted(folders)))
+        raise DataError(
+            "2D cases are scored from one folder of labels named like their cases",
+            [f"{where}: keep every label as labelsTr/CASE.<ext> (nnU-Net's layout)"],
+        )
+    return folders.pop()
+
+
+def predict_cases(
+    model: Any,
+    images: dict[str, Path],
+    output: Path,
+    guard: Any,
+    *,
+    batch_size: int = 8,
+    device: str = "auto",
+    progress: bool = True,
+    tta: bool = False,
+) -> Any:
+    """Each case's 2D image (name -> file) predicted into ``output/NAME.png``, named by its case, not its
+    file (``CASE_0000.png`` -> ``CASE.png``, as nnU-Net names predictions), as ``gmseg predict`` predicts
+    an image; every output planned with ``guard`` before the first is written, an unreadable image named in
+    the returned :class:`~gmseg.predict.PredictionReport`."""
+    import time
+
+    import torch
+    from tqdm.auto import tqdm
+
+    from .data.io import read_image
+    from .data.readers import OUTPUT_2D_SUFFIX
+    from .inference import make_predictor, pick_device
+    from .predict import PredictionReport, image_to_tensor
+
+    for name, path in images.items():
+        guard.plan(output / f"{name}{OUTPUT_2D_SUFFIX}", owner=f"the prediction of {path}")
+    predict = make_predictor(model, pick_device(device), tta=tta)  # before any file is written
+    report, items = PredictionReport(), list(images.items())
+    started = time.perf_counter()
+    for start in tqdm(range(0, len(items), max(1, batch_size)), desc="predict", unit="batch", disable=not progress):
+        read: list[tuple[str, Any]] = []
+        for name, path in items[start : start + max(1, batch_size)]:
+            try:
+                read.append((name, read_image(path)))
+            except (DataError, OSError) as error:
+                report.failed[path.name] = str(error).splitlines()[0]
+        if not read:
+            continue
+        batch = torch.stack(
+            [image_to_tensor(image, predict.spec.image_size, predict.spec.intensity) for _, image in read]
+        )
+        for (name, image), probability in zip(read, predict(batch)):
+            _write_case(guard, output, name, image, probability, predict.spec)
+            report.written.append(name)
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def _write_case(guard: Any, output: Path, name: str, image: Any, probability: Any, spec: Any) -> None:
+    """One case's mask (binary: 0/255) or label map as ``gmseg predict`` writes it, recorded as gmseg's."""
+    from .data.readers import OUTPUT_2D_SUFFIX
+    from .predict import write_binary_prediction, write_class_prediction
+
+    guard.record(output / f"{name}{OUTPUT_2D_SUFFIX}")
+    if spec.labels.is_binary:
+        write_binary_prediction(output, name, image, probability, spec.threshold, False, False, None)
+    else:
+        write_class_prediction(output, name, image, probability, spec.labels)
+
+
+def write_planar_report_html(
+    result: Any,
+    files: dict[str, tuple[Path, Path]],
+    predictions: Path,
+    out_dir: Path,
+    guard: Any,
+    threshold: float | None = None,
+) -> Path:
+    """report.html of 2D cases whose image and truth are named apart (``CASE_0000.png``, ``CASE.png``)."""
+    from .data.readers import OUTPUT_2D_SUFFIX
+    from .evaluate import csv_columns
+    from .report_html import REPORT_HTML, report_page, write_pictures
+    from .testing import case_view
+
+    labels = result.labels
+
+    def cases() -> Any:
+        for row in result.rows:
+            image_file, gt_file = files[row["name"]]
+            pred_file = predictions / f"{row['name']}{OUTPUT_2D_SUFFIX}"
+            view = case_view(image_file, pred_file, gt_file, labels, threshold)
+            if view is not None:
+                yield row["name"], view, [view]
+
+    pictures = write_pictures(cases(), out_dir, guard, labels)
+    columns = result.columns or csv_columns(labels)
+    page = report_page(result.rows, result.summary, labels, f"gmseg report: {out_dir}", pictures, columns)
+    return guard.write_text(out_dir / REPORT_HTML, page)
