@@ -33,6 +33,7 @@ from gmseg.data.formats.base import (
     bit_depth,
     to_uint8,
 )
+from gmseg.data.formats.dicom import SERIES_OUTPUT_SUFFIX, is_dicom_series, read_dicom_series
 from gmseg.data.formats.pil import PNG_SUFFIX, pil_format
 from gmseg.data.formats.sitk import sitk_format
 from gmseg.errors import DataError
@@ -56,6 +57,7 @@ __all__ = [
     "find_format",
     "format_for",
     "header_size",
+    "is_dicom_series",
     "is_volume_file",
     "output_suffix",
     "read_image",
@@ -220,7 +222,10 @@ def is_volume_file(path: str | os.PathLike[str]) -> bool:
 
 def output_suffix(path: str | os.PathLike[str]) -> str:
     """The ending of an output made from the input ``path``: a volume's own ending (a prediction for
-    ``case.nrrd`` is ``case.nrrd``), :data:`OUTPUT_2D_SUFFIX` for 2D inputs (a JPEG's mask must be lossless)."""
+    ``case.nrrd`` is ``case.nrrd``), NIfTI for a DICOM series folder, :data:`OUTPUT_2D_SUFFIX` for 2D inputs
+    (a JPEG's mask must be lossless)."""
+    if is_dicom_series(path):
+        return SERIES_OUTPUT_SUFFIX
     ending = split_name(path)[1]
     return ending if ending.lower() in VOLUME_SUFFIXES else OUTPUT_2D_SUFFIX
 
@@ -240,9 +245,12 @@ def _any_format(path: Path, suffix: str | None = None) -> FileFormat:
 def read_volume(path: str | os.PathLike[str]) -> Volume:
     """Any supported file as a :class:`Volume`: (Z, Y, X) or (Z, Y, X, C) in the file's own dtype, with the
     geometry a writer needs to put a result back in the same place. 2D files are volumes of depth 1 with
-    :data:`PLANAR` geometry and ``is_3d`` False. Failures (missing, truncated, 4D, empty, NaN/inf voxels)
-    are a :class:`DataError` naming the file."""
+    :data:`PLANAR` geometry and ``is_3d`` False; a folder of DICOM slices is its one series
+    (:func:`gmseg.data.formats.dicom.read_dicom_series`). Failures (missing, truncated, 4D, empty, NaN/inf
+    voxels) are a :class:`DataError` naming the file."""
     path = Path(path)
+    if is_dicom_series(path):
+        return read_dicom_series(path)
     fmt = _any_format(path)
     if not path.is_file():
         raise DataError(f"file not found: {path}", [f"{path}: does not exist; check the path"])
