@@ -6,8 +6,10 @@
     python bench/backends.py --model runs/busi/checkpoints/best --data data/busi   # + paired dDice on the test split
 
 For each model it writes the torch model folder's ONNX and OpenVINO exports (``gmseg export``, verified
-against torch), then times every variant (``torch`` fp32 / bf16 / channels-last / compile, ``onnxruntime``
-fp32, ``openvino`` fp32 / bf16) in its own process (peak memory is its own), one at a time, round-robin,
+against torch; fp32, and int8 calibrated on ``--calibration-size`` training images: those of ``--data``'s
+training split when given, else seeded synthetic ones that are not the timed images), then times every
+variant (``torch`` fp32 / bf16 / channels-last / compile, ``onnxruntime`` fp32 / int8, ``openvino`` fp32 /
+bf16 / int8) in its own process (peak memory is its own), one at a time, round-robin,
 ``--rounds`` times, on the same ``--images`` ultrasound-like images; the best round counts. Columns:
 images/s, x torch fp32, max |dprob| (largest probability difference to torch fp32 on the same images and
 weights), peak memory (CUDA allocator peak, or the process's peak RSS on a CPU).
@@ -38,16 +40,19 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
+from gmseg.export import CALIBRATION_SIZE  # noqa: E402
 
-#: variant -> (backend, options of make_predictor, the exported format it reads or None for torch).
+#: variant -> (backend, options of make_predictor, the export it reads ("FORMAT" or "FORMAT int8") or None for torch).
 VARIANTS: dict[str, tuple[str, dict[str, Any], str | None]] = {
     "torch fp32": ("torch", {}, None),
     "torch bf16": ("torch", {"precision": "bf16"}, None),
     "torch channels_last": ("torch", {"channels_last": True}, None),
     "torch compile": ("torch", {"compile": True}, None),
     "onnxruntime fp32": ("onnxruntime", {}, "onnx"),
+    "onnxruntime int8": ("onnxruntime", {}, "onnx int8"),
     "openvino fp32": ("openvino", {}, "openvino"),
     "openvino bf16": ("openvino", {"precision": "bf16"}, "openvino"),
+    "openvino int8": ("openvino", {}, "openvino int8"),
 }
 DEFAULT_VARIANTS = [v for v in VARIANTS if v != "torch compile"]
 GPU_VARIANTS = ["torch fp32", "torch bf16", "torch channels_last", "torch compile", "onnxruntime fp32"]
@@ -120,22 +125,52 @@ class BackendWorker:
         }
 
 
-def export_folders(model: torch.nn.Module | Path, formats: set[str], root: Path) -> dict[str, str]:
-    """The model exported once per format that a chosen variant reads; ``gmseg export`` verifies each."""
+def export_dir(root: Path, export: str) -> Path:
+    """The folder of one export ("onnx", "openvino int8", ...) under ``root``."""
+    return root / export.replace(" ", "-")
+
+
+def variant_precision(variant: str) -> str:
+    """The precision a variant computes in: the runtime's option, or the exported graph's (int8)."""
+    _, options, export = VARIANTS[variant]
+    return "int8" if export and export.endswith(" int8") else options.get("precision", "fp32")
+
+
+def calibration_source(args: argparse.Namespace, root: Path) -> Path:
+    """What int8 exports calibrate on: ``--data`` (its training split), else synthetic images written once
+    (seeded apart from the timed images, so |dprob| is not measured on the calibration images)."""
+    if args.data:
+        return Path(args.data)
+    folder = root / "calibration"
+    if not folder.is_dir():
+        from gmseg.synthetic import make_synthetic_dataset
+
+        make_synthetic_dataset(folder, n_train=args.calibration_size, n_test=0, size=args.size, seed=args.seed + 1)
+    return folder
+
+
+def export_folders(
+    model: torch.nn.Module | Path, exports: set[str], root: Path, calibration: Path, calibration_size: int
+) -> dict[str, str]:
+    """The model exported once per export that a chosen variant reads; ``gmseg export`` verifies each."""
     from gmseg.export import export_model
 
     folders = {}
-    for fmt in sorted(formats):
-        report = export_model(model, root / fmt, fmt)
+    for export in sorted(exports):
+        fmt, _, precision = export.partition(" ")
+        int8 = {"calibration": calibration, "calibration_size": calibration_size} if precision else {}
+        report = export_model(model, export_dir(root, export), fmt, precision=precision or "fp32", **int8)
         print(f"  {report.summary()}", flush=True)
-        folders[fmt] = str(report.folder)
+        folders[export] = str(report.folder)
     return folders
 
 
 def time_variants(name: str, args: argparse.Namespace, root: Path) -> list[dict[str, Any]]:
     """Every variant of one model, timed round-robin in worker processes; rows of the table."""
     source: Any = Path(args.model) if args.model else build_model(name, args.size, args.seed)
-    folders = export_folders(source, {VARIANTS[v][2] for v in args.variants if VARIANTS[v][2]}, root / name)
+    exports = {VARIANTS[v][2] for v in args.variants if VARIANTS[v][2]}
+    calibration = calibration_source(args, root)
+    folders = export_folders(source, exports, root / name, calibration, args.calibration_size)
     images, _ = common.synthetic_batch(args.images, args.size, seed=args.seed)
     workers: dict[str, common.Worker] = {}
     results: dict[str, list[dict[str, Any]]] = {v: [] for v in args.variants}
@@ -178,7 +213,7 @@ def time_variants(name: str, args: argparse.Namespace, root: Path) -> list[dict[
                 "model": name,
                 "variant": variant,
                 "backend": backend,
-                "precision": options.get("precision", "fp32"),
+                "precision": variant_precision(variant),
                 "images": args.images,
                 "size": args.size,
                 "images_per_s": rate,
@@ -217,7 +252,7 @@ def score_variants(args: argparse.Namespace, rows: list[dict[str, Any]], root: P
     for row in rows:
         variant = row["variant"]
         backend, options, fmt = VARIANTS[variant]
-        folder = root / "model" / fmt if fmt else Path(args.model)
+        folder = export_dir(root / "model", fmt) if fmt else Path(args.model)
         out = root / "scores" / variant.replace(" ", "-")
         predict_files(
             load_model(folder),
@@ -252,6 +287,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--variants", nargs="+", default=None, choices=list(VARIANTS), help="default: all but compile")
     parser.add_argument("--compile", action="store_true", help="add 'torch compile' (slow warm-up on a CPU)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--calibration-size",
+        type=int,
+        default=CALIBRATION_SIZE,
+        help=f"int8 calibration images (a sample of --data's training split; default {CALIBRATION_SIZE}, as gmseg export)",
+    )
     parser.add_argument("--out", default=None, help="JSON path (default bench/results/backends.json)")
     args = parser.parse_args(argv)
     if args.data and not args.model:
