@@ -285,17 +285,24 @@ class ImageFiles(torch.utils.data.Dataset):
         return path, image, image_to_tensor(image, self.size, self.intensity), None
 
 
-def _as_list(items: list[Any]) -> list[Any]:
-    """A DataLoader batch as the items themselves (images keep their own sizes; stacked by the caller)."""
-    return items
+def collate_images(
+    items: list[tuple[Path, np.ndarray | None, torch.Tensor | None, str | None]],
+) -> tuple[list[Path], list[np.ndarray], torch.Tensor | None, dict[str, str]]:
+    """A batch of :class:`ImageFiles` items as (readable paths, their original images, the model-size batch
+    or None, {file name: error} of the unreadable); stacked where it was read, so it crosses once."""
+    read = [(path, image, tensor) for path, image, tensor, error in items if error is None]
+    failed = {path.name: error for path, _, _, error in items if error is not None}
+    batch = torch.stack([tensor for _, _, tensor in read]) if read else None
+    return [path for path, _, _ in read], [image for _, image, _ in read], batch, failed
 
 
 def auto_workers(files: int, batch_size: int, world: int = 1) -> int:
     """Reading processes when the caller does not say: none for one batch (nothing to overlap), else the
-    cores this rank has besides its own, at most 4."""
+    cores this rank may use besides its own, at most 4."""
     if files <= max(1, batch_size):
         return 0
-    return max(0, min(4, (os.cpu_count() or 1) // max(1, world) - 1))
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(0, min(4, cores // max(1, world) - 1))
 
 
 def image_batches(
@@ -308,7 +315,7 @@ def image_batches(
         batch_size=max(1, batch_size),
         shuffle=False,
         num_workers=workers,
-        collate_fn=_as_list,
+        collate_fn=collate_images,
         prefetch_factor=2 if workers else None,
         persistent_workers=False,
     )
@@ -440,14 +447,12 @@ def _predict_planned(
     started = time.perf_counter()
     bar = tqdm(total=len(files), desc="predict", unit="img", disable=not progress or not launch.is_main)
     with BackgroundWriter(enabled=workers > 0, depth=2 * max(1, batch_size)) as writer:
-        for items in image_batches(files, size, batch_size, intensity, workers):
-            read = [(path, image, tensor) for path, image, tensor, error in items if error is None]
-            report.failed.update({path.name: error for path, _, _, error in items if error is not None})
-            if read:
-                probabilities = predict(torch.stack([tensor for _, _, tensor in read]))
-                for (path, image, _), probability in zip(read, probabilities):
+        for paths, images, batch, failed in image_batches(files, size, batch_size, intensity, workers):
+            report.failed.update(failed)
+            if batch is not None:
+                for path, image, probability in zip(paths, images, predict(batch)):
                     writer.submit(write, path, image, probability)
-            bar.update(len(items))
+            bar.update(len(paths) + len(failed))
     bar.close()
     report.seconds = time.perf_counter() - started
     return report
