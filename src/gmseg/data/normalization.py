@@ -8,7 +8,10 @@ exactly what training did:
   (clip) and the mean and standard deviation (z-score), computed once (:func:`fit_volume_input`).
 * **Every other modality** (``scheme="zscore"``: MRI, T2, ...): intensities have no fixed scale, so each
   volume is z-scored with its own mean and standard deviation.
-* **2D images in a volume layout** (``scheme="rgb"``): 8-bit pixels are taken as they are (0..255).
+* **2D images in a volume layout** (``scheme="rgb"``): no normalisation here. A 2D file (a volume of
+  depth 1) is read by the 2D reader in training as in prediction
+  (:func:`gmseg.data.volume_dataset.case_pixels`: 16-bit data scaled by its declared bit depth, palettes
+  as colours), so both see the same pixels; an array given this scheme is clipped to 0..255.
 
 The autoencoder takes 3-channel images in [-1, 1]. A z-score is clipped to [-z_range, z_range] (3 by
 default: 99.7% of a normal distribution) and mapped linearly onto 0..255 (:func:`to_pixels`), the range the
@@ -34,7 +37,8 @@ CT_SAMPLES_PER_CASE = 10_000
 
 
 def scheme_for(modality: str, is_3d: bool = True) -> str:
-    """``ct`` for a CT dataset (dataset.json's first channel name), ``rgb`` for 2D files, else ``zscore``."""
+    """``ct`` for a CT dataset (dataset.json's first channel name), ``rgb`` for 2D files (read by the 2D
+    reader, not normalised here), else ``zscore``."""
     if not is_3d:
         return "rgb"
     return "ct" if modality.strip().upper() == "CT" else "zscore"

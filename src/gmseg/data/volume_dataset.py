@@ -6,6 +6,8 @@ work on slices unchanged. Each case is read once, normalised by the run's
 :class:`~gmseg.data.normalization.VolumeInput`, sliced along its axis (:func:`gmseg.data.slicing.slice_axis`)
 and only the planned slices are kept (:func:`gmseg.data.slicing.plan_slices`: every slice with
 foreground, a controlled share of empty ones), as float32 pixels 0..255 repeated to 3 channels on read.
+A 2D file (an nnU-Net dataset of PNGs: a volume of depth 1) is one slice read as 2D prediction reads it
+(:func:`case_pixels`), so a model is trained on the pixels ``gmseg predict`` and ``gmseg test`` give it.
 Names are ``CASE_sNNN``; a split is by case, so no case's slices are in two sets.
 """
 
@@ -18,10 +20,11 @@ import numpy as np
 
 from gmseg.data.dataset import SegmentationDataset
 from gmseg.data.normalization import VolumeInput, fit_volume_input
+from gmseg.data.readers import Volume, read_image
 from gmseg.data.slicing import plan_slices, slice_axis, take_slice
 from gmseg.errors import ConfigError
 
-__all__ = ["VolumeSliceDataset", "fit_layout_input", "is_volume_layout"]
+__all__ = ["VolumeSliceDataset", "case_pixels", "fit_layout_input", "is_volume_layout"]
 
 
 def is_volume_layout(root: str) -> bool:
@@ -49,6 +52,17 @@ def fit_layout_input(layout: Any, names: Sequence[str], seed: int, axis: int | N
             yield image.array, label.array
 
     return fit_volume_input(layout.modality, pairs(), is_3d=layout.is_3d, seed=seed, slice_axis=axis)
+
+
+def case_pixels(image: Volume, axis: int, record: VolumeInput) -> list[np.ndarray]:
+    """A case's slices as the model's pixels: a true volume normalised by ``record``, one float32 slice
+    per index along ``axis``; a 2D file (depth 1) as the 2D prediction path reads it, uint8 RGB from
+    :func:`gmseg.data.readers.read_image` (16-bit data scaled by its declared bit depth, palettes as
+    colours, alpha dropped), so training and ``gmseg predict`` / ``gmseg test`` see the same pixels."""
+    if not image.is_3d:
+        return [read_image(image.path)]
+    statistics = record.statistics(image.array)
+    return [record.pixels(take_slice(image.array, axis, i), statistics) for i in range(image.array.shape[axis])]
 
 
 class VolumeSliceDataset(SegmentationDataset):
@@ -82,11 +96,8 @@ class VolumeSliceDataset(SegmentationDataset):
         for name in names:
             case = layout.case(name)
             image, label = layout.load_case(case)
-            axis = slice_axis(image.geometry.spacing, record.slice_axis)
-            statistics = record.statistics(image.array)
-            pixels[name] = [
-                record.pixels(take_slice(image.array, axis, i), statistics) for i in range(image.array.shape[axis])
-            ]
+            axis = slice_axis(image.geometry.spacing, record.slice_axis) if image.is_3d else 0
+            pixels[name] = case_pixels(image, axis, record)
             targets[name] = [
                 np.ascontiguousarray(take_slice(label.array, axis, i)) for i in range(label.array.shape[axis])
             ]
@@ -100,7 +111,8 @@ class VolumeSliceDataset(SegmentationDataset):
         self._masks = [f"{sources[r.case][1]} (slice {r.index} along axis {sources[r.case][2]})" for r in self.slices]
 
     def _pair(self, index: int) -> tuple[np.ndarray, np.ndarray | None]:
-        """The slice's float32 0..255 pixels (one channel repeated to three) and its label values."""
+        """The slice's 0..255 pixels (a volume's float32 channel repeated to three; a 2D file's uint8 RGB)
+        and its label values."""
         image, label = self._items[index]
         if image.ndim == 2:
             image = np.repeat(image[..., None], 3, axis=2)
