@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,7 @@ import yaml
 from gmseg.cli import main
 from gmseg.config import LEGACY_TRAIN_KEYS, Config, config_from_dict, load_config
 from gmseg.errors import ConfigError
+from gmseg.training import TRAINERS, trainer_options
 
 CONFIGS = Path(__file__).resolve().parents[1] / "src" / "gmseg" / "configs"
 BENCH_CONFIGS = Path(__file__).resolve().parents[1] / "bench" / "configs"
@@ -48,16 +50,37 @@ def test_unknown_key_lists_the_valid_ones():
         ({"train": {"warmup_epochs": 10, "epochs": 5}}, "warmup_epochs"),
         ({"loss": {"rec_weight": 0, "dice_weight": 0}}, "at least one loss weight"),
         ({"train": {"shuffle": True}}, "train.shuffle"),
-        ({"trainer": {"name": "cached_latents", "full_loss_lr_scale": 0}}, "trainer.full_loss_lr_scale must be in"),
-        ({"trainer": {"name": "cached_latents", "latent_epochs": 2000}}, "trainer.latent_epochs must be in"),
-        ({"trainer": {"name": "fast"}}, "trainer.name 'fast' is unknown"),
-        ({"trainer": {"latent_epochs": 3}}, "trainer.latent_epochs"),  # not an option of the default trainer
+        ({"trainer": {"name": 3}}, "trainer.name must be a string"),
+        ({"trainer": ["cached_latents"]}, "trainer must be a mapping"),
         ({"model": {"name": "unet", "channels": [8]}}, "model.channels must be at least two"),
     ],
 )
 def test_bad_values_are_rejected(data, message):
     with pytest.raises(ConfigError, match=message.replace(".", r"\.")):
         config_from_dict(data)
+
+
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        ({"trainer": {"name": "cached_latents", "full_loss_lr_scale": 0}}, "trainer.full_loss_lr_scale must be in"),
+        ({"trainer": {"name": "cached_latents", "latent_epochs": 2000}}, "trainer.latent_epochs must be in"),
+        ({"trainer": {"name": "cached_latents", "latent_views": "two"}}, "trainer.latent_views must be int"),
+        ({"trainer": {"name": "fast"}}, "trainer.name 'fast' is unknown"),
+        ({"trainer": {"latent_epochs": 3}}, "trainer.latent_epochs"),  # not an option of the default trainer
+    ],
+)
+def test_bad_trainer_options_are_rejected_where_the_trainer_is_made(data, message, tmp_path):
+    """The trainer variants own their options' schema (training depends on config, not the reverse): the
+    config keeps the section as given, and the trainer refuses it before anything is written."""
+    from gmseg.training import make_trainer, trainer_options
+
+    config = config_from_dict({**data, "train": {"output_dir": str(tmp_path / "runs")}})
+    with pytest.raises(ConfigError, match=message.replace(".", r"\.")):
+        trainer_options(config)
+    with pytest.raises(ConfigError, match=message.replace(".", r"\.")):
+        make_trainer(config, progress=False)
+    assert not (tmp_path / "runs").exists()
 
 
 def test_overrides_are_yaml_typed():
@@ -86,8 +109,10 @@ def test_shipped_configs_are_valid():
     for path in CONFIGS.glob("*.yaml"):
         raw = yaml.safe_load(path.read_text())
         assert raw["model"]["name"] == "gms" and not set(raw["train"]) & set(LEGACY_TRAIN_KEYS), path
-    assert load_config("cpu-taesd").trainer.name == "cached_latents"
-    assert load_config(BENCH_CONFIGS / "busi-taesd-cpu.yaml").trainer.latent_views == 2
+    assert trainer_options(load_config("cpu-taesd")).name == "cached_latents"
+    assert trainer_options(load_config(BENCH_CONFIGS / "busi-taesd-cpu.yaml")).latent_views == 2
+    for path in [*CONFIGS.glob("*.yaml"), *BENCH_CONFIGS.glob("*.yaml")]:
+        trainer_options(load_config(path))  # every shipped trainer section is its variant's
 
 
 def test_cli_reports_config_errors_without_a_traceback(tmp_path, capsys):
@@ -118,8 +143,12 @@ def test_resume_config_check_names_the_frozen_keys_only():
 
 def test_named_sections_select_their_own_options():
     config = config_from_dict({"trainer": {"name": "cached_latents", "latent_epochs": 40}, "train": {"epochs": 44}})
-    assert type(config.trainer).__qualname__ == "CachedLatentTrainer.Options"
-    assert (config.trainer.latent_epochs, config.trainer.latent_views) == (40, 4)
+    options = trainer_options(config)
+    assert type(options).__qualname__ == "CachedLatentTrainer.Options"
+    assert (options.latent_epochs, options.latent_views) == (40, 4)
+    # Switching the trainer by name drops the other variant's options.
+    switched = config_from_dict(config.to_dict(), ["trainer.name=default"])
+    assert trainer_options(switched) == TRAINERS["default"].Options()
     assert config.model.name == "gms" and config.model.ch == 32
     # Switching the model by name drops the other model's options; the saved config holds only its own.
     unet = config_from_dict({"model": {"vae": "madebyollin/taesd", "ch": 64}}, ["model.name=unet"])
@@ -129,9 +158,28 @@ def test_named_sections_select_their_own_options():
 
 def test_configs_written_before_the_trainer_variants_still_load():
     old = {"train": {"epochs": 44, "latent_epochs": 40, "latent_views": 2, "latent_dihedral": False}}
-    config = config_from_dict(old)
-    assert config.trainer.name == "cached_latents"
-    assert (config.trainer.latent_epochs, config.trainer.latent_views, config.trainer.latent_dihedral) == (40, 2, False)
+    options = trainer_options(config_from_dict(old))
+    assert options.name == "cached_latents"
+    assert (options.latent_epochs, options.latent_views, options.latent_dihedral) == (40, 2, False)
     # The same keys as --set overrides (old scripts), and a schedule without latent epochs: the paper's trainer.
-    assert config_from_dict({}, ["train.latent_epochs=3", "train.epochs=10"]).trainer.latent_epochs == 3
-    assert config_from_dict({"train": {"latent_epochs": 0, "latent_views": 4}}).trainer.name == "default"
+    assert trainer_options(config_from_dict({}, ["train.latent_epochs=3", "train.epochs=10"])).latent_epochs == 3
+    assert trainer_options(config_from_dict({"train": {"latent_epochs": 0, "latent_views": 4}})).name == "default"
+
+
+@pytest.mark.parametrize("override", ["data.slice_axis=1", "data.empty_slice_fraction=0.5"])
+def test_resume_refuses_a_changed_volume_slicing(override, tmp_path, capsys):
+    """The slicing axis is recorded in the checkpoint's model and the empty-slice share decides which slices
+    the epochs draw: a resume changing either would not continue the same run."""
+    from gmseg.config import check_resume_config
+
+    saved = config_from_dict({})
+    key, value = override.split("=")
+    with pytest.raises(ConfigError, match=f"Cannot resume run with a changed {re.escape(key)}: "):
+        check_resume_config(saved, config_from_dict({}, [override]), "run")
+    run = tmp_path / "run"
+    run.mkdir()
+    saved.save(run / "config.yaml")
+    assert main(["train", "--resume", str(run), "--set", override]) == 2
+    err = capsys.readouterr().err
+    assert f"changed {key}:" in err and value in err and "Traceback" not in err
+    assert sorted(p.name for p in run.iterdir()) == ["config.yaml"]  # refused before anything was written

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,7 @@ from gmseg.config import Config, load_config
 from gmseg.configs import CONFIG_DIR, config_path, packaged_configs
 from gmseg.errors import ConfigError
 from gmseg.models import build_model
+from gmseg.training import trainer_options
 
 REPO_CONFIGS = Path(__file__).resolve().parents[1] / "src" / "gmseg" / "configs"
 DATASETS = ("bus", "busi", "glas", "ham10000", "kvasir-instrument")
@@ -49,12 +51,16 @@ def test_anything_else_lists_the_packaged_names(name: str) -> None:
     assert repr(name) in message and all(n in message for n in DATASETS)
 
 
+def with_trainer_options(config: Config) -> dict:
+    """The config as a dict, its trainer section completed with the variant's defaults (as a run records it)."""
+    return {**config.to_dict(), "trainer": asdict(trainer_options(config))}
+
+
 def test_the_shipped_taesd3_config_is_the_setting_the_latent_space_study_measured() -> None:
     """cpu-taesd3 ships because its first stage validated best on BUSI (BENCHMARKS.md, "Latent spaces"): the
     config must be that run's setting, not a neighbour of it, or the recommendation would not hold."""
     measured = Path(__file__).resolve().parents[1] / "bench/results/latent_spaces/taesd3/run/config.yaml"
-    shipped = load_config("cpu-taesd3").to_dict()
-    run = load_config(measured).to_dict()
+    shipped, run = (with_trainer_options(load_config(c)) for c in ("cpu-taesd3", measured))
     assert shipped["model"]["vae"] == "madebyollin/taesd3" and Path(run["model"]["vae"]).name == "taesd3"
     for section in ("model", "loss", "train", "trainer"):
         differing = {k for k in run[section] if shipped[section][k] != run[section][k]}

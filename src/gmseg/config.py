@@ -4,6 +4,11 @@ A typo in a config should fail in the first second, with the valid names, not si
 for a day. Sections mirror the concepts: ``data``, ``model`` (``name`` + that model's options), ``loss``, ``train``
 and ``trainer`` (``name`` of the trainer variant + its options). Command-line overrides
 use dotted keys (``--set train.epochs=20``) with YAML-parsed values.
+
+Every section is checked when the config is read except the ``trainer`` options: their schema is each trainer
+variant's ``Options`` (:mod:`gmseg.training.variants`), and training depends on this module, not the other
+way round; here the section is a mapping with a string ``name``, and the variant builds and checks its
+options when the trainer is made, before anything is written (:func:`gmseg.training.variants.trainer_options`).
 """
 
 from __future__ import annotations
@@ -79,11 +84,12 @@ class Config:
     name: str = "gms"
     data: DataConfig = field(default_factory=DataConfig)
     # The model and the trainer variant are chosen by name; each section holds that choice's own options
-    # (gmseg.models.MODELS, gmseg.training.TRAINERS), checked when the config is read.
+    # (gmseg.models.MODELS, checked when the config is read; gmseg.training.TRAINERS, checked when the
+    # trainer is made: the raw mapping here, its options completed with their defaults in a run's config.yaml).
     model: Any = field(default_factory=lambda: section_options("model", "gms", {}))
     loss: LossConfig = field(default_factory=LossConfig)  # GMS's loss weights (the U-Net's loss has none)
     train: TrainConfig = field(default_factory=TrainConfig)
-    trainer: Any = field(default_factory=lambda: section_options("trainer", "default", {}))
+    trainer: dict[str, Any] = field(default_factory=lambda: {"name": DEFAULT_TRAINER})
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -107,47 +113,63 @@ def build(cls: type, data: Any, where: str) -> Any:
     for key, value in data.items():
         if cls is Config and key in NAMED_SECTIONS:
             values[key] = named_section(key, value)
+        elif cls is Config and key == "trainer":
+            values[key] = trainer_section(value)
         else:
             values[key] = coerce(hints[key], value, where + key)
     return cls(**values)
 
 
 #: Sections whose ``name`` selects a registered class, whose ``Options`` dataclass is the section's schema.
-NAMED_SECTIONS = {"model": "gms", "trainer": "default"}
+NAMED_SECTIONS = {"model": "gms"}
+#: The trainer variant of a config that names none (the paper's).
+DEFAULT_TRAINER = "default"
 
 
 def section_registry(section: str) -> dict[str, Any]:
-    if section == "model":
-        from .models import MODELS
+    from .models import MODELS  # lazy: the models load torch
 
-        return MODELS
-    from .training.variants import TRAINERS
-
-    return TRAINERS
+    return {"model": MODELS}[section]
 
 
-def section_options(section: str, name: str, values: dict[str, Any]) -> Any:
-    """The options dataclass of ``section.name`` built from ``values`` (every key and type checked)."""
-    registry = section_registry(section)
+def trainer_section(data: Any) -> dict[str, Any]:
+    """The ``trainer`` section as given: a mapping whose ``name``, if given, is a string (the variant
+    checks the rest: :func:`gmseg.training.variants.trainer_options`)."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"trainer must be a mapping, got {type(data).__name__}")
+    if not isinstance(data.get("name", DEFAULT_TRAINER), str):
+        raise ConfigError(f"trainer.name must be a string, got {data['name']!r}")
+    return dict(data)
+
+
+def section_options(section: str, name: str, values: dict[str, Any], registry: dict[str, Any] | None = None) -> Any:
+    """The options dataclass of ``section.name`` built from ``values`` (every key and type checked).
+
+    ``registry`` (name -> class with an ``Options`` dataclass) defaults to the section's own
+    (:func:`section_registry`); the trainer variants pass theirs.
+    """
+    registry = section_registry(section) if registry is None else registry
     if name not in registry:
         raise ConfigError(f"{section}.name {name!r} is unknown; choose one of {', '.join(sorted(registry))}")
     return build(registry[name].Options, {**values, "name": name}, section + ".")
 
 
-def named_section(section: str, data: Any) -> Any:
+def named_section(section: str, data: Any, registry: dict[str, Any] | None = None, default: str | None = None) -> Any:
+    """A section whose ``name`` (else ``default``) selects a registry entry, built as that entry's options."""
     if not isinstance(data, dict):
         raise ConfigError(f"{section} must be a mapping, got {type(data).__name__}")
-    name = data.get("name", NAMED_SECTIONS[section])
+    name = data.get("name", NAMED_SECTIONS[section] if default is None else default)
     if not isinstance(name, str):
         raise ConfigError(f"{section}.name must be a string, got {name!r}")
-    registry = section_registry(section)
+    registry = section_registry(section) if registry is None else registry
     own = {f.name for f in dataclasses.fields(registry[name].Options)} if name in registry else set()
     # Switching by name (--set model.name=unet on a GMS config) drops the other choices' options; a key
     # that no choice knows is still an error.
     foreign = {f.name for cls in registry.values() for f in dataclasses.fields(cls.Options)} - own
     if "name" not in data:  # no switch: every key must be the default choice's own
         foreign = set()
-    return section_options(section, name, {k: v for k, v in data.items() if k != "name" and k not in foreign})
+    values = {k: v for k, v in data.items() if k != "name" and k not in foreign}
+    return section_options(section, name, values, registry)
 
 
 #: Keys of the CPU-budget schedule that used to sit in ``train`` (run folders before the trainer variants).
@@ -243,7 +265,11 @@ def check_ranges(config: Config) -> None:
     need(t.device in ("auto", "cpu", "cuda"), f"train.device must be auto, cpu or cuda, got {t.device!r}")
     problems += run_folder_problems(config.name, t.output_dir)
     problems += config.model.problems()
-    problems += config.trainer.problems(config)
+    raise_problems(problems)
+
+
+def raise_problems(problems: list[str]) -> None:
+    """All of a config's problems in one error, so that a user fixes them in one pass."""
     if problems:
         raise ConfigError("Invalid configuration:\n" + "\n".join(f"  - {p}" for p in problems))
 
@@ -304,8 +330,19 @@ def config_from_dict(data: dict[str, Any], overrides: list[str] | None = None) -
 
 # What a resumed run's checkpoint and split.json were made with. ``model.*`` and ``data.image_size`` shape
 # the weights; the run's split.json is reused, so data.split/val_fraction/protocol would be ignored
-# silently. data.root may move: the split's names are looked up (and checked) in the new root.
-RESUME_FROZEN = ("model", "data.image_size", "data.intensity", "data.split", "data.val_fraction", "data.protocol")
+# silently. data.root may move: the split's names are looked up (and checked) in the new root. On volumes,
+# data.slice_axis decides what a model input is (recorded in the checkpoint) and data.empty_slice_fraction
+# which slices the epochs draw: a resume with either changed would not continue the same run.
+RESUME_FROZEN = (
+    "model",
+    "data.image_size",
+    "data.intensity",
+    "data.split",
+    "data.val_fraction",
+    "data.protocol",
+    "data.slice_axis",
+    "data.empty_slice_fraction",
+)
 
 
 def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -1,5 +1,5 @@
-"""Training any gmseg model: the loop (:mod:`.trainer`), its variants (:mod:`.variants`), lr schedules,
-checkpoints and resume, the epoch log and the weight average, one module each."""
+"""Training any gmseg model: the entry (:mod:`.run`), the loop (:mod:`.trainer`), its variants
+(:mod:`.variants`), lr schedules, checkpoints and resume, the epoch log and the weight average, one module each."""
 
 from .checkpoints import (
     STATE_NAME,
@@ -12,6 +12,7 @@ from .checkpoints import (
 )
 from .ema import averaged_weights, make_ema
 from .logs import LOG_COLUMNS, EpochLog
+from .run import train
 from .schedules import (
     SMOOTH_START,
     lr_factor,
@@ -20,8 +21,8 @@ from .schedules import (
     smooth_lr_factor,
     smooth_schedule_factor,
 )
-from .trainer import Trainer, TrainingDivergedError, make_dataset, make_trainer, resolve_split, train
-from .variants import TRAINERS, CachedLatentTrainer, trainer_class
+from .trainer import Trainer, TrainingDivergedError, make_dataset, resolve_split
+from .variants import TRAINERS, CachedLatentTrainer, make_trainer, trainer_class, trainer_options
 
 __all__ = [
     "LOG_COLUMNS",
@@ -50,4 +51,5 @@ __all__ = [
     "smooth_schedule_factor",
     "train",
     "trainer_class",
+    "trainer_options",
 ]

@@ -16,7 +16,6 @@ from __future__ import annotations
 import csv
 import io
 import math
-import os
 import shutil
 import sys
 import time
@@ -29,7 +28,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from ..config import Config, check_resume_config, load_config
+from ..config import Config, named_section, raise_problems
 from ..data.dataset import item_seed
 from ..errors import CheckpointError, GmsegError
 from ..fileio import atomic_write_text
@@ -141,7 +140,8 @@ class Trainer:
     """Owns one run of any model: builds everything from a :class:`Config`, then ``fit()``.
 
     This is the paper's trainer (``trainer.name: default``); variants subclass it and are selected by
-    name (:data:`gmseg.training.variants.TRAINERS`). Its ``Options`` are the ``trainer`` section's.
+    name (:data:`gmseg.training.variants.TRAINERS`). Its ``Options`` are the ``trainer`` section's, read
+    into ``self.options`` (:meth:`read_options`).
     """
 
     name = "default"
@@ -163,6 +163,7 @@ class Trainer:
                 "(or cpu) to train on the CPU."
             )
         self.config = config
+        self.options = self.read_options(config)
         self.progress = progress
         cpu = config.train.device == "cpu" or (config.train.device == "auto" and not torch.cuda.is_available())
         self.accelerator = Accelerator(
@@ -179,6 +180,14 @@ class Trainer:
         self.resume = resume is not None
         self.stopped_by_budget = False
         self.created = not self.resume and not self.run_dir.exists()  # only then may a failure remove it
+
+    @classmethod
+    def read_options(cls, config: Config) -> Any:
+        """This variant's ``Options`` from ``config.trainer``: every key and type, then the ranges checked
+        against the whole config (``Options.problems``), each a :class:`~gmseg.errors.ConfigError`."""
+        options = named_section("trainer", config.trainer, {cls.name: cls}, cls.name)
+        raise_problems(options.problems(config))
+        return options
 
     @property
     def is_main(self) -> bool:
@@ -596,46 +605,3 @@ class Trainer:
                     writer.add_scalar(f"train/{key}", value, epoch + 1)
             epochs.set_postfix(loss=f"{metrics['loss']:.4f}", val_dice=f"{val_dice:.4f}")
         self.accelerator.wait_for_everyone()
-
-
-def train(
-    config: Config | str | os.PathLike,
-    overrides: list[str] | None = None,
-    resume: str | os.PathLike | None = None,
-    run_dir: str | os.PathLike | None = None,
-    progress: bool = True,
-) -> Path:
-    """Train the config's model with its trainer variant; returns the run folder. ``resume`` continues a run folder from ``checkpoints/last`` with
-    its own config.yaml (``overrides`` on top; see :func:`check_resume_config` for what they may not change)."""
-    if resume is not None or run_dir is not None:
-        from ..outputs import refuse_if_busy
-
-        refuse_if_busy(resume if resume is not None else run_dir)  # first: names the run that holds it
-    if resume is not None:
-        resume = Path(resume)
-        if config is not None:
-            raise GmsegError(
-                f"A resumed run keeps its own {resume / 'config.yaml'}: give no config beside resume "
-                "(change settings with overrides, --set KEY=VALUE)."
-            )
-        saved = resume / "config.yaml"
-        if not saved.is_file():
-            raise GmsegError(f"{resume} is not a run folder (no config.yaml): cannot resume it.")
-        config = load_config(saved, overrides)
-        check_resume_config(load_config(saved), config, resume)
-    elif not isinstance(config, Config):
-        config = load_config(config, overrides)
-    if resume is None and run_dir is not None and Path(run_dir).exists() and any(Path(run_dir).iterdir()):
-        raise GmsegError(
-            f"run folder {run_dir} already exists and is not empty: continue it with --resume "
-            f"{run_dir}, or choose another folder."
-        )
-    trainer = make_trainer(config, run_dir=None if run_dir is None else Path(run_dir), resume=resume, progress=progress)
-    return trainer.fit()
-
-
-def make_trainer(config: Config, **kwargs: Any) -> Trainer:
-    """The trainer variant the config names (``trainer.name``), built for ``config``."""
-    from .variants import trainer_class
-
-    return trainer_class(config.trainer.name)(config, **kwargs)

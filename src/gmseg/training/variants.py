@@ -1,20 +1,22 @@
 """Trainer variants, selected by name as nnU-Net selects trainers (``trainer.name`` in a run config).
 
 A variant is a small subclass of :class:`~gmseg.training.trainer.Trainer` with its own ``Options`` (the
-``trainer`` section) plus one line in :data:`TRAINERS`. The default trainer is the paper's.
+``trainer`` section) plus one line in :data:`TRAINERS`. The default trainer is the paper's. The config
+keeps the ``trainer`` section as given; :func:`trainer_options` checks it against the variant it names when
+the trainer is made (:func:`make_trainer`), before anything is written.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import torch
 from torch.utils.data import DataLoader
 
-from ..config import Config
+from ..config import DEFAULT_TRAINER, Config, named_section, raise_problems
 from ..data.dataset import item_seed
 from ..errors import ConfigError
 from .schedules import lr_factor
@@ -55,7 +57,6 @@ class CachedLatentTrainer(Trainer):
 
     def __init__(self, config: Config, *args: Any, **kwargs: Any):
         super().__init__(config, *args, **kwargs)
-        self.options = config.trainer
         self.latent_cache: dict[str, torch.Tensor] | None = None
 
     def check_model(self) -> None:
@@ -173,3 +174,19 @@ def trainer_class(name: str) -> type[Trainer]:
     if name not in TRAINERS:
         raise ConfigError(f"trainer.name {name!r} is unknown; choose one of {', '.join(sorted(TRAINERS))}")
     return TRAINERS[name]
+
+
+def trainer_options(config: Config) -> Any:
+    """The ``trainer`` section as the ``Options`` of the variant it names: the name, every key and type, then
+    the ranges against the whole config checked, each problem a :class:`~gmseg.errors.ConfigError`.
+    Naming another variant (``--set trainer.name=default``) drops the options only the others have."""
+    options = named_section("trainer", config.trainer, TRAINERS, DEFAULT_TRAINER)
+    raise_problems(options.problems(config))
+    return options
+
+
+def make_trainer(config: Config, **kwargs: Any) -> Trainer:
+    """The trainer variant the config names (``trainer.name``), built for ``config`` with its ``trainer``
+    section checked and completed with the variant's defaults (what the run's config.yaml records)."""
+    options = trainer_options(config)
+    return trainer_class(options.name)(replace(config, trainer=asdict(options)), **kwargs)
