@@ -73,13 +73,12 @@ def test_bad_values_are_rejected(data, message):
 def test_bad_trainer_options_are_rejected_where_the_trainer_is_made(data, message, tmp_path):
     """The trainer variants own their options' schema (training depends on config, not the reverse): the
     config keeps the section as given, and the trainer refuses it before anything is written."""
-    from gmseg.training import make_trainer, trainer_options
+    from gmseg.training import make_trainer, train, trainer_options
 
     config = config_from_dict({**data, "train": {"output_dir": str(tmp_path / "runs")}})
-    with pytest.raises(ConfigError, match=message.replace(".", r"\.")):
-        trainer_options(config)
-    with pytest.raises(ConfigError, match=message.replace(".", r"\.")):
-        make_trainer(config, progress=False)
+    for entry in (trainer_options, make_trainer, train):
+        with pytest.raises(ConfigError, match=message.replace(".", r"\.")):
+            entry(config)
     assert not (tmp_path / "runs").exists()
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ..config import Config, check_resume_config, load_config
 from ..errors import GmsegError
-from .variants import make_trainer
+from .variants import make_trainer, trainer_options
 
 
 def train(
@@ -38,6 +38,7 @@ def train(
         check_resume_config(load_config(saved), config, resume)
     elif not isinstance(config, Config):
         config = load_config(config, overrides)
+    trainer_options(config)  # the whole config is checked before the run folder is looked at
     if resume is None and run_dir is not None and Path(run_dir).exists() and any(Path(run_dir).iterdir()):
         raise GmsegError(
             f"run folder {run_dir} already exists and is not empty: continue it with --resume "
