@@ -222,3 +222,15 @@ def test_reader_processes_and_the_writer_thread_write_the_same_files(unet_dir, p
     plain = predict_files(model, niftis, tmp_path / "c", workers=0, progress=False)
     ahead = predict_files(model, niftis, tmp_path / "d", workers=1, progress=False)
     assert plain.written == ahead.written and outputs(tmp_path / "c") == outputs(tmp_path / "d")
+
+
+def test_the_cli_takes_workers_and_refuses_a_negative_count(unet_dir, pngs, tmp_path, capsys):
+    from gmseg.cli import main
+
+    args = ["predict", "--model", str(unet_dir), "--input", str(pngs), "--device", "cpu"]
+    assert main([*args, "--output", str(tmp_path / "bad"), "--workers", "-1"]) == 2
+    assert "--workers must be 0 or more" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()  # refused before the folder was claimed
+    assert main([*args, "--output", str(tmp_path / "turns"), "--workers", "0"]) == 0
+    assert main([*args, "--output", str(tmp_path / "ahead"), "--workers", "2"]) == 0
+    assert outputs(tmp_path / "turns") == outputs(tmp_path / "ahead") and len(outputs(tmp_path / "turns")) == 11

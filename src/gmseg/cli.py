@@ -129,6 +129,13 @@ def build_parser() -> argparse.ArgumentParser:
         "openvino (gmseg.inference.BACKENDS); onnxruntime and "
         "openvino run folders written by 'gmseg export' (pip install 'gmseg[deploy]')",
     )
+    predict.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="processes reading and resizing images ahead of the model (default: up to 4; 0: read, predict and "
+        "write in turn)",
+    )
     add_tta_arg(predict)
     add_overwrite_arg(predict)
     predict.add_argument(
@@ -161,7 +168,11 @@ def build_parser() -> argparse.ArgumentParser:
     test = verbs.add_parser("test", help="predict + evaluate a dataset (also cross-domain)")
     add_evaluation_args(test)
     test.add_argument("--model", required=True)
-    test.add_argument("--data", required=True, help="dataset folder with images/ and masks/")
+    test.add_argument(
+        "--data",
+        required=True,
+        help="a prepared dataset folder (images/, masks/), an MSD task folder or an nnU-Net raw dataset (2D or 3D)",
+    )
     test.add_argument("--out", required=True)
     test.add_argument("--batch-size", type=int, default=8)
     test.add_argument("--device", default="auto")
@@ -382,8 +393,11 @@ def run(args: argparse.Namespace) -> int:
             overwrite=args.overwrite,
             backend=args.backend,
             skip_complete=args.skip_complete,
+            workers=args.workers,
         )
-        print(report.summary())
+        summary = report.summary()
+        if summary:  # the other ranks of an accelerate launch leave the summary to rank 0
+            print(summary)
         return 0 if report.ok else 1
     elif verb == "evaluate":
         from .evaluate import format_summary, run_evaluate

@@ -362,6 +362,8 @@ def predict_files(
 
     if gt_dir is not None and not Path(gt_dir).is_dir():
         raise GmsegError(f"--gt {gt_dir} is not a folder: give the folder of true masks drawn on the overlays")
+    if workers is not None and workers < 0:
+        raise GmsegError(f"--workers must be 0 or more (0: read, predict and write in turn), got {workers}")
     launch, torch_device = current_launch(device)
     files = collect_inputs(inputs)
     output = Path(output_dir)
@@ -427,7 +429,7 @@ def _predict_planned(
     predict = make_predictor(model, torch_device, **options)
     size, labels, intensity = predict.spec.image_size, predict.spec.labels, predict.spec.intensity
     threshold = predict.spec.threshold if labels.is_binary else None  # K classes: argmax, no threshold
-    workers = auto_workers(len(files), batch_size, launch.world) if workers is None else max(0, workers)
+    workers = auto_workers(len(files), batch_size, launch.world) if workers is None else workers
 
     def write(path: Path, image: np.ndarray, probability: torch.Tensor) -> None:
         name = split_name(path)[0]
