@@ -1,10 +1,10 @@
 """GMS = frozen first stage + latent mapping model (registered as ``model.name: gms``).
 
 This module owns the paper's maths end to end: image -> latent -> mask latent -> probability map, and the
-training loss (latent MSE + Dice on decoded masks over the deep-supervision levels). It also owns the model
-folder format: ``config.json`` (mapping architecture, how to obtain the first stage, loss settings) plus
-``model.safetensors`` holding only the 1.5 M trainable weights; the first stage is referenced, or stored in
-``first_stage/`` for offline use.
+training loss (latent MSE + Dice on decoded masks over the deep-supervision levels). Its model folder, which
+the base class writes and reads, is ``config.json`` (:class:`GMSConfig`: mapping architecture, how to obtain
+the first stage, loss settings) plus ``model.safetensors`` holding only the 1.5 M trainable weights; the
+first stage is referenced, or stored in ``first_stage/`` for offline use (the hooks at the end of GMS).
 """
 
 from __future__ import annotations
