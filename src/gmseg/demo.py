@@ -109,12 +109,12 @@ def _run_demo(guard: OutputGuard, out: Path, vae: str, vae_config: str | None, q
     stage(2, f"data generated: {n_train} training and {n_test} test images in {data_dir}")
 
     config = demo_config(data_dir, guard.make_folder(out / "runs"), vae, vae_config, quick)
+    trainer = make_trainer(config, progress=progress)
     stage(
         3,
-        f"training {config.train.epochs} epochs ({config.trainer.latent_epochs} latent-only), "
+        f"training {config.train.epochs} epochs ({trainer.options.latent_epochs} latent-only), "
         f"at most {DEMO_TRAIN_MINUTES:g} min",
     )
-    trainer = make_trainer(config, progress=progress)
     run_dir = trainer.fit()
     if trainer.stopped_by_budget:
         print(
