@@ -151,18 +151,28 @@ def calibration_source(args: argparse.Namespace, root: Path) -> Path:
 
 def export_folders(
     model: torch.nn.Module | Path, exports: set[str], root: Path, calibration: Path, calibration_size: int
-) -> dict[str, str]:
-    """The model exported once per export that a chosen variant reads; ``gmseg export`` verifies each."""
+) -> tuple[dict[str, str], dict[str, str]]:
+    """(export -> folder, export -> why refused): the model exported once per export that a chosen variant
+    reads; ``gmseg export`` verifies each. An int8 graph beyond its bound is a result (a row saying so), not
+    a failure of the benchmark; an fp32 one is a bug and stops it."""
+    from gmseg.errors import GmsegError
     from gmseg.export import export_model
 
-    folders = {}
+    folders, refused = {}, {}
     for export in sorted(exports):
         fmt, _, precision = export.partition(" ")
         int8 = {"calibration": calibration, "calibration_size": calibration_size} if precision else {}
-        report = export_model(model, export_dir(root, export), fmt, precision=precision or "fp32", **int8)
+        try:
+            report = export_model(model, export_dir(root, export), fmt, precision=precision or "fp32", **int8)
+        except GmsegError as error:
+            if not precision:
+                raise
+            refused[export] = str(error).split(";")[0]
+            print(f"  {export}: export refused: {error}", flush=True)
+            continue
         print(f"  {report.summary()}", flush=True)
         folders[export] = str(report.folder)
-    return folders
+    return folders, refused
 
 
 def time_variants(name: str, args: argparse.Namespace, root: Path) -> list[dict[str, Any]]:
@@ -170,12 +180,13 @@ def time_variants(name: str, args: argparse.Namespace, root: Path) -> list[dict[
     source: Any = Path(args.model) if args.model else build_model(name, args.size, args.seed)
     exports = {VARIANTS[v][2] for v in args.variants if VARIANTS[v][2]}
     calibration = calibration_source(args, root)
-    folders = export_folders(source, exports, root / name, calibration, args.calibration_size)
+    folders, refused = export_folders(source, exports, root / name, calibration, args.calibration_size)
+    timed = [v for v in args.variants if VARIANTS[v][2] not in refused]
     images, _ = common.synthetic_batch(args.images, args.size, seed=args.seed)
     workers: dict[str, common.Worker] = {}
-    results: dict[str, list[dict[str, Any]]] = {v: [] for v in args.variants}
+    results: dict[str, list[dict[str, Any]]] = {v: [] for v in timed}
     try:
-        for variant in args.variants:
+        for variant in timed:
             fmt = VARIANTS[variant][2]
             folder = folders[fmt] if fmt else (str(args.model) if args.model else None)
             workers[variant] = common.Worker(
@@ -206,7 +217,13 @@ def time_variants(name: str, args: argparse.Namespace, root: Path) -> list[dict[
     cpu = {v: min(result["cpu_seconds"] for result in r) for v, r in results.items()}  # the least disturbed round
     rows = []
     for variant in args.variants:
-        backend, options, _ = VARIANTS[variant]
+        backend, _, export = VARIANTS[variant]
+        if export in refused:
+            rows.append(
+                {"model": name, "variant": variant, "backend": backend, "precision": variant_precision(variant),
+                 "images": args.images, "size": args.size, "refused": refused[export]}
+            )  # fmt: skip
+            continue
         rate = args.images / best[variant]["seconds"]
         rows.append(
             {
@@ -250,6 +267,8 @@ def score_variants(args: argparse.Namespace, rows: list[dict[str, Any]], root: P
     split = args.split or (data / "split.json" if (data / "split.json").is_file() else None)
     dice: dict[str, dict[str, float]] = {}
     for row in rows:
+        if "refused" in row:
+            continue
         variant = row["variant"]
         backend, options, fmt = VARIANTS[variant]
         folder = export_dir(root / "model", fmt) if fmt else Path(args.model)
@@ -267,7 +286,7 @@ def score_variants(args: argparse.Namespace, rows: list[dict[str, Any]], root: P
         dice[variant] = per_image_dice(out)
         print(f"[scored] {variant}: {len(dice[variant])} images", flush=True)
     for row in rows:
-        if REFERENCE in dice:
+        if REFERENCE in dice and row["variant"] in dice:
             mean, se, n, _ = paired_difference(dice[row["variant"]], dice[REFERENCE])
             row.update({"d_dice": mean, "d_dice_se": se, "d_dice_images": n})
 
@@ -349,6 +368,8 @@ def main(argv: list[str] | None = None) -> int:
     ]
     if any("d_dice" in row for row in rows):
         columns.append(("d_dice_text", "dDice ± SE (points)"))
+    if any("refused" in row for row in rows):
+        columns.append(("refused", "export refused"))
     print(common.format_table(rows, columns))
     print(f"Written to {path}")
     return 0

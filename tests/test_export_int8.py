@@ -200,3 +200,40 @@ def test_an_int8_graph_beyond_its_bound_leaves_nothing_behind(model_dir, data, t
     with pytest.raises(GmsegError, match="int8 onnx graph .* nothing was written"):
         export_model(model_dir, tmp_path / "out", "onnx", precision="int8", calibration=data, calibration_size=2)
     assert list(tmp_path.iterdir()) == []
+
+
+# ------------------------------------------------------------------------------------------------- the benchmark
+def test_the_backends_benchmark_has_int8_variants_and_keeps_going_past_a_refused_int8_export(tmp_path, monkeypatch):
+    """bench/backends.py: each runtime's int8 variant reads its own int8 export; an int8 export refused by its
+    bound becomes a row saying why (a result), while a refused fp32 export still stops the benchmark (a bug)."""
+    import importlib
+
+    import gmseg.export
+
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "bench"))
+    backends = importlib.import_module("backends")
+    assert backends.VARIANTS["onnxruntime int8"][:1] == ("onnxruntime",)
+    assert backends.VARIANTS["openvino int8"][2] == "openvino int8"
+    assert [backends.variant_precision(v) for v in ("openvino int8", "openvino bf16", "onnxruntime fp32")] == [
+        "int8",
+        "bf16",
+        "fp32",
+    ]
+    calls = []
+
+    def fake_export(model, out, fmt, precision="fp32", **calibration):
+        calls.append((fmt, precision, calibration))
+        if precision == "int8" and fmt == "openvino":
+            raise GmsegError("the int8 openvino graph gives probabilities 2e-01 away; nothing was written")
+        return gmseg.export.ExportReport(Path(out), fmt, 0.0)
+
+    monkeypatch.setattr(gmseg.export, "export_model", fake_export)
+    folders, refused = backends.export_folders(
+        "model", {"onnx", "onnx int8", "openvino int8"}, tmp_path, tmp_path / "cal", 8
+    )
+    assert set(folders) == {"onnx", "onnx int8"} and list(refused) == ["openvino int8"]
+    assert ("onnx", "int8", {"calibration": tmp_path / "cal", "calibration_size": 8}) in calls
+    assert ("onnx", "fp32", {}) in calls
+    monkeypatch.setattr(gmseg.export, "export_model", lambda *a, **k: (_ for _ in ()).throw(GmsegError("fp32 bug")))
+    with pytest.raises(GmsegError, match="fp32 bug"):
+        backends.export_folders("model", {"onnx"}, tmp_path, tmp_path / "cal", 8)

@@ -1,5 +1,6 @@
 """The ``onnxruntime`` backend: an exported ONNX graph on ONNX Runtime (CPU, or CUDA where its GPU build is
-installed). fp32 only: it computes the torch model's probabilities to ~1e-5 (bench/backends.py)."""
+installed). No runtime precision option: the graph runs as exported, fp32 (the torch model's probabilities
+to ~1e-5, bench/backends.py) or int8 (``gmseg export --precision int8``: its quantised operators in int8)."""
 
 from __future__ import annotations
 

@@ -1,7 +1,8 @@
 """The ``openvino`` backend: an exported graph (OpenVINO IR, or ONNX read directly) on OpenVINO's CPU plugin.
 
 ``precision`` is passed as ``INFERENCE_PRECISION_HINT``: ``fp32`` is forced explicitly because OpenVINO
-otherwise runs bf16 silently on CPUs that have it; ``bf16`` is the faster, inexact choice.
+otherwise runs bf16 silently on CPUs that have it; ``bf16`` is the faster, inexact choice. An int8 graph
+(``gmseg export --precision int8``) runs its quantised layers in int8 whatever the hint, the rest as hinted.
 """
 
 from __future__ import annotations
