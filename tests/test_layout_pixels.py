@@ -166,19 +166,20 @@ def test_predict_on_a_png_with_a_layout_trained_model_feeds_the_same_pixels(tmp_
 
 
 def test_test_verb_feeds_the_same_pixels(tmp_path, monkeypatch):
-    """``gmseg test`` on the dataset (gmseg.volume_testing.predict_cases) feeds the model what training saw."""
-    import gmseg.inference
-    from gmseg.volume_testing import predict_cases
+    """``gmseg test`` on the dataset (through gmseg.predict's one loop) feeds the model what training saw."""
+    import gmseg.predict
+    from gmseg.testing import run_test
 
     root = make_png_dataset(tmp_path / "Dataset954_Test", "sbit12")
     files, trained = training_inputs(root)
     seen: list[torch.Tensor] = []
-    monkeypatch.setattr(gmseg.inference, "make_predictor", lambda *args, **kwargs: capturing_predictor(seen))
-    guard = SimpleNamespace(plan=lambda *args, **kwargs: None)
+    monkeypatch.setattr(gmseg.predict, "make_predictor", lambda *args, **kwargs: capturing_predictor(seen))
+    model = SimpleNamespace(volume_input=VolumeInput(scheme="rgb", modality="grey"))
     with pytest.raises(Stop):
-        predict_cases(None, {p.name: p for p in files}, tmp_path / "out", guard, batch_size=len(files), device="cpu")
-    for index, expected in enumerate(trained):
-        torch.testing.assert_close(seen[0][index], expected, atol=1e-6, rtol=0)
+        run_test(model, root, tmp_path / "out", stage="all", batch_size=len(files), device="cpu", progress=False)
+    order = [case.images[0] for case in open_layout(root).cases()]  # the order gmseg test predicts them in
+    for file, expected in zip(files, trained):
+        torch.testing.assert_close(seen[0][order.index(file)], expected, atol=1e-6, rtol=0)
 
 
 def test_true_volumes_keep_the_per_volume_zscore(tmp_path):

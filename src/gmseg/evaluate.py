@@ -102,12 +102,22 @@ def _load_values(path: Path, size: int | str, labels: LabelSet) -> np.ndarray:
     return values if size == "native" else resize_label_map(values, (size, size))
 
 
+#: The folders of masks inside a dataset root: a prepared folder's ``masks/``, nnU-Net's / MSD's ``labelsTr/``.
+MASK_FOLDERS = ("masks", "labelsTr")
+
+
 def dataset_labels_of(gt_dir: str | os.PathLike) -> LabelSet:
-    """The classes of a ground-truth root (its dataset.json; a ``masks`` folder's parent's), else binary."""
+    """The classes of a ground-truth root (its dataset.json; a ``masks`` or ``labelsTr`` folder's parent's),
+    else binary."""
     gt_dir = Path(gt_dir)
-    if gt_dir.name == "masks" and not (gt_dir / DATASET_JSON).is_file():
+    if gt_dir.name in MASK_FOLDERS and not (gt_dir / DATASET_JSON).is_file():
         gt_dir = gt_dir.parent
     return dataset_labels(gt_dir)
+
+
+def mask_folder(gt_dir: Path) -> Path:
+    """The folder of masks a ground truth names: a dataset root's ``masks/`` (else its ``labelsTr/``), or itself."""
+    return next((gt_dir / name for name in MASK_FOLDERS if (gt_dir / name).is_dir()), gt_dir)
 
 
 def _image_size(path: Path) -> tuple[int, int]:
@@ -135,7 +145,7 @@ def evaluate_folders(
 ) -> EvaluationResult:
     """Score ``pred_dir/NAME.png`` against ``gt_dir/NAME.<image suffix>`` for each name.
 
-    ``gt_dir`` may be a mask folder or a dataset root holding ``masks/``. ``names=None`` scores every
+    ``gt_dir`` may be a mask folder or a dataset root holding ``masks/`` (or nnU-Net's ``labelsTr/``). ``names=None`` scores every
     ground-truth mask (a prediction without one is an error). A missing prediction is an error unless
     ``missing`` says otherwise (nnU-Net's rule): ``"empty"`` scores it as an empty mask, ``"skip"`` scores
     only the names that have one; either way ``summary.json`` counts them (``n_missing_predictions``).
@@ -160,7 +170,7 @@ def evaluate_folders(
             f"a mask threshold ({threshold}) applies to binary masks; the {labels.num_classes} classes "
             f"{list(labels.names)} are read as label-map values: drop the threshold"
         )
-    mask_dir = gt_dir / "masks" if (gt_dir / "masks").is_dir() else gt_dir
+    mask_dir = mask_folder(gt_dir)
 
     folder_problems = []
     if not pred_dir.is_dir():
@@ -443,6 +453,6 @@ def _evaluation_guard(out: Path, gt_dir: str | os.PathLike, overwrite: bool) -> 
     with OutputGuard("evaluate", overwrite=overwrite) as guard:
         guard.claim(out)
         gt = Path(gt_dir)
-        guard.read_folder(gt, gt / "masks")
+        guard.read_folder(gt, *[gt / name for name in MASK_FOLDERS])
         guard.plan(out / "metrics.csv", out / "summary.json")
         yield guard

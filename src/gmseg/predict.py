@@ -34,31 +34,38 @@ from .errors import DataError, GmsegError
 from .inference import MIRROR_AXES, PRECISIONS, make_predictor, mirror_averaged, pick_device  # noqa: F401 (the API)
 from .labels import BINARY, LabelSet
 from .prediction import BackgroundWriter, PredictionReport, claim_and_plan, evaluation_transform, finish
-from .volume_predict import is_volume_input, predict_volumes
+from .volume_predict import input_stem, is_volume_input, predict_volumes
 
 __all__ = ["PredictionReport", "collect_inputs", "evaluation_transform", "image_to_tensor", "predict_files"]
 
 
 def collect_inputs(inputs: str | os.PathLike | Sequence[str | os.PathLike]) -> list[Path]:
-    """Expand folders into their image files (sorted); keep explicitly named files as given.
+    """Expand folders into their image files and DICOM series (sorted); keep explicitly named files as given.
 
-    A file reached twice (named twice, named and in a named folder, or by a link) is kept once, so it is
-    predicted and counted once.
+    A folder that is a DICOM series (:func:`gmseg.data.readers.is_dicom_series`) is one input, named or
+    inside a named folder. A file reached twice (named twice, named and in a named folder, or by a link) is
+    kept once, so it is predicted and counted once.
     """
     from .data.io import IMAGE_SUFFIXES, is_image_file
+    from .data.readers import is_dicom_series
 
     items = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
     files: list[Path] = []
     for item in items:
         path = Path(item)
-        if path.is_dir():  # hidden files (macOS ._name.png) are skipped, as prepare skips them
-            files += sorted(p for p in path.iterdir() if p.is_file() and (is_image_file(p) or is_volume_input(p)))
+        if is_dicom_series(path):
+            files.append(path)
+        elif path.is_dir():  # hidden files (macOS ._name.png) are skipped, as prepare skips them
+            files += sorted(p for p in path.iterdir() if _is_input(p))
         elif not path.exists() and (str(item).endswith(("/", os.sep)) or not is_image_file(path)):
             raise GmsegError(f"--input {item}: no such file or folder")  # not an image the reader would name
         else:
             files.append(path)  # missing files are reported per file by the reader
     if not files:
-        raise GmsegError(f"No input images found in {', '.join(map(str, items))} (suffixes: {IMAGE_SUFFIXES}).")
+        raise GmsegError(
+            f"No input images found in {', '.join(map(str, items))} (suffixes: {IMAGE_SUFFIXES}, or DICOM series "
+            "folders of .dcm files)."
+        )
     seen: set[object] = set()
     unique = []
     for path in files:
@@ -73,6 +80,15 @@ def collect_inputs(inputs: str | os.PathLike | Sequence[str | os.PathLike]) -> l
     return unique
 
 
+def _is_input(path: Path) -> bool:
+    """An entry of a listed folder that is predicted: an image or volume file, or a DICOM series folder."""
+    from .data.io import is_image_file
+
+    if path.is_dir():
+        return is_volume_input(path)
+    return path.is_file() and (is_image_file(path) or is_volume_input(path))
+
+
 def plan_outputs(
     guard: Any,
     files: Sequence[Path],
@@ -82,8 +98,10 @@ def plan_outputs(
     overlay: bool = False,
     protected: Sequence[Path] = (),
     skip_complete: bool = False,
+    stems: dict[Path, str] | None = None,
 ) -> dict[Path, list[Path]]:
-    """Plan every file predict will write, before any is written: input -> its outputs.
+    """Plan every file predict will write, before any is written: input -> its outputs, each named by the
+    input's stem (or its ``stems`` entry: a case name).
 
     Refused (by ``guard``, a :class:`gmseg.outputs.OutputGuard`): an output folder that is a ``protected``
     folder (the ground truth) or holds an input image (compared as folders, so links count); two outputs
@@ -91,7 +109,7 @@ def plan_outputs(
     input ``x.overlay``); an existing file the guard may not replace. With ``skip_complete``, an input
     whose outputs gmseg already wrote, all of them, is left out (atomic writes: present means complete).
     """
-    from .data.readers import OUTPUT_2D_SUFFIX, split_name
+    from .data.readers import OUTPUT_2D_SUFFIX
     from .outputs import same_file
 
     if output.exists() and not output.is_dir():
@@ -119,7 +137,7 @@ def plan_outputs(
     kinds = {mask_suffix: "the mask", ".prob.npy": "the probabilities", overlay_suffix: "the overlay"}
     planned: dict[Path, list[Path]] = {}
     for path in files:
-        stem = split_name(path)[0]
+        stem = stems[path] if stems is not None else input_stem(path)
         outputs = [output / f"{stem}{suffix}" for suffix in suffixes]
         if skip_complete and all(p.is_file() and guard.is_own(p) for p in outputs):
             continue
@@ -340,8 +358,13 @@ def predict_files(
     backend: str = "auto",
     skip_complete: bool = False,
     workers: int | None = None,
+    names: Sequence[str] | None = None,
 ) -> PredictionReport:
     """Predict every input image and write its mask (and optionally probabilities / overlay).
+
+    Outputs are named like their inputs (``x.jpg`` -> ``x.png``), or by ``names``: one stem per input file,
+    in order (``gmseg test`` writes nnU-Net's ``CASE_0000.png`` as ``CASE.png``; volumes as
+    :func:`~gmseg.volume_predict.predict_volumes` names them).
 
     A model whose ``labels`` name more than two classes writes label maps (:func:`write_class_prediction`).
     ``backend``, ``precision``, ``channels_last`` and ``compile`` are the options of
@@ -357,7 +380,6 @@ def predict_files(
     predict and write in turn; None: :func:`auto_workers`). Under a launch of several processes each
     predicts its share of the inputs and every one returns the launch's report (:mod:`gmseg.prediction`).
     """
-    from .data.readers import split_name
     from .outputs import OutputGuard
 
     if gt_dir is not None and not Path(gt_dir).is_dir():
@@ -366,13 +388,14 @@ def predict_files(
         raise GmsegError(f"--workers must be 0 or more (0: read, predict and write in turn), got {workers}")
     launch, torch_device = current_launch(device)
     files = collect_inputs(inputs)
+    stems = _named_stems(inputs, names, files)
     output = Path(output_dir)
     options = dict(backend=backend, precision=precision, channels_last=channels_last, compile=compile, tta=tta)
     if any(is_volume_input(f) for f in files):  # volumes: slice by slice, written back with their geometry
         return predict_volumes(
             model, files, output, save_prob=save_prob, overlay=overlay, batch_size=batch_size, device=torch_device,
             overwrite=overwrite, progress=progress, protected=[Path(gt_dir)] if gt_dir is not None else [],
-            options=options, workers=workers,
+            options=options, workers=workers, names=None if stems is None else [stems[f] for f in files],
         )  # fmt: skip
     hint = "pass --overwrite to replace them, or --continue to keep the complete ones and predict the rest"
     protected = [Path(gt_dir)] if gt_dir is not None else []
@@ -389,13 +412,31 @@ def predict_files(
                 overlay=overlay,
                 protected=protected,
                 skip_complete=skip_complete,
+                stems=stems,
             ),
         )
+        stem_of = stems or {path: input_stem(path) for path in files}
         report = _predict_planned(
             guard, planned, files, output, model, torch_device, save_prob, overlay, gt_dir, batch_size, progress,
-            options, launch, workers,
+            options, launch, workers, stem_of,
         )  # fmt: skip
-        return finish(launch, output, report, [split_name(path)[0] for path in files])
+        return finish(launch, output, report, [stem_of[path] for path in files])
+
+
+def _named_stems(
+    inputs: str | os.PathLike | Sequence[str | os.PathLike], names: Sequence[str] | None, files: list[Path]
+) -> dict[Path, str] | None:
+    """Input file -> the output stem ``names`` gives it (None without ``names``): one name per named file,
+    so a folder (whose files are listed here) or a count that differs is refused before anything is read."""
+    if names is None:
+        return None
+    items = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
+    paths = [Path(item) for item in items]
+    if len(names) != len(paths) or len(files) != len(paths) or any(a != b for a, b in zip(files, paths)):
+        raise GmsegError(
+            f"{len(names)} output names for {len(paths)} inputs: names need one distinct input file each, in order"
+        )
+    return dict(zip(paths, names))
 
 
 def _predict_planned(
@@ -413,16 +454,17 @@ def _predict_planned(
     options: dict[str, Any],
     launch: Launch | None = None,
     workers: int | None = None,
+    stem_of: dict[Path, str] | None = None,
 ) -> PredictionReport:
     """The loop of :func:`predict_files` over this rank's share of the planned inputs, each output recorded
     by ``guard`` as gmseg's just before it is written (atomically)."""
     from tqdm.auto import tqdm
 
     from .data.io import find_file
-    from .data.readers import split_name
 
     launch = launch or Launch()
-    skipped = [split_name(path)[0] for path in files if path not in planned] if launch.is_main else []
+    stem_of = stem_of or {path: input_stem(path) for path in files}
+    skipped = [stem_of[path] for path in files if path not in planned] if launch.is_main else []
     report = PredictionReport(skipped=skipped)
     files = launch.share(list(planned), batch_size)  # rank 0's order, whole batches: as one process runs them
     # before any file is written: a missing runtime or a bad graph writes nothing
@@ -432,7 +474,7 @@ def _predict_planned(
     workers = auto_workers(len(files), batch_size, launch.world) if workers is None else workers
 
     def write(path: Path, image: np.ndarray, probability: torch.Tensor) -> None:
-        name = split_name(path)[0]
+        name = stem_of[path]
         guard.record(*planned[path])
         if labels.is_binary:
             write_binary_prediction(

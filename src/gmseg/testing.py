@@ -1,30 +1,30 @@
 """``gmseg test``: predict a dataset's images, score them, and draw the best/median/worst cases.
 
 With a model trained on one dataset and the images of another, this is the paper's cross-domain protocol
-(e.g. BUSI -> BUS): nothing about the model changes, only ``--data``.
+(e.g. BUSI -> BUS): nothing about the model changes, only ``--data``. A prepared folder is tested here; an
+MSD task or nnU-Net raw dataset goes to :mod:`gmseg.volume_testing` (volumes) or :mod:`gmseg.planar_testing`
+(2D files), and every one draws its cases with :mod:`gmseg.case_reports`.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from .bounds import check_mask_threshold
+from .case_reports import TEST_OUTPUTS, write_report
 from .errors import GmsegError
-from .evaluate import EvaluationResult, extreme_rows, parse_size, run_evaluate
+from .evaluate import EvaluationResult, mask_folder, parse_size, run_evaluate
 from .metrics import check_empty_mode
 from .models import load_model
 from .outputs import OutputGuard
+from .planar_testing import run_planar_test
 from .predict import predict_files
+from .volume_testing import run_volume_test
 
 ALL_STAGE = "all"
-#: The files ``gmseg test`` writes into ``--out`` besides ``predictions/``: replaced only with ``--overwrite``.
-TEST_OUTPUTS = ("timing.json", "tested_names.json", "metrics.csv", "summary.json", "report.png")
 
 
 def stage_names(data_dir: Path, split: str | os.PathLike | None, stage: str) -> list[str] | None:
@@ -87,8 +87,6 @@ def run_test(
     from .data.volume_dataset import is_volume_layout
 
     if is_volume_layout(data_dir):  # MSD / nnU-Net: cases of the layout's split, read in place
-        from .volume_testing import run_planar_test, run_volume_test
-
         common = dict(split=split, stage=stage, empty=empty, batch_size=batch_size, device=device, progress=progress)
         if open_layout(data_dir).is_3d:  # volumes: scored in 3D
             return run_volume_test(model, data_dir, out_dir, tta=tta, overwrite=overwrite, **common)
@@ -153,62 +151,10 @@ def run_test(
             threshold=mask_threshold,
             guard=guard,
         )
-        mask_dir = data_dir / "masks" if (data_dir / "masks").is_dir() else data_dir
+        mask_dir = mask_folder(data_dir)
 
         def files(name: str) -> tuple[Path | None, Path | None]:
             return find_file(images_dir, name), find_file(mask_dir, name)
 
         write_report(result, files, predictions, out_dir / "report.png", guard=guard)
         return result
-
-
-def case_view(
-    image_file: Path | None, pred_file: Path, gt_file: Path | None, labels: Any, threshold: float | None = None
-) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
-    """(image, prediction, truth) of one scored image, or None when a file is missing or unreadable or the three
-    do not line up (the metrics already reported what is wrong)."""
-    from .data.io import read_image, read_label_map, read_mask
-
-    if image_file is None or gt_file is None or not pred_file.is_file():
-        return None
-    try:
-        image = read_image(image_file)
-        if labels.is_binary:
-            pred, gt = read_mask(pred_file).astype(bool), read_mask(gt_file, threshold).astype(bool)
-        else:
-            pred, gt = read_label_map(pred_file, labels), read_label_map(gt_file, labels)
-    except (OSError, ValueError, GmsegError):
-        return None
-    if pred.shape != image.shape[:2] or gt.shape != image.shape[:2]:
-        return None
-    return image, pred, gt
-
-
-def write_report(
-    result: EvaluationResult,
-    files: Callable[[str], tuple[Path | None, Path | None]],
-    predictions: Path,
-    path: Path,
-    guard: Any = None,
-) -> Path:
-    """The best, median and worst cases as overlays: where a person would rather look than read.
-
-    ``files`` gives a scored name's (image, truth) files (an nnU-Net case's image is named ``CASE_0000``)."""
-    from .data.readers import OUTPUT_2D_SUFFIX
-    from .visualize import report_grid
-
-    labels = result.labels
-    # Multi-class: cases ranked and titled by the lesion-vs-background Dice (all classes merged).
-    key = "dice" if labels.is_binary else "any_dice"
-    cases = []
-    for row in extreme_rows(result.rows, key=key):
-        name = row["name"]
-        image_file, gt_file = files(name)
-        view = case_view(image_file, predictions / f"{name}{OUTPUT_2D_SUFFIX}", gt_file, labels)
-        if view is None:
-            continue  # drawn only when all three line up; the metrics already reported the mismatch
-        dice = float(row[key]) if np.isfinite(row[key]) else 0.0
-        cases.append({"name": name, "image": view[0], "pred": view[1], "gt": view[2], "dice": dice})
-    what = "Dice" if labels.is_binary else "lesion Dice (classes merged)"
-    title = f"{what} mean {result.summary['metrics'][key]['mean']:.3f} over {len(result.rows)} images"
-    return report_grid(cases, path, title=title, labels=labels, guard=guard)

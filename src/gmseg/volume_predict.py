@@ -37,14 +37,22 @@ from .errors import DataError, GmsegError
 from .labels import BINARY, LabelSet
 from .prediction import BackgroundWriter, PredictionReport, claim_and_plan, evaluation_transform, finish, read_ahead
 
-__all__ = ["is_volume_input", "predict_volume", "predict_volumes", "prob_paths", "volume_output_paths"]
+__all__ = ["input_stem", "is_volume_input", "predict_volume", "predict_volumes", "prob_paths", "volume_output_paths"]
 
 
 def is_volume_input(path: str | os.PathLike[str]) -> bool:
-    """A volume file by its ending (.nii.gz, .nii, .nrrd, .mha, .mhd)."""
-    from .data.readers import is_volume_file
+    """A volume file by its ending (.nii.gz, .nii, .nrrd, .mha, .mhd), or a folder that is a DICOM series."""
+    from .data.readers import is_dicom_series, is_volume_file
 
-    return is_volume_file(path)
+    return is_volume_file(path) or is_dicom_series(path)
+
+
+def input_stem(path: Path) -> str:
+    """The name an input's outputs take: a DICOM series folder's whole name, a file's name without its
+    ending (``case.nii.gz`` -> ``case``)."""
+    from .data.readers import is_dicom_series, split_name
+
+    return path.name if is_dicom_series(path) else split_name(path)[0]
 
 
 def prob_paths(output: Path, name: str, ending: str, labels: LabelSet) -> dict[int, Path]:
@@ -58,11 +66,11 @@ def volume_output_paths(
     output: Path, path: Path, labels: LabelSet, save_prob: bool, name: str | None = None
 ) -> list[Path]:
     """Every file predicting ``path`` writes into ``output`` (as ``name``, default its own): the label volume
-    (and the probabilities)."""
-    from .data.readers import split_name
+    (and the probabilities), in the input's format (a DICOM series: NIfTI)."""
+    from .data.readers import output_suffix
 
-    stem, ending = split_name(path)
-    name = stem if name is None else name
+    ending = output_suffix(path)
+    name = input_stem(path) if name is None else name
     paths = [output / f"{name}{ending}"]
     return paths + (list(prob_paths(output, name, ending, labels).values()) if save_prob else [])
 
@@ -152,14 +160,14 @@ def _plan(
     for folder in protected:
         if same_file(folder, output):
             raise GmsegError(f"--output {output} is the ground-truth folder {folder}; choose another output folder.")
-    inside = [f for f in files if same_file(f.resolve().parent, output)]
+    inside = [f for f in files if same_file(f.resolve().parent, output) or same_file(f, output)]
     if inside:
         raise GmsegError(
             f"--output {output} holds the input volume {inside[0]}: predictions would be written over the "
             "inputs; choose another output folder."
         )
     guard.read(*files)
-    guard.read_folder(*protected)
+    guard.read_folder(*protected, *[f for f in files if f.is_dir()])  # nothing written into a DICOM series
     for path, name in zip(files, names):
         guard.plan(*volume_output_paths(output, path, labels, save_prob, name), owner=f"the prediction of {path}")
 
@@ -181,8 +189,9 @@ def predict_volumes(
     names: Sequence[str] | None = None,
     workers: int | None = None,
 ) -> PredictionReport:
-    """Predict every volume in ``files`` and write its label volume (and probabilities) into ``output_dir``,
-    named like its input (or ``names``: e.g. nnU-Net case names without ``_0000``).
+    """Predict every volume in ``files`` (a DICOM series: its folder) and write its label volume (and
+    probabilities) into ``output_dir``, named like its input (or ``names``: e.g. nnU-Net case names without
+    ``_0000``), in its format (:func:`gmseg.data.readers.output_suffix`: a DICOM series as NIfTI).
 
     ``predict`` (images in [-1, 1] -> probabilities) or ``options`` (those of
     :func:`gmseg.inference.make_predictor`: backend, precision, ...) choose the inference; default: the
@@ -195,13 +204,13 @@ def predict_volumes(
     """
     from tqdm.auto import tqdm
 
-    from .data.readers import split_name
+    from .data.readers import output_suffix
     from .outputs import OutputGuard
 
     if overlay:
         raise GmsegError("--overlay draws 2D images; for volumes, `gmseg test` draws each case's fullest slices.")
     paths = [Path(f) for f in files]
-    names = [split_name(p)[0] for p in paths] if names is None else list(names)
+    names = [input_stem(p) for p in paths] if names is None else list(names)
     if len(names) != len(paths):
         raise GmsegError(f"{len(names)} output names given for {len(paths)} input volumes")
     output = Path(output_dir)
@@ -223,7 +232,7 @@ def predict_volumes(
                 if isinstance(result, str):
                     report.failed[path.name] = result
                 else:
-                    writer.submit(_write, guard, output, name, split_name(path)[1], volume, *result, labels, report)
+                    writer.submit(_write, guard, output, name, output_suffix(path), volume, *result, labels, report)
                 bar.update()
         bar.close()
         report.seconds = time.perf_counter() - started
