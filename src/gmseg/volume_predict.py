@@ -2,7 +2,8 @@
 
 For each input volume ``NAME.<ext>`` (NIfTI, NRRD, MHA ...) it writes ``NAME.<ext>``: a uint8 label volume
 of class values with exactly the input's shape, spacing, origin and direction, in the input's format
-(:func:`gmseg.data.readers.write_volume`). The slices are taken along the axis of the model's recorded
+(:func:`gmseg.data.readers.write_volume`); a DICOM series (a folder of ``.dcm`` slices) ``NAME.nii.gz``,
+with the geometry of its headers. The slices are taken along the axis of the model's recorded
 rule (:mod:`gmseg.data.slicing`), normalised as in training (the model folder's
 :class:`~gmseg.data.normalization.VolumeInput`; a model trained on 2D images gets the per-volume z-score),
 resized to the model's input size by training's evaluation transform, and go through the model in
