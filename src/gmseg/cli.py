@@ -100,8 +100,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     predict = verbs.add_parser("predict", help="segment images (no ground truth needed)")
     predict.add_argument("--model", required=True, help="model folder (checkpoints/best of a run) or Hub id")
-    predict.add_argument("--input", required=True, nargs="+", help="image files or folders")
-    predict.add_argument("--output", required=True, help="folder for NAME.png masks")
+    predict.add_argument(
+        "--input", required=True, nargs="+", help="image or volume files, DICOM series folders, or folders of them"
+    )
+    predict.add_argument(
+        "--output",
+        required=True,
+        help="folder for NAME.png masks (volumes: label volumes in their input's format; DICOM series: NAME.nii.gz)",
+    )
     predict.add_argument("--save-prob", action="store_true", help="also write NAME.prob.npy (float32, original size)")
     predict.add_argument("--overlay", action="store_true", help="also write NAME.overlay.png")
     predict.add_argument("--gt", help="mask folder: draw true contours on overlays too")
@@ -149,7 +155,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate = verbs.add_parser("evaluate", help="score predicted masks against ground truth")
     add_evaluation_args(evaluate)
     evaluate.add_argument("--pred", required=True, help="folder of predicted NAME.png masks")
-    evaluate.add_argument("--gt", required=True, help="folder of true masks (or a dataset folder with masks/)")
+    evaluate.add_argument(
+        "--gt", required=True, help="folder of true masks (or a dataset folder with masks/ or labelsTr/)"
+    )
     evaluate.add_argument("--out", help="where to write metrics.csv and summary.json (default: --pred)")
     evaluate.add_argument(
         "--overwrite", action="store_true", help="replace an existing metrics.csv / summary.json in --out"
