@@ -19,6 +19,14 @@ Without ``--model`` the models have seeded random weights (GMS-TAESD: TAESD's re
 meaningless. With ``--model DIR --data DATASET`` that trained model is timed instead, and each variant also
 predicts the ``--stage`` images of DATASET and is scored as ``gmseg test`` scores (metrics.csv); dDice is the
 paired per-image Dice difference to torch fp32 (mean ± SE, in Dice points). Writes bench/results/backends.json.
+
+DATASET may also be an MSD task folder or an nnU-Net raw dataset of volumes (read in place, as ``gmseg test``
+reads it): the cases of ``--stage`` (of ``--split``, e.g. the run's split.json, else the dataset's own split
+file; ``--stage all`` every labelled case) are predicted whole by each variant, scored in 3D (metrics.csv, a
+row per case) and dDice is paired *per case* on the case's ``mean_dice`` (its mean over foreground classes);
+``d_dice_images`` then counts cases. The int8 variants are refused on a volume dataset (a row saying so):
+their calibration reads 2D images (``gmseg export --calibration``), and calibrating on synthetic ultrasound
+images would score the wrong calibration rather than int8. A 2D nnU-Net dataset is refused: prepare it first.
 """
 
 from __future__ import annotations
@@ -175,12 +183,42 @@ def export_folders(
     return folders, refused
 
 
+#: why the int8 variants have no row of numbers on a volume dataset (see the module's docstring)
+VOLUME_INT8_REFUSED = "int8 calibration reads 2D images (gmseg export --calibration), not the volumes of this dataset"
+
+
+def is_volume_data(data: Path) -> bool:
+    """Whether ``--data`` is an MSD task or nnU-Net raw dataset of volumes (scored per case in 3D); False for
+    a prepared 2D folder. A 2D nnU-Net dataset is refused: its cases are scored here only once prepared."""
+    from gmseg.data.layouts import open_layout
+    from gmseg.data.volume_dataset import is_volume_layout
+    from gmseg.errors import GmsegError
+
+    if not is_volume_layout(str(data)):
+        return False
+    if not open_layout(data).is_3d:
+        raise GmsegError(f"--data {data} is a 2D nnU-Net dataset: prepare it (gmseg prepare) and pass that folder")
+    return True
+
+
+def int8_refusals(args: argparse.Namespace, exports: set[str]) -> dict[str, str]:
+    """export -> why refused before exporting: the int8 exports when ``--data`` is a volume dataset."""
+    if not getattr(args, "volumes", False):
+        return {}
+    refused = {e: VOLUME_INT8_REFUSED for e in exports if e.endswith(" int8")}
+    for export in sorted(refused):
+        print(f"  {export}: refused: {VOLUME_INT8_REFUSED}", flush=True)
+    return refused
+
+
 def time_variants(name: str, args: argparse.Namespace, root: Path) -> list[dict[str, Any]]:
     """Every variant of one model, timed round-robin in worker processes; rows of the table."""
     source: Any = Path(args.model) if args.model else build_model(name, args.size, args.seed)
     exports = {VARIANTS[v][2] for v in args.variants if VARIANTS[v][2]}
+    early = int8_refusals(args, exports)
     calibration = calibration_source(args, root)
-    folders, refused = export_folders(source, exports, root / name, calibration, args.calibration_size)
+    folders, refused = export_folders(source, exports - set(early), root / name, calibration, args.calibration_size)
+    refused.update(early)
     timed = [v for v in args.variants if VARIANTS[v][2] not in refused]
     images, _ = common.synthetic_batch(args.images, args.size, seed=args.seed)
     workers: dict[str, common.Worker] = {}
@@ -251,20 +289,58 @@ def time_variants(name: str, args: argparse.Namespace, root: Path) -> list[dict[
     return rows
 
 
-def score_variants(args: argparse.Namespace, rows: list[dict[str, Any]], root: Path) -> None:
-    """With a trained model and a dataset: each variant predicts and scores the stage's images as ``gmseg
-    test`` does; dDice is paired per image against torch fp32 (Dice points, mean ± SE)."""
+def score_images(args: argparse.Namespace, predict: Any, out: Path) -> dict[str, float]:
+    """A prepared 2D dataset's ``--stage`` images predicted into ``out/predictions`` and scored as ``gmseg
+    test`` scores them; Dice by image name."""
     from gmseg.data.io import find_file
     from gmseg.evaluate import run_evaluate
-    from gmseg.models import load_model
-    from gmseg.predict import predict_files
     from gmseg.testing import stage_names
-    from study_stats import paired_difference, per_image_dice
+    from study_stats import per_image_dice
 
     data = Path(args.data)
     names = stage_names(data, args.split, args.stage)
     inputs: Any = data / "images" if names is None else [find_file(data / "images", n) for n in names]
     split = args.split or (data / "split.json" if (data / "split.json").is_file() else None)
+    predict(inputs, out / "predictions", None)
+    run_evaluate(out / "predictions", data, out_dir=out, split=split, stage=args.stage if split else "test")
+    return per_image_dice(out)
+
+
+def score_cases(args: argparse.Namespace, predict: Any, out: Path) -> dict[str, float]:
+    """A volume dataset's ``--stage`` cases (:func:`gmseg.volume_testing.test_cases`) predicted whole, named by
+    case, and scored in 3D as ``gmseg test`` scores them (metrics.csv, a row per case); mean Dice by case."""
+    from gmseg.data.layouts import open_layout
+    from gmseg.data.readers import output_suffix
+    from gmseg.errors import DataError
+    from gmseg.evaluate import EvaluationResult, write_results
+    from gmseg.metrics3d import summarize_volumes, volume_columns
+    from gmseg.volume_evaluate import evaluate_volumes
+    from gmseg.volume_testing import test_cases
+    from study_stats import per_case_dice
+
+    layout = open_layout(args.data)
+    cases = test_cases(layout, args.split, args.stage)
+    predict([c.images[0] for c in cases], out / "predictions", [c.name for c in cases])
+    pairs = [(c.name, out / "predictions" / f"{c.name}{output_suffix(c.images[0])}", c.label) for c in cases]
+    rows, entries, problems = evaluate_volumes(pairs, layout.labels, "standard")
+    if problems:
+        raise DataError(f"cannot evaluate {out / 'predictions'}: {len(problems)} problem(s)", problems)
+    summary = summarize_volumes(rows, entries, "standard", layout.labels)
+    labels, columns = layout.labels, volume_columns(layout.labels)
+    write_results(EvaluationResult(rows=rows, summary=summary, labels=labels, columns=columns), out)
+    return per_case_dice(out)
+
+
+def score_variants(args: argparse.Namespace, rows: list[dict[str, Any]], root: Path) -> None:
+    """With a trained model and a dataset: each variant predicts and scores the stage's images (or, on a
+    volume dataset, cases) as ``gmseg test`` does; dDice is paired per image (case) against torch fp32
+    (Dice points, mean ± SE)."""
+    from gmseg.models import load_model
+    from gmseg.predict import predict_files
+    from study_stats import paired_difference
+
+    score = score_cases if args.volumes else score_images
+    unit = "cases" if args.volumes else "images"
     dice: dict[str, dict[str, float]] = {}
     for row in rows:
         if "refused" in row:
@@ -272,31 +348,31 @@ def score_variants(args: argparse.Namespace, rows: list[dict[str, Any]], root: P
         variant = row["variant"]
         backend, options, fmt = VARIANTS[variant]
         folder = export_dir(root / "model", fmt) if fmt else Path(args.model)
-        out = root / "scores" / variant.replace(" ", "-")
-        predict_files(
-            load_model(folder),
-            inputs,
-            out / "predictions",
-            backend=backend,
-            device=args.device,
-            progress=False,
-            **options,
-        )
-        run_evaluate(out / "predictions", data, out_dir=out, split=split, stage=args.stage if split else "test")
-        dice[variant] = per_image_dice(out)
-        print(f"[scored] {variant}: {len(dice[variant])} images", flush=True)
+        model = load_model(folder)
+
+        def predict(inputs: Any, out: Path, names: list[str] | None) -> None:
+            predict_files(
+                model, inputs, out, backend=backend, device=args.device, progress=False, names=names, **options
+            )
+
+        dice[variant] = score(args, predict, root / "scores" / variant.replace(" ", "-"))
+        print(f"[scored] {variant}: {len(dice[variant])} {unit}", flush=True)
     for row in rows:
         if REFERENCE in dice and row["variant"] in dice:
             mean, se, n, _ = paired_difference(dice[row["variant"]], dice[REFERENCE])
-            row.update({"d_dice": mean, "d_dice_se": se, "d_dice_images": n})
+            row.update({"d_dice": mean, "d_dice_se": se, "d_dice_images": n, "d_dice_unit": unit})
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", nargs="+", default=["gms-taesd", "unet"], choices=MODELS)
     parser.add_argument("--model", help="a trained model folder (or run folder) to time and score instead")
-    parser.add_argument("--data", help="with --model: a prepared dataset whose --stage images are scored")
-    parser.add_argument("--split", help="split file (default: DATA/split.json)")
+    parser.add_argument(
+        "--data",
+        help="with --model: a prepared dataset whose --stage images are scored, or an MSD task / nnU-Net raw "
+        "dataset of volumes whose --stage cases are scored in 3D",
+    )
+    parser.add_argument("--split", help="split file (default: DATA/split.json; volumes: the dataset's own)")
     parser.add_argument("--stage", default="test")
     parser.add_argument("--size", type=int, default=224, help="image size of the seeded models")
     parser.add_argument("--images", type=int, default=16, help="images per variant and round")
@@ -316,6 +392,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.data and not args.model:
         parser.error("--data scores a trained model: pass --model DIR too")
+    args.volumes = bool(args.data) and is_volume_data(Path(args.data))
+    if args.volumes:  # a missing split or stage stops here, not after the timing
+        from gmseg.data.layouts import open_layout
+        from gmseg.volume_testing import test_cases
+
+        test_cases(open_layout(args.data), args.split, args.stage)
     cuda = args.device.startswith("cuda")
     args.variants = args.variants or (GPU_VARIANTS if cuda else DEFAULT_VARIANTS)
     if args.compile and "torch compile" not in args.variants:
@@ -342,9 +424,12 @@ def main(argv: list[str] | None = None) -> int:
             "benchmark": "backends",
             "size": args.size,
             "model": args.model or "seeded weights",
+            "data": args.data,
+            "scored_per": None if not args.data else "case (3D, mean_dice)" if args.volumes else "image",
             "seconds_total": round(time.perf_counter() - started, 1),
             "notes": "images_per_s from the best of the round-robin rounds; max_dprob against torch fp32 on the same "
-            "images and weights; d_dice paired per image against torch fp32 (Dice points), only with --model/--data.",
+            "images and weights; d_dice paired per image (per case, on its mean_dice, for a volume dataset) against "
+            "torch fp32 (Dice points), only with --model/--data.",
             "rows": rows,
         }
     )
@@ -367,7 +452,8 @@ def main(argv: list[str] | None = None) -> int:
         ("peak_mb", "peak MB"),
     ]
     if any("d_dice" in row for row in rows):
-        columns.append(("d_dice_text", "dDice ± SE (points)"))
+        unit = "case" if args.volumes else "image"
+        columns.append(("d_dice_text", f"dDice ± SE (points, paired per {unit})"))
     if any("refused" in row for row in rows):
         columns.append(("refused", "export refused"))
     print(common.format_table(rows, columns))

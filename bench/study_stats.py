@@ -3,6 +3,7 @@ code behind ``gmseg compare``, so a table's paired figures are exactly what a us
 
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 
 from gmseg.compare import mean_se, read_scored
@@ -26,3 +27,10 @@ def paired_difference(a: dict[str, float], b: dict[str, float]) -> tuple[float, 
     This is ``gmseg compare B A``'s difference (other minus first)."""
     d = _paired(b, a)
     return 100 * d.mean, 100 * d.se, d.n, d.other_better
+
+
+def per_case_dice(folder: Path) -> dict[str, float]:
+    """A volume test's Dice by case: metrics.csv's ``mean_dice``, the case's mean over its foreground classes
+    (:mod:`gmseg.metrics3d`); ``read_scored`` keeps only the per-class and ``any_`` score columns."""
+    with open(Path(folder) / "metrics.csv", newline="", encoding="utf-8") as handle:
+        return {row["name"]: float(row["mean_dice"]) for row in csv.DictReader(handle)}

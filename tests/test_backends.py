@@ -123,3 +123,110 @@ def test_backend_modules_load_only_when_chosen():
     code = "import sys, gmseg.predict, gmseg.inference; print(sorted({'onnxruntime', 'openvino'} & set(sys.modules)))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=Path.cwd())
     assert out.stdout.strip() == "[]"
+
+
+def write_volume(path: Path, array: np.ndarray) -> None:
+    import SimpleITK as sitk
+
+    image = sitk.GetImageFromArray(array)
+    image.SetSpacing((1.0, 1.0, 2.5))
+    sitk.WriteImage(image, str(path))
+
+
+def tiny_msd_task(root: Path, n: int = 4) -> Path:
+    """An MSD task of ``n`` (6, 20, 16) volumes, two box structures whose place moves with the case."""
+    import json
+
+    rng = np.random.default_rng(0)
+    (root / "imagesTr").mkdir(parents=True)
+    (root / "labelsTr").mkdir()
+    training = []
+    for i in range(n):
+        label = np.zeros((6, 20, 16), np.uint8)
+        label[1:5, 3 + i : 9 + i, 2:7] = 1
+        label[2:5, 12:18, 8 + i % 3 : 14] = 2
+        image = (label * 40.0 + rng.normal(0, 8, label.shape)).astype(np.float32)
+        write_volume(root / "imagesTr" / f"vol_{i:03d}.nii.gz", image)
+        write_volume(root / "labelsTr" / f"vol_{i:03d}.nii.gz", label)
+        training.append({"image": f"./imagesTr/vol_{i:03d}.nii.gz", "label": f"./labelsTr/vol_{i:03d}.nii.gz"})
+    labels = {"0": "background", "1": "anterior", "2": "posterior"}
+    meta = {"name": "Tiny", "modality": {"0": "MRI"}, "labels": labels, "training": training, "test": []}
+    (root / "dataset.json").write_text(json.dumps(meta))
+    return root
+
+
+def test_backends_bench_scores_a_volume_dataset_per_case(tmp_path):
+    """bench/backends.py --data on an MSD task: each variant predicts the test cases whole, scored in 3D, and
+    dDice is paired per case (onnxruntime fp32 is torch fp32's numbers); int8 is refused with its reason."""
+    import json
+
+    pytest.importorskip("onnxruntime", reason="the deploy extra (pip install 'gmseg[deploy]') is not installed")
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+    import backends
+
+    task = tiny_msd_task(tmp_path / "Task98_Tiny")
+    split = tmp_path / "split.json"
+    split.write_text(json.dumps({"train": ["vol_000"], "val": [], "test": ["vol_001", "vol_002", "vol_003"]}))
+    three = LabelSet.from_labels({"background": 0, "anterior": 1, "posterior": 2})
+    torch.manual_seed(0)
+    UNet(unet_arguments([8, 16], SIZE, labels=three)).eval().save_pretrained(tmp_path / "model")
+    out = tmp_path / "backends.json"
+    argv = ["--model", str(tmp_path / "model"), "--data", str(task), "--split", str(split), "--device", "cpu"]
+    argv += ["--variants", "torch fp32", "onnxruntime fp32", "onnxruntime int8", "--images", "2", "--rounds", "1"]
+    assert backends.main([*argv, "--batch", "2", "--out", str(out)]) == 0
+    payload = json.loads(out.read_text())
+    rows = {row["variant"]: row for row in payload["rows"]}
+    assert payload["scored_per"].startswith("case")
+    for variant in ("torch fp32", "onnxruntime fp32"):
+        assert rows[variant]["d_dice_images"] == 3 and rows[variant]["d_dice_unit"] == "cases"
+    assert rows["torch fp32"]["d_dice"] == 0.0
+    assert abs(rows["onnxruntime fp32"]["d_dice"]) < 0.05  # Dice points
+    assert (
+        rows["onnxruntime int8"]["refused"] == backends.VOLUME_INT8_REFUSED and "d_dice" not in rows["onnxruntime int8"]
+    )
+    with pytest.raises(GmsegError, match="ships no split file"):  # refused before any timing
+        backends.main(["--model", str(tmp_path / "model"), "--data", str(task), "--out", str(tmp_path / "no.json")])
+    assert not (tmp_path / "no.json").exists()
+
+
+def test_backends_bench_refuses_a_2d_nnunet_dataset_by_name(tmp_path):
+    import json
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+    from PIL import Image
+
+    import backends
+
+    root = tmp_path / "Dataset001_Flat"
+    for folder in ("imagesTr", "labelsTr"):
+        (root / folder).mkdir(parents=True)
+    for i in range(2):
+        Image.fromarray(np.zeros((16, 16), np.uint8)).save(root / "imagesTr" / f"c{i}_0000.png")
+        Image.fromarray(np.zeros((16, 16), np.uint8)).save(root / "labelsTr" / f"c{i}.png")
+    meta = {"channel_names": {"0": "US"}, "labels": {"background": 0, "lesion": 1}, "numTraining": 2}
+    (root / "dataset.json").write_text(json.dumps({**meta, "file_ending": ".png"}))
+    with pytest.raises(GmsegError, match="2D nnU-Net dataset: prepare it"):
+        backends.is_volume_data(root)
+    assert (
+        backends.is_volume_data(make_synthetic_dataset(tmp_path / "prepared", n_train=1, n_test=1, size=SIZE)) is False
+    )
+
+
+def test_backends_bench_keeps_scoring_a_prepared_2d_dataset_per_image(tmp_path):
+    import json
+
+    pytest.importorskip("onnxruntime", reason="the deploy extra (pip install 'gmseg[deploy]') is not installed")
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+    import backends
+
+    data = make_synthetic_dataset(tmp_path / "data", n_train=2, n_test=3, size=SIZE, seed=2)
+    torch.manual_seed(0)
+    UNet(unet_arguments([8, 16], SIZE)).eval().save_pretrained(tmp_path / "model")
+    out = tmp_path / "backends.json"
+    argv = ["--model", str(tmp_path / "model"), "--data", str(data), "--device", "cpu", "--rounds", "1"]
+    argv += ["--variants", "torch fp32", "onnxruntime fp32", "--images", "2", "--batch", "2", "--out", str(out)]
+    assert backends.main(argv) == 0
+    payload = json.loads(out.read_text())
+    assert payload["scored_per"] == "image"
+    row = next(r for r in payload["rows"] if r["variant"] == "onnxruntime fp32")
+    assert row["d_dice_images"] == 3 and row["d_dice_unit"] == "images" and abs(row["d_dice"]) < 0.05
