@@ -121,7 +121,15 @@ def test_backend_modules_load_only_when_chosen():
     import subprocess
 
     code = "import sys, gmseg.predict, gmseg.inference; print(sorted({'onnxruntime', 'openvino'} & set(sys.modules)))"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=Path.cwd())
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        errors="replace",
+        check=True,
+        cwd=Path.cwd(),
+    )
     assert out.stdout.strip() == "[]"
 
 

@@ -52,6 +52,8 @@ def gmseg(*args: str, pause_after_claim: bool = False) -> subprocess.Popen:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        encoding="utf-8",
+        errors="replace",
         env=ENV,
     )
 

@@ -79,7 +79,9 @@ def launch(port: int, *args: str) -> subprocess.CompletedProcess:
         "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(port),
         "-m", "gmseg.cli", "predict", "--device", "cpu", *args,
     ]  # fmt: skip
-    return subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
+    return subprocess.run(
+        command, capture_output=True, text=True, encoding="utf-8", errors="replace", timeout=300, env=env
+    )
 
 
 def outputs(folder: Path) -> dict[str, bytes]:

@@ -33,6 +33,8 @@ def test_taesd_reconstructs_real_masks_almost_exactly(taesd_dir, tmp_path):
         ],
         capture_output=True,
         text=True,
+        encoding="utf-8",
+        errors="replace",
         timeout=300,
     )
     assert done.returncode == 0, done.stderr
@@ -49,7 +51,7 @@ def test_without_a_split_every_case_is_scored_and_recorded_as_all(taesd_dir, tmp
     data = need(KVASIR5)
     out = tmp_path / "ceiling"
     cmd = [sys.executable, str(SCRIPT), "--vae", str(taesd_dir), "--data", str(data), "--out", str(out)]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(cmd, capture_output=True, text=True, encoding="utf-8", errors="replace", timeout=300)
     assert done.returncode == 0, done.stderr
     ceiling = json.loads((out / "ceiling.json").read_text())
     assert ceiling["n"] == len(list((data / "masks").iterdir()))

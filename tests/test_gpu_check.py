@@ -99,6 +99,8 @@ def test_gpu_check_runs_on_the_cpu_at_tiny_size(tmp_path):
         env=env,
         capture_output=True,
         text=True,
+        encoding="utf-8",
+        errors="replace",
         timeout=1200,
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]

@@ -58,6 +58,8 @@ def test_command_writes_figures_for_images_and_masks(tmp_path):
         ],
         capture_output=True,
         text=True,
+        encoding="utf-8",
+        errors="replace",
     )
     assert done.returncode == 0, done.stderr
     result = json.loads(out.read_text())

@@ -20,7 +20,9 @@ needs_bash = pytest.mark.skipif(shutil.which("bash") is None, reason="bash is ne
 def _git(*args: str, check: bool = True) -> subprocess.CompletedProcess:
     if shutil.which("git") is None or not (ROOT / ".git").exists():
         pytest.skip("not a git checkout: the committed study results cannot be listed")
-    return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=check)
+    return subprocess.run(
+        ["git", *args], cwd=ROOT, capture_output=True, text=True, encoding="utf-8", errors="replace", check=check
+    )
 
 
 def _scored_parts(tracked: list[str]) -> set[str]:
@@ -53,7 +55,9 @@ def test_done_markers_are_not_ignored(study):
 def _schedule(scale: str, model: str, factor: int = 1) -> dict[str, int]:
     """The --set epochs that bench/lib.sh gives MODEL at SCALE."""
     script = f". bench/lib.sh && study_schedule {scale} && schedule {model} {factor}"
-    words = subprocess.run(["bash", "-c", script], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    words = subprocess.run(
+        ["bash", "-c", script], cwd=ROOT, capture_output=True, text=True, encoding="utf-8", errors="replace", check=True
+    ).stdout
     pairs = [w.split("=", 1) for w in words.split() if "epochs=" in w]
     return {key: int(value) for key, value in pairs}
 
@@ -72,6 +76,11 @@ def test_full_scale_is_a_third_of_long(model):
 @needs_bash
 def test_unknown_scale_is_refused():
     done = subprocess.run(
-        ["bash", "-c", ". bench/lib.sh && study_schedule huge"], cwd=ROOT, capture_output=True, text=True
+        ["bash", "-c", ". bench/lib.sh && study_schedule huge"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        errors="replace",
     )
     assert done.returncode != 0 and "unknown SCALE 'huge'" in done.stderr

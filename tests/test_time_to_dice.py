@@ -76,6 +76,8 @@ def test_command_prints_both_tables_and_writes_json(tmp_path):
         ],
         capture_output=True,
         text=True,
+        encoding="utf-8",
+        errors="replace",
         timeout=120,
     )
     assert done.returncode == 0, done.stderr
@@ -93,10 +95,20 @@ def test_a_log_without_validation_is_refused_by_name(tmp_path):
     with pytest.raises(GmsegError, match="val_dice"):
         time_to_dice.race_curve(run)
     done = subprocess.run(
-        [sys.executable, str(BENCH / "time_to_dice.py"), f"x={run}"], capture_output=True, text=True, timeout=120
+        [sys.executable, str(BENCH / "time_to_dice.py"), f"x={run}"],
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        errors="replace",
+        timeout=120,
     )
     assert done.returncode != 0 and str(run) in done.stderr
     bad = subprocess.run(
-        [sys.executable, str(BENCH / "time_to_dice.py"), str(run)], capture_output=True, text=True, timeout=120
+        [sys.executable, str(BENCH / "time_to_dice.py"), str(run)],
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        errors="replace",
+        timeout=120,
     )
     assert bad.returncode == 2 and "LABEL=RUN" in bad.stderr

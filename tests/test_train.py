@@ -327,7 +327,9 @@ def test_two_cpu_processes_with_accelerate_launch(tiny_data, tiny_vae_dir, tmp_p
         str(config_path),
         "--no-progress",
     ]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
+    done = subprocess.run(
+        command, capture_output=True, text=True, encoding="utf-8", errors="replace", timeout=300, env=env
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     runs = list((tmp_path / "runs").iterdir())
     assert len(runs) == 1, runs  # both processes agreed on one run folder

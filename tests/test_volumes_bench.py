@@ -36,6 +36,8 @@ def run_study(out: Path, **env: str) -> subprocess.CompletedProcess:
         env=variables,
         capture_output=True,
         text=True,
+        encoding="utf-8",
+        errors="replace",
         timeout=3000,
     )
 
@@ -77,6 +79,8 @@ def test_table_leaves_out_parts_not_run(tmp_path):
         [sys.executable, str(REPO / "bench" / "volumes_table.py"), "--out", str(tmp_path)],
         capture_output=True,
         text=True,
+        encoding="utf-8",
+        errors="replace",
         check=True,
     )
     table = json.loads((tmp_path / "table.json").read_text())
