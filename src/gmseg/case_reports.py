@@ -14,33 +14,11 @@ from typing import Any
 import numpy as np
 
 from .data.readers import OUTPUT_2D_SUFFIX
-from .errors import GmsegError
 from .evaluate import EvaluationResult, extreme_rows
+from .report_html import REPORT_HTML, case_view, report_page, write_pictures
 
 #: The files ``gmseg test`` writes into ``--out`` besides ``predictions/``: replaced only with ``--overwrite``.
 TEST_OUTPUTS = ("timing.json", "tested_names.json", "metrics.csv", "summary.json", "report.png")
-
-
-def case_view(
-    image_file: Path | None, pred_file: Path, gt_file: Path | None, labels: Any, threshold: float | None = None
-) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
-    """(image, prediction, truth) of one scored image, or None when a file is missing or unreadable or the three
-    do not line up (the metrics already reported what is wrong)."""
-    from .data.io import read_image, read_label_map, read_mask
-
-    if image_file is None or gt_file is None or not pred_file.is_file():
-        return None
-    try:
-        image = read_image(image_file)
-        if labels.is_binary:
-            pred, gt = read_mask(pred_file).astype(bool), read_mask(gt_file, threshold).astype(bool)
-        else:
-            pred, gt = read_label_map(pred_file, labels), read_label_map(gt_file, labels)
-    except (OSError, ValueError, GmsegError):
-        return None
-    if pred.shape != image.shape[:2] or gt.shape != image.shape[:2]:
-        return None
-    return image, pred, gt
 
 
 def write_report(
@@ -82,7 +60,6 @@ def write_planar_report_html(
 ) -> Path:
     """report.html of 2D cases whose image and truth are named apart (``CASE_0000.png``, ``CASE.png``)."""
     from .evaluate import csv_columns
-    from .report_html import REPORT_HTML, report_page, write_pictures
 
     labels = result.labels
 

@@ -156,12 +156,25 @@ def load_case(
     labels: LabelSet = BINARY,
     threshold: float | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
-    """(image, prediction, truth) of one case, or None when a file is missing or the three do not line up."""
-    from gmseg.data.io import find_file, read_image, read_label_map, read_mask  # lazy: gmseg.data loads torch
+    """(image, prediction, truth) of one case found by name in its folders, or None (:func:`case_view`)."""
+    from gmseg.data.io import find_file  # lazy: gmseg.data loads torch
     from gmseg.data.readers import OUTPUT_2D_SUFFIX
 
-    image_file, gt_file = find_file(images_dir, name), find_file(mask_dir, name)
     pred_file = pred_dir / f"{name}{OUTPUT_2D_SUFFIX}"
+    return case_view(find_file(images_dir, name), pred_file, find_file(mask_dir, name), labels, threshold)
+
+
+def case_view(
+    image_file: Path | None,
+    pred_file: Path,
+    gt_file: Path | None,
+    labels: LabelSet = BINARY,
+    threshold: float | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """(image, prediction, truth) of one scored image, or None when a file is missing or unreadable or the
+    three do not line up (the metrics already reported what is wrong with the files)."""
+    from gmseg.data.io import read_image, read_label_map, read_mask  # lazy: gmseg.data loads torch
+
     if image_file is None or gt_file is None or not pred_file.is_file():
         return None
     try:
@@ -171,7 +184,7 @@ def load_case(
         else:
             pred, gt = read_label_map(pred_file, labels), read_label_map(gt_file, labels)
     except (OSError, ValueError, GmsegError):
-        return None  # the metrics already reported what is wrong with the file
+        return None
     if pred.shape != image.shape[:2] or gt.shape != image.shape[:2]:
         return None
     return image, pred, gt
