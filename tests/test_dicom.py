@@ -3,6 +3,9 @@ ImageSeriesReader), and refused clearly when it is not one readable series."""
 
 from __future__ import annotations
 
+import locale
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +17,17 @@ from gmseg.data.readers import output_suffix, read_volume, write_volume
 from gmseg.errors import DataError
 
 ROOT_UID = "1.2.826.0.1.3680043.2.1125.9"
+
+
+@contextmanager
+def gdcm_call() -> Iterator[None]:
+    """GDCM's DICOM writer sets the C locale and leaves it set, after which Python opens text as ASCII and
+    later tests reading UTF-8 files fail: put the locale back (gmseg only reads DICOM, which leaves it)."""
+    saved = locale.setlocale(locale.LC_ALL)
+    try:
+        yield
+    finally:
+        locale.setlocale(locale.LC_ALL, saved)
 
 
 def write_series(
@@ -51,7 +65,8 @@ def write_series(
         writer = sitk.ImageFileWriter()
         writer.KeepOriginalImageUIDOn()
         writer.SetFileName(str(folder / (names[z] if names else f"slice_{series}_{z:03d}.dcm")))
-        writer.Execute(image)
+        with gdcm_call():  # GDCM leaves the C locale set; later tests read UTF-8 text
+            writer.Execute(image)
     return folder
 
 
