@@ -7,6 +7,7 @@ Below all three, so none of them imports another for its reports.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -14,11 +15,30 @@ from typing import Any
 import numpy as np
 
 from .data.readers import OUTPUT_2D_SUFFIX
+from .errors import GmsegError
 from .evaluate import EvaluationResult, extreme_rows
 from .report_html import REPORT_HTML, case_view, report_page, write_pictures
 
 #: The files ``gmseg test`` writes into ``--out`` besides ``predictions/``: replaced only with ``--overwrite``.
 TEST_OUTPUTS = ("timing.json", "tested_names.json", "metrics.csv", "summary.json", "report.png")
+
+
+def record_tested(
+    guard: Any, out_dir: Path, report: Any, unit: str, device: str, tta: bool, names: list[str] | None
+) -> Path | None:
+    """After a test's prediction: refuse a failed one (naming its files), then write ``timing.json`` and,
+    when the tested names are known, ``tested_names.json`` (returned), as every ``gmseg test`` path does."""
+    from .data.splits import save_split
+
+    if not report.ok:
+        raise GmsegError(report.summary())
+    timing = report.timing(unit, device, tta)
+    guard.write_text(out_dir / "timing.json", json.dumps(timing, indent=2) + "\n")
+    if names is None:
+        return None
+    path = out_dir / "tested_names.json"
+    guard.save(path, lambda target: save_split({"test": names}, target))
+    return path
 
 
 def write_report(

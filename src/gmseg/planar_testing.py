@@ -11,12 +11,11 @@ images tested as a prepared folder.
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
 
-from .case_reports import TEST_OUTPUTS, write_planar_report_html, write_report
+from .case_reports import TEST_OUTPUTS, record_tested, write_planar_report_html, write_report
 from .errors import DataError, GmsegError
 from .evaluate import EvaluationResult, evaluate_folders, write_results
 from .predict import predict_files
@@ -42,7 +41,6 @@ def run_planar_test(
     """What ``gmseg test`` runs on a 2D nnU-Net dataset: the cases of ``stage`` (:func:`test_cases`) predicted
     into ``predictions/CASE.png`` and scored one row per case."""
     from .data.layouts import open_layout
-    from .data.splits import save_split
     from .models import load_model
     from .outputs import OutputGuard
     from .report_html import plan_report
@@ -67,10 +65,7 @@ def run_planar_test(
             model, [c.images[0] for c in cases], predictions, names=names, batch_size=batch_size, device=device,
             progress=progress, tta=tta, overwrite=overwrite,
         )  # fmt: skip
-        if not report.ok:
-            raise GmsegError(report.summary())
-        guard.write_text(out_dir / "timing.json", json.dumps(report.timing("image", device, tta), indent=2) + "\n")
-        guard.save(out_dir / "tested_names.json", lambda path: save_split({"test": names}, path))
+        record_tested(guard, out_dir, report, "image", device, tta, names)
         result = evaluate_folders(
             predictions, truths, names=names, size=size, empty=empty, threshold=mask_threshold, labels=layout.labels
         )

@@ -8,13 +8,12 @@ MSD task or nnU-Net raw dataset goes to :mod:`gmseg.volume_testing` (volumes) or
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
 
 from .bounds import check_mask_threshold
-from .case_reports import TEST_OUTPUTS, write_report
+from .case_reports import TEST_OUTPUTS, record_tested, write_report
 from .errors import GmsegError
 from .evaluate import EvaluationResult, mask_folder, parse_size, run_evaluate
 from .metrics import check_empty_mode
@@ -129,17 +128,8 @@ def run_test(
             tta=tta,
             overwrite=overwrite,
         )
-        if not report.ok:
-            raise GmsegError(report.summary())
-        timing = report.timing("image", device, tta)
-        guard.write_text(out_dir / "timing.json", json.dumps(timing, indent=2) + "\n")
         names = names or report.written
-        split_file = None
-        if names is not None:
-            from .data.splits import save_split
-
-            split_file = out_dir / "tested_names.json"
-            guard.save(split_file, lambda path: save_split({"test": names}, path))
+        split_file = record_tested(guard, out_dir, report, "image", device, tta, names)
         result = run_evaluate(
             predictions,
             data_dir,

@@ -14,12 +14,11 @@ and, opened large, its three fullest (:func:`gmseg.report_html.write_volume_repo
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
 
-from .case_reports import TEST_OUTPUTS, write_volume_report
+from .case_reports import TEST_OUTPUTS, record_tested, write_volume_report
 from .data.readers import output_suffix
 from .errors import DataError, GmsegError
 from .evaluate import EvaluationResult, write_results
@@ -66,7 +65,6 @@ def run_volume_test(
 ) -> EvaluationResult:
     """What ``gmseg test`` runs on a volume dataset."""
     from .data.layouts import open_layout
-    from .data.splits import save_split
     from .metrics3d import summarize_volumes, volume_columns
     from .models import load_model
     from .outputs import OutputGuard
@@ -99,12 +97,7 @@ def run_volume_test(
             overwrite=overwrite,
             progress=progress,
         )
-        if not report.ok:
-            raise GmsegError(report.summary())
-        timing = report.timing("volume", device, tta)
-        guard.write_text(out_dir / "timing.json", json.dumps(timing, indent=2) + "\n")
-        names = [c.name for c in cases]
-        guard.save(out_dir / "tested_names.json", lambda path: save_split({"test": names}, path))
+        record_tested(guard, out_dir, report, "volume", device, tta, [c.name for c in cases])
         pairs = [(c.name, predictions / f"{c.name}{output_suffix(c.images[0])}", c.label) for c in cases]
         rows, entries, problems = evaluate_volumes(pairs, labels, empty)
         if problems:
