@@ -24,9 +24,12 @@ DATASET may also be an MSD task folder or an nnU-Net raw dataset of volumes (rea
 reads it): the cases of ``--stage`` (of ``--split``, e.g. the run's split.json, else the dataset's own split
 file; ``--stage all`` every labelled case) are predicted whole by each variant, scored in 3D (metrics.csv, a
 row per case) and dDice is paired *per case* on the case's ``mean_dice`` (its mean over foreground classes);
-``d_dice_images`` then counts cases. The int8 variants are refused on a volume dataset (a row saying so):
-their calibration reads 2D images (``gmseg export --calibration``), and calibrating on synthetic ultrasound
-images would score the wrong calibration rather than int8. A 2D nnU-Net dataset is refused: prepare it first.
+``d_dice_images`` then counts cases. int8 calibrates on slices of the training cases (of ``--split``, as
+``gmseg export --calibration DATASET --split``). A 2D nnU-Net dataset is refused: prepare it first.
+
+``release`` (GMS models) is the release's ``valid.py`` loop on the same images and weights (batch 1, the mask
+encoded too, all heads; bench/common.py): the ``x release`` column divides by its rate. It predicts no test
+images (its probabilities are torch fp32's, which ``max |dprob|`` checks on the timed images).
 """
 
 from __future__ import annotations
@@ -48,10 +51,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
-from gmseg.export import CALIBRATION_SIZE  # noqa: E402
+from gmseg.calibration import CALIBRATION_SIZE  # noqa: E402
 
 #: variant -> (backend, options of make_predictor, the export it reads ("FORMAT" or "FORMAT int8") or None for torch).
 VARIANTS: dict[str, tuple[str, dict[str, Any], str | None]] = {
+    "release": ("release", {}, None),
     "torch fp32": ("torch", {}, None),
     "torch bf16": ("torch", {"precision": "bf16"}, None),
     "torch channels_last": ("torch", {"channels_last": True}, None),
@@ -63,7 +67,7 @@ VARIANTS: dict[str, tuple[str, dict[str, Any], str | None]] = {
     "openvino int8": ("openvino", {}, "openvino int8"),
 }
 DEFAULT_VARIANTS = [v for v in VARIANTS if v != "torch compile"]
-GPU_VARIANTS = ["torch fp32", "torch bf16", "torch channels_last", "torch compile", "onnxruntime fp32"]
+GPU_VARIANTS = ["release", "torch fp32", "torch bf16", "torch channels_last", "torch compile", "onnxruntime fp32"]
 MODELS = ("gms-taesd", "gms-sd-vae", "gms-tiny-kl", "unet")
 REFERENCE = "torch fp32"
 
@@ -111,17 +115,23 @@ class BackendWorker:
         self.device = torch.device(device)
         loaded = load_model(folder) if folder else build_model(model, size, seed)
         self.checksum = common.parameter_checksum(loaded) if VARIANTS[variant][2] is None and not folder else None
-        self.predict = make_predictor(loaded, self.device, backend=backend, **options)
+        if backend == "release":  # the release's valid.py loop on the same weights
+            self.first_stage = loaded.to(self.device).first_stage
+            self.mapping = common.ReleaseMappingModel.from_gmseg(loaded.mapping).to(self.device).eval()
+        else:
+            self.predict = make_predictor(loaded, self.device, backend=backend, **options)
         self.memory = PeakMemory(self.device)
 
     def info(self) -> dict[str, Any]:
         return {"checksum": self.checksum}
 
-    def run(self, images: torch.Tensor, batch: int) -> dict[str, Any]:
-        images = images.to(self.device)
+    def run(self, images: torch.Tensor, masks: torch.Tensor, batch: int) -> dict[str, Any]:
+        images, masks = images.to(self.device), masks.to(self.device)
         self.memory.reset()
 
         def work() -> torch.Tensor:
+            if hasattr(self, "mapping"):
+                return common.release_predict(self.first_stage, self.mapping, images, masks)
             return torch.cat([self.predict(images[s : s + batch]) for s in range(0, len(images), batch)])
 
         probabilities, seconds, cpu_seconds = common.timed(work, self.device)
@@ -158,7 +168,12 @@ def calibration_source(args: argparse.Namespace, root: Path) -> Path:
 
 
 def export_folders(
-    model: torch.nn.Module | Path, exports: set[str], root: Path, calibration: Path, calibration_size: int
+    model: torch.nn.Module | Path,
+    exports: set[str],
+    root: Path,
+    calibration: Path,
+    calibration_size: int,
+    split: str | None = None,
 ) -> tuple[dict[str, str], dict[str, str]]:
     """(export -> folder, export -> why refused): the model exported once per export that a chosen variant
     reads; ``gmseg export`` verifies each. An int8 graph beyond its bound is a result (a row saying so), not
@@ -169,7 +184,11 @@ def export_folders(
     folders, refused = {}, {}
     for export in sorted(exports):
         fmt, _, precision = export.partition(" ")
-        int8 = {"calibration": calibration, "calibration_size": calibration_size} if precision else {}
+        int8 = (
+            {"calibration": calibration, "calibration_size": calibration_size, "calibration_split": split}
+            if precision
+            else {}
+        )
         try:
             report = export_model(model, export_dir(root, export), fmt, precision=precision or "fp32", **int8)
         except GmsegError as error:
@@ -181,10 +200,6 @@ def export_folders(
         print(f"  {report.summary()}", flush=True)
         folders[export] = str(report.folder)
     return folders, refused
-
-
-#: why the int8 variants have no row of numbers on a volume dataset (see the module's docstring)
-VOLUME_INT8_REFUSED = "int8 calibration reads 2D images (gmseg export --calibration), not the volumes of this dataset"
 
 
 def is_volume_data(data: Path) -> bool:
@@ -201,26 +216,18 @@ def is_volume_data(data: Path) -> bool:
     return True
 
 
-def int8_refusals(args: argparse.Namespace, exports: set[str]) -> dict[str, str]:
-    """export -> why refused before exporting: the int8 exports when ``--data`` is a volume dataset."""
-    if not getattr(args, "volumes", False):
-        return {}
-    refused = {e: VOLUME_INT8_REFUSED for e in exports if e.endswith(" int8")}
-    for export in sorted(refused):
-        print(f"  {export}: refused: {VOLUME_INT8_REFUSED}", flush=True)
-    return refused
-
-
 def time_variants(name: str, args: argparse.Namespace, root: Path) -> list[dict[str, Any]]:
     """Every variant of one model, timed round-robin in worker processes; rows of the table."""
+    from gmseg.models import load_model
+
     source: Any = Path(args.model) if args.model else build_model(name, args.size, args.seed)
     exports = {VARIANTS[v][2] for v in args.variants if VARIANTS[v][2]}
-    early = int8_refusals(args, exports)
     calibration = calibration_source(args, root)
-    folders, refused = export_folders(source, exports - set(early), root / name, calibration, args.calibration_size)
-    refused.update(early)
-    timed = [v for v in args.variants if VARIANTS[v][2] not in refused]
-    images, _ = common.synthetic_batch(args.images, args.size, seed=args.seed)
+    split = args.split if args.data else None
+    folders, refused = export_folders(source, exports, root / name, calibration, args.calibration_size, split)
+    gms = name.startswith("gms") if not args.model else hasattr(load_model(args.model), "mapping")
+    timed = [v for v in args.variants if VARIANTS[v][2] not in refused and (v != "release" or gms)]
+    images, masks = common.synthetic_batch(args.images, args.size, seed=args.seed)
     workers: dict[str, common.Worker] = {}
     results: dict[str, list[dict[str, Any]]] = {v: [] for v in timed}
     try:
@@ -241,10 +248,10 @@ def time_variants(name: str, args: argparse.Namespace, root: Path) -> list[dict[
         if len(checksums) > 1:
             raise RuntimeError(f"workers built different weights: {checksums}")
         for worker in workers.values():  # warm-up: weights paged in, kernels chosen, compile compiles
-            worker.call("run", images=images[: args.batch], batch=args.batch)
+            worker.call("run", images=images[: args.batch], masks=masks[: args.batch], batch=args.batch)
         for round_index in range(args.rounds):
             for variant, worker in workers.items():
-                results[variant].append(worker.call("run", images=images, batch=args.batch))
+                results[variant].append(worker.call("run", images=images, masks=masks, batch=args.batch))
                 rate = args.images / results[variant][-1]["seconds"]
                 print(f"[{name}] round {round_index + 1}/{args.rounds} {variant:<20} {rate:.3f} img/s", flush=True)
     finally:
@@ -254,8 +261,11 @@ def time_variants(name: str, args: argparse.Namespace, root: Path) -> list[dict[
     reference = best.get(REFERENCE)
     cpu = {v: min(result["cpu_seconds"] for result in r) for v, r in results.items()}  # the least disturbed round
     rows = []
+    release = best.get("release")
     for variant in args.variants:
         backend, _, export = VARIANTS[variant]
+        if variant not in results and export not in refused:  # the release loop of a U-Net
+            continue
         if export in refused:
             rows.append(
                 {"model": name, "variant": variant, "backend": backend, "precision": variant_precision(variant),
@@ -274,6 +284,7 @@ def time_variants(name: str, args: argparse.Namespace, root: Path) -> list[dict[
                 "images_per_s": rate,
                 "seconds_all_rounds": [round(r["seconds"], 3) for r in results[variant]],
                 "x_torch_fp32": None if reference is None else rate / (args.images / reference["seconds"]),
+                "x_release": None if release is None else rate / (args.images / release["seconds"]),
                 "cpu_seconds_per_image": cpu[variant] / args.images,
                 # CPU time of the process (all its threads): far less disturbed than wall time on a shared CPU
                 "x_torch_fp32_cpu_time": None
@@ -343,7 +354,7 @@ def score_variants(args: argparse.Namespace, rows: list[dict[str, Any]], root: P
     unit = "cases" if args.volumes else "images"
     dice: dict[str, dict[str, float]] = {}
     for row in rows:
-        if "refused" in row:
+        if "refused" in row or row["variant"] == "release":
             continue
         variant = row["variant"]
         backend, options, fmt = VARIANTS[variant]
@@ -446,6 +457,7 @@ def main(argv: list[str] | None = None) -> int:
         ("model", "model"),
         ("variant", "backend, precision"),
         ("images_per_s", "images/s"),
+        ("x_release", "x release loop"),
         ("x_torch_fp32", "x torch fp32"),
         ("x_torch_fp32_cpu_time", "x torch fp32 (CPU time)"),
         ("max_dprob", "max abs dprob"),

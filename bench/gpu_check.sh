@@ -98,6 +98,7 @@ print(format_table(rows, [("first_stage", "first stage"), ("variant", "variant")
       ("grad_rel_diff_vs_release", "grad rel diff"), ("peak_mb", "peak MB")]))
 print(f"\n### Backends ({backends['size']} px; x torch fp32 and max abs dprob against torch fp32)\n")
 print(format_table(backends["rows"], [("model", "model"), ("variant", "backend, precision"),
-      ("images_per_s", "images/s"), ("x_torch_fp32", "x torch fp32"), ("max_dprob", "max abs dprob"),
+      ("images_per_s", "images/s"), ("x_release", "x release loop"), ("x_torch_fp32", "x torch fp32"),
+      ("max_dprob", "max abs dprob"),
       ("peak_mb", "peak MB")]))
 PYEOF

@@ -10,7 +10,8 @@ writes on a thread behind it. Variants run round-robin ``--rounds`` times; the b
 ``images/s`` is the images over the whole call (planning, reading, model, writing); the outputs of every
 variant are checked byte-identical to the first's. The model is GMS on TAESD (real weights when
 ../shared/weights/taesd exists, else the architecture with random weights; ``--first-stage``), seeded:
-its speed, not its masks, is measured. Writes bench/results/predict_throughput.json (``--out``).
+its speed, not its masks, is measured; or ``--model DIR``, any model folder (a trained GMS or U-Net, or an
+exported one, which runs on its own runtime). Writes bench/results/predict_throughput.json (``--out``).
 """
 
 from __future__ import annotations
@@ -61,21 +62,28 @@ def same_outputs(a: Path, b: Path) -> bool:
     )
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=int, default=500)
     parser.add_argument("--image-size", type=int, default=256, help="side of the PNGs on disk")
     parser.add_argument("--model-size", type=int, default=224, help="the model's input size")
     parser.add_argument("--first-stage", default="taesd", choices=["taesd", "tiny-kl", "sd-vae"])
+    parser.add_argument("--model", help="a model folder to time instead (torch or exported); --model-size is its own")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--workers", type=int, nargs="+", default=[0, 2], help="reader processes per variant")
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--data", help="folder to keep the generated PNGs in (default: a temporary one)")
     parser.add_argument("--out", help="result JSON (default bench/results/predict_throughput.json)")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
 
-    model, note = common.build_model(args.first_stage, size=args.model_size)
+    if args.model:
+        from gmseg.models import load_model
+
+        model, note = load_model(args.model), f"the model folder {args.model}"
+        args.model_size = model.image_size
+    else:
+        model, note = common.build_model(args.first_stage, size=args.model_size)
     with tempfile.TemporaryDirectory(prefix="gmseg-predict-throughput-") as scratch:
         images = make_images(Path(args.data or scratch) / "data", args.images, args.image_size)
         best: dict[int, dict[str, Any]] = {}

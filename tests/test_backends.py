@@ -165,7 +165,8 @@ def tiny_msd_task(root: Path, n: int = 4) -> Path:
 
 def test_backends_bench_scores_a_volume_dataset_per_case(tmp_path):
     """bench/backends.py --data on an MSD task: each variant predicts the test cases whole, scored in 3D, and
-    dDice is paired per case (onnxruntime fp32 is torch fp32's numbers); int8 is refused with its reason."""
+    dDice is paired per case (onnxruntime fp32 is torch fp32's numbers); int8 calibrates on slices of the
+    split's training case and is scored like the others."""
     import json
 
     pytest.importorskip("onnxruntime", reason="the deploy extra (pip install 'gmseg[deploy]') is not installed")
@@ -185,13 +186,11 @@ def test_backends_bench_scores_a_volume_dataset_per_case(tmp_path):
     payload = json.loads(out.read_text())
     rows = {row["variant"]: row for row in payload["rows"]}
     assert payload["scored_per"].startswith("case")
-    for variant in ("torch fp32", "onnxruntime fp32"):
+    for variant in ("torch fp32", "onnxruntime fp32", "onnxruntime int8"):
         assert rows[variant]["d_dice_images"] == 3 and rows[variant]["d_dice_unit"] == "cases"
     assert rows["torch fp32"]["d_dice"] == 0.0
     assert abs(rows["onnxruntime fp32"]["d_dice"]) < 0.05  # Dice points
-    assert (
-        rows["onnxruntime int8"]["refused"] == backends.VOLUME_INT8_REFUSED and "d_dice" not in rows["onnxruntime int8"]
-    )
+    assert rows["onnxruntime int8"]["precision"] == "int8" and "refused" not in rows["onnxruntime int8"]
     with pytest.raises(GmsegError, match="ships no split file"):  # refused before any timing
         backends.main(["--model", str(tmp_path / "model"), "--data", str(task), "--out", str(tmp_path / "no.json")])
     assert not (tmp_path / "no.json").exists()
@@ -238,3 +237,45 @@ def test_backends_bench_keeps_scoring_a_prepared_2d_dataset_per_image(tmp_path):
     assert payload["scored_per"] == "image"
     row = next(r for r in payload["rows"] if r["variant"] == "onnxruntime fp32")
     assert row["d_dice_images"] == 3 and row["d_dice_unit"] == "images" and abs(row["d_dice"]) < 0.05
+
+
+def test_backends_bench_times_the_release_loop_beside_the_runtimes(model_dir, tmp_path):
+    """The ``release`` variant is the release's valid.py loop on the same weights and images: its
+    probabilities are torch fp32's exactly, and every row says how many times that loop it runs; a U-Net
+    has no release loop and no such row."""
+    import json
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+    import backends
+
+    out = tmp_path / "gms.json"
+    argv = ["--model", str(model_dir), "--device", "cpu", "--rounds", "1", "--images", "2", "--batch", "2"]
+    assert backends.main([*argv, "--variants", "release", "torch fp32", "--out", str(out)]) == 0
+    rows = {row["variant"]: row for row in json.loads(out.read_text())["rows"]}
+    assert rows["release"]["x_release"] == 1.0 and rows["release"]["max_dprob"] == 0.0
+    assert rows["torch fp32"]["x_release"] > 0
+    torch.manual_seed(0)
+    UNet(unet_arguments([8, 16], SIZE)).eval().save_pretrained(tmp_path / "unet")
+    argv[1] = str(tmp_path / "unet")
+    assert backends.main([*argv, "--variants", "release", "torch fp32", "--out", str(tmp_path / "unet.json")]) == 0
+    rows = json.loads((tmp_path / "unet.json").read_text())["rows"]
+    assert [row["variant"] for row in rows] == ["torch fp32"] and rows[0]["x_release"] is None
+
+
+def test_predict_throughput_bench_times_a_model_folder_with_and_without_workers(tmp_path):
+    """bench/predict_throughput.py --model: any model folder, each worker setting one timed predict_files
+    call, and the files every setting wrote are byte-identical."""
+    import json
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+    import predict_throughput
+
+    torch.manual_seed(0)
+    UNet(unet_arguments([8, 16], SIZE)).eval().save_pretrained(tmp_path / "unet")
+    out = tmp_path / "throughput.json"
+    argv = ["--model", str(tmp_path / "unet"), "--images", "6", "--image-size", "40", "--workers", "0", "1"]
+    predict_throughput.main([*argv, "--data", str(tmp_path / "data"), "--out", str(out)])
+    payload = json.loads(out.read_text())
+    assert [row["workers"] for row in payload["rows"]] == [0, 1] and payload["identical"] is True
+    assert all(row["images"] == 6 and row["images_per_s"] > 0 for row in payload["rows"])
+    assert payload["settings"]["model_size"] == SIZE

@@ -12,9 +12,10 @@ import numpy as np
 import pytest
 import torch
 
+from gmseg.calibration import calibration_set
 from gmseg.cli import main
 from gmseg.errors import ConfigError, GmsegError
-from gmseg.export import INT8_MEAN_TOLERANCE, calibration_set, export_model
+from gmseg.export import INT8_MEAN_TOLERANCE, export_model
 from gmseg.inference import InferenceSpec
 from gmseg.models import load_model
 from gmseg.synthetic import make_synthetic_dataset
@@ -232,7 +233,11 @@ def test_the_backends_benchmark_has_int8_variants_and_keeps_going_past_a_refused
         "model", {"onnx", "onnx int8", "openvino int8"}, tmp_path, tmp_path / "cal", 8
     )
     assert set(folders) == {"onnx", "onnx int8"} and list(refused) == ["openvino int8"]
-    assert ("onnx", "int8", {"calibration": tmp_path / "cal", "calibration_size": 8}) in calls
+    assert (
+        "onnx",
+        "int8",
+        {"calibration": tmp_path / "cal", "calibration_size": 8, "calibration_split": None},
+    ) in calls
     assert ("onnx", "fp32", {}) in calls
     monkeypatch.setattr(gmseg.export, "export_model", lambda *a, **k: (_ for _ in ()).throw(GmsegError("fp32 bug")))
     with pytest.raises(GmsegError, match="fp32 bug"):

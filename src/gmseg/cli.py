@@ -251,10 +251,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     export.add_argument(
         "--calibration",
-        help="with --precision int8: a prepared dataset (its training split is used) or a folder of training images",
+        help="with --precision int8: a prepared dataset or an MSD / nnU-Net dataset of volumes (its training "
+        "split is used: slices of its training cases) or a folder of training images",
     )
     export.add_argument(
-        "--calibration-size", type=int, default=300, help="calibration images, a seeded sample (default 300)"
+        "--split",
+        help="the split whose training stage calibrates, e.g. the run's split.json (default: the dataset's own)",
+    )
+    export.add_argument(
+        "--calibration-size", type=int, default=300, help="calibration images or slices, a seeded sample (default 300)"
     )
     export.add_argument("--calibration-seed", type=int, default=0, help="seed of that sample (default 0)")
 
@@ -494,6 +499,7 @@ def run(args: argparse.Namespace) -> int:
             calibration=args.calibration,
             calibration_size=args.calibration_size,
             calibration_seed=args.calibration_seed,
+            calibration_split=args.split,
         )
         print(report.summary())
     elif verb == "import-official":

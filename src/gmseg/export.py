@@ -23,18 +23,18 @@ from __future__ import annotations
 import json
 import logging
 import os
-import random
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from .errors import DataError, GmsegError
+from .calibration import CALIBRATION_SIZE, CalibrationSet, calibration_set
+from .errors import GmsegError
 from .fileio import atomic_write_text, remove_path, swap_in, temporary_sibling
 from .inference import InferenceSpec, make_predictor, require_extra
 from .models import load_model
@@ -50,8 +50,6 @@ EXPORT_PRECISIONS = ("fp32", "int8")
 #: goes beyond a tenth of the probability range on average (the tiny test models, with near-0.5
 #: probabilities that int8 moves most, stay below 0.07).
 INT8_MEAN_TOLERANCE = 0.1
-#: calibration images by default: NNCF's default subset size; fewer when the set has fewer.
-CALIBRATION_SIZE = 300
 #: calibration images an int8 export is verified on (against torch fp32).
 INT8_VERIFY_IMAGES = 4
 #: format -> the package that quantises it to int8.
@@ -77,21 +75,6 @@ class ExportReport:
             f"mean |dprob| {self.mean_dprob:.2e} (bound {INT8_MEAN_TOLERANCE}), max |dprob| {self.max_dprob:.2e}. "
             "Measure the change in Dice on test images before deploying it (bench/backends.py --model --data)"
         )
-
-
-@dataclass
-class CalibrationSet:
-    """The images an int8 export is calibrated on, as the model's inputs, and what config.json records of them."""
-
-    source: str
-    stage: str | None  # the split's stage the names come from; None: every image of a folder
-    seed: int
-    names: list[str]
-    images: list[np.ndarray] = field(repr=False)  # (1, 3, S, S) float32 in [-1, 1], one per name
-
-    def record(self) -> dict[str, Any]:
-        return {"source": self.source, "stage": self.stage, "seed": self.seed, "count": len(self.names),
-                "names": self.names}  # fmt: skip
 
 
 class _Probabilities(torch.nn.Module):
@@ -129,53 +112,6 @@ def write_onnx(model: torch.nn.Module, example: torch.Tensor, path: Path) -> Non
             opset_version=OPSET,
             dynamo=False,
         )
-
-
-def calibration_files(source: Path) -> tuple[str | None, dict[str, Path]]:
-    """(stage, name -> image file) of a calibration source: a prepared dataset's training split (every image of
-    its ``images/`` without a split.json), or every image of a plain folder."""
-    from .data.io import index_folder
-    from .testing import stage_names
-
-    if not source.is_dir():
-        raise DataError(
-            f"--calibration {source} is not a folder; pass a prepared dataset (its training split is used) "
-            "or a folder of training images"
-        )
-    if not (source / "images").is_dir():
-        return None, index_folder(source)
-    files = index_folder(source / "images")
-    names = stage_names(source, None, "train") if (source / "split.json").is_file() else None
-    if names is None:
-        return "all", files
-    missing = [name for name in names if name not in files]
-    if missing:
-        raise DataError(f"{source}/split.json names training images missing from {source}/images: {missing[:3]}")
-    return "train", {name: files[name] for name in names}
-
-
-def calibration_set(
-    source: str | os.PathLike, spec: InferenceSpec, size: int = CALIBRATION_SIZE, seed: int = 0
-) -> CalibrationSet:
-    """Up to ``size`` images of ``source`` (a seeded sample when it has more), prepared as ``gmseg predict``
-    prepares them for a model of ``spec``: calibration ranges are those of the inputs the graph will see."""
-    from .data.io import read_image
-    from .predict import image_to_tensor
-
-    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
-        raise GmsegError(f"--calibration-size must be a positive number of images, got {size!r}")
-    stage, files = calibration_files(Path(source))
-    if not files:
-        where = f"the {stage} split of {source}" if stage == "train" else str(source)
-        raise DataError(
-            f"--calibration: {where} holds no images; int8 needs training images to calibrate on "
-            "(a prepared dataset, or a folder of PNG/JPEG images)"
-        )
-    names = sorted(files)
-    if len(names) > size:
-        names = sorted(random.Random(seed).sample(names, size))
-    images = [image_to_tensor(read_image(files[name]), spec.image_size, spec.intensity)[None].numpy() for name in names]
-    return CalibrationSet(str(source), stage, seed, names, images)
 
 
 @contextmanager
@@ -235,7 +171,9 @@ def write_openvino(onnx_file: Path, folder: Path, calibration: CalibrationSet | 
     onnx_file.unlink()
 
 
-def prepare_calibration(precision: str, calibration: Any, model: Any, size: int, seed: int) -> CalibrationSet | None:
+def prepare_calibration(
+    precision: str, calibration: Any, model: Any, size: int, seed: int, split: str | os.PathLike | None = None
+) -> CalibrationSet | None:
     """The calibration set of an int8 export; refused when int8 has none or fp32 is given one it would ignore."""
     if precision not in EXPORT_PRECISIONS:
         raise GmsegError(f"export precision must be one of {', '.join(EXPORT_PRECISIONS)}, got {precision!r}")
@@ -249,7 +187,8 @@ def prepare_calibration(precision: str, calibration: Any, model: Any, size: int,
         )
     if isinstance(calibration, CalibrationSet):
         return calibration
-    return calibration_set(calibration, InferenceSpec.of(model), size, seed)
+    volume_input = getattr(model, "volume_input", None)
+    return calibration_set(calibration, InferenceSpec.of(model), size, seed, split, volume_input)
 
 
 def export_model(
@@ -262,11 +201,13 @@ def export_model(
     calibration: str | os.PathLike | CalibrationSet | None = None,
     calibration_size: int = CALIBRATION_SIZE,
     calibration_seed: int = 0,
+    calibration_split: str | os.PathLike | None = None,
 ) -> ExportReport:
     """Export ``model`` (a model or a model folder) as ``fmt`` into ``out_dir``, verified against torch.
 
-    ``precision="int8"`` quantises the graph with ``calibration`` (a prepared dataset, whose training split
-    is used, or a folder of images; up to ``calibration_size`` of them, sampled with ``calibration_seed``).
+    ``precision="int8"`` quantises the graph with ``calibration`` (a prepared dataset or an MSD / nnU-Net
+    dataset of volumes, whose training stage of ``calibration_split`` or of its own split file is used, or a
+    folder of images; up to ``calibration_size`` images or slices, sampled with ``calibration_seed``).
     """
     if fmt not in FORMATS:
         raise GmsegError(f"export format must be one of {', '.join(FORMATS)}, got {fmt!r}")
@@ -280,7 +221,9 @@ def export_model(
     model = model.to("cpu").eval()
     if precision == "int8":  # a missing quantiser is said before any image is read or graph written
         require_extra(QUANTIZERS[fmt], f"gmseg export --precision int8 --format {fmt}")
-    calibrated = prepare_calibration(precision, calibration, model, calibration_size, calibration_seed)
+    calibrated = prepare_calibration(
+        precision, calibration, model, calibration_size, calibration_seed, calibration_split
+    )
     generator = torch.Generator().manual_seed(0)
     example = torch.rand(1, 3, model.image_size, model.image_size, generator=generator) * 2 - 1
     temp = temporary_sibling(out)
@@ -351,4 +294,4 @@ def probability_change(model: torch.nn.Module, exported: ExportedModel, images: 
     return torch.where(actual.isfinite(), (actual - expected).abs(), torch.nan)
 
 
-__all__ = ["CALIBRATION_SIZE", "EXPORT_PRECISIONS", "FORMATS", "CalibrationSet", "ExportReport", "export_model"]
+__all__ = ["EXPORT_PRECISIONS", "FORMATS", "ExportReport", "export_model"]

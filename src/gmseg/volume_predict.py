@@ -76,7 +76,7 @@ def volume_output_paths(
     return paths + (list(prob_paths(output, name, ending, labels).values()) if save_prob else [])
 
 
-def _slices_to_batch(pixels: np.ndarray, size: int, intensity: str) -> torch.Tensor:
+def slices_to_batch(pixels: np.ndarray, size: int, intensity: str) -> torch.Tensor:
     """(B, H, W) float32 0..255 slices -> (B, 3, size, size) in [-1, 1] through training's evaluation
     transform (the same resize and standardisation validation used), one channel repeated to three."""
     transform = evaluation_transform(size, intensity)
@@ -124,7 +124,7 @@ def predict_volume(
         indices = range(start, min(start + max(1, batch_size), count))
         raw = np.stack([take_slice(array, axis, i) for i in indices])
         height, width = raw.shape[1:]
-        batch = _slices_to_batch(record.pixels(raw, statistics), image_size, intensity)
+        batch = slices_to_batch(record.pixels(raw, statistics), image_size, intensity)
         probability = predict(batch).float().cpu()
         if probability.shape[-2:] != (height, width):
             probability = F.interpolate(probability, size=(height, width), mode="bilinear", align_corners=False)
