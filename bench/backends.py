@@ -27,7 +27,7 @@ row per case) and dDice is paired *per case* on the case's ``mean_dice`` (its me
 ``d_dice_images`` then counts cases. int8 calibrates on slices of the training cases (of ``--split``, as
 ``gmseg export --calibration DATASET --split``). A 2D nnU-Net dataset is refused: prepare it first.
 
-``release`` (GMS models) is the release's ``valid.py`` loop on the same images and weights (batch 1, the mask
+``release`` (binary GMS models: the release predicts one foreground) is the release's ``valid.py`` loop on the same images and weights (batch 1, the mask
 encoded too, all heads; bench/common.py): the ``x release`` column divides by its rate. It predicts no test
 images (its probabilities are torch fp32's, which ``max |dprob|`` checks on the timed images).
 """
@@ -216,6 +216,11 @@ def is_volume_data(data: Path) -> bool:
     return True
 
 
+def is_binary_gms(model: Any) -> bool:
+    """Whether the release's loop applies: GMS (it has a mapping model) with one foreground class."""
+    return hasattr(model, "mapping") and model.labels.is_binary
+
+
 def time_variants(name: str, args: argparse.Namespace, root: Path) -> list[dict[str, Any]]:
     """Every variant of one model, timed round-robin in worker processes; rows of the table."""
     from gmseg.models import load_model
@@ -225,8 +230,9 @@ def time_variants(name: str, args: argparse.Namespace, root: Path) -> list[dict[
     calibration = calibration_source(args, root)
     split = args.split if args.data else None
     folders, refused = export_folders(source, exports, root / name, calibration, args.calibration_size, split)
-    gms = name.startswith("gms") if not args.model else hasattr(load_model(args.model), "mapping")
-    timed = [v for v in args.variants if VARIANTS[v][2] not in refused and (v != "release" or gms)]
+    # the release's loop predicts one binary mask with GMS: a U-Net or a multi-class GMS has none
+    releasable = name.startswith("gms") if not args.model else is_binary_gms(load_model(args.model))
+    timed = [v for v in args.variants if VARIANTS[v][2] not in refused and (v != "release" or releasable)]
     images, masks = common.synthetic_batch(args.images, args.size, seed=args.seed)
     workers: dict[str, common.Worker] = {}
     results: dict[str, list[dict[str, Any]]] = {v: [] for v in timed}

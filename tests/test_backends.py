@@ -260,6 +260,9 @@ def test_backends_bench_times_the_release_loop_beside_the_runtimes(model_dir, tm
     assert backends.main([*argv, "--variants", "release", "torch fp32", "--out", str(tmp_path / "unet.json")]) == 0
     rows = json.loads((tmp_path / "unet.json").read_text())["rows"]
     assert [row["variant"] for row in rows] == ["torch fp32"] and rows[0]["x_release"] is None
+    three = LabelSet.from_labels({"background": 0, "anterior": 1, "posterior": 2})
+    assert backends.is_binary_gms(load_model(model_dir))
+    assert not backends.is_binary_gms(types.SimpleNamespace(mapping=None, labels=three)), "multi-class GMS"
 
 
 def test_predict_throughput_bench_times_a_model_folder_with_and_without_workers(tmp_path):

@@ -153,11 +153,18 @@ def quantize_onnx(graph: Path, calibration: CalibrationSet) -> None:
 
 
 def quantize_openvino(network: Any, calibration: CalibrationSet) -> Any:
-    """The int8 version of an OpenVINO model: NNCF's post-training quantisation over ``calibration`` (its
-    defaults: symmetric activations, per-channel weights, fast bias correction)."""
+    """The int8 version of an OpenVINO model: NNCF's post-training quantisation over ``calibration``, as a
+    transformer-type model (its attention MatMuls and Softmax stay in float, activations asymmetric): NNCF's
+    CNN defaults quantise GMS's self-attention and moved a trained model's probabilities by 0.3 on average,
+    far past the int8 bound (BENCHMARKS.md, "Backends")."""
     nncf = require_extra("nncf", "gmseg export --precision int8 --format openvino")
     with quiet_quantizers():
-        return nncf.quantize(network, nncf.Dataset(calibration.images), subset_size=len(calibration.images))
+        return nncf.quantize(
+            network,
+            nncf.Dataset(calibration.images),
+            subset_size=len(calibration.images),
+            model_type=nncf.ModelType.TRANSFORMER,
+        )
 
 
 def write_openvino(onnx_file: Path, folder: Path, calibration: CalibrationSet | None = None) -> None:
