@@ -91,8 +91,13 @@ def format_tables(result: dict) -> str:
         [f">= {t}", *(_cell(row[lab], ".1f", " min") for lab in labels)]
         for t, row in result["minutes_to_reach"].items()
     ]
-    after = [
-        [f"{t} min", *(_cell(row[lab], ".3f") for lab in labels)] for t, row in result["best_after_minutes"].items()
+    runs = result["runs"]
+    after = [  # a run that ended before the mark still answers with its best, marked as ended
+        [
+            f"{t} min",
+            *(_cell(row[lab], ".3f") + (" (ended)" if float(t) > runs[lab]["minutes"] else "") for lab in labels),
+        ]
+        for t, row in result["best_after_minutes"].items()
     ]
     ends = [
         f"{lab}: {r['epochs']} epochs, {r['minutes']} min, best {r['best_val_dice']:.3f}"

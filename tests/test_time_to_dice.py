@@ -59,6 +59,7 @@ def test_curve_is_cumulative_minutes_and_best_so_far(tmp_path):
 def test_command_prints_both_tables_and_writes_json(tmp_path):
     fast = write_log(tmp_path / "fast", [60] * 6, [0.5, 0.6, 0.65, 0.66, 0.67, 0.68])
     slow = write_log(tmp_path / "slow", [150] * 3, [0.55, 0.7, 0.72])
+    short = write_log(tmp_path / "short", [60] * 2, [0.4, 0.5])  # stopped after 2 minutes
     out = tmp_path / "race.json"
     done = subprocess.run(
         [
@@ -66,6 +67,7 @@ def test_command_prints_both_tables_and_writes_json(tmp_path):
             str(BENCH / "time_to_dice.py"),
             f"latent first={fast}",
             f"full loss={slow / 'train_log.csv'}",
+            f"stopped={short}",
             "--thresholds",
             "0.6",
             "0.7",
@@ -81,12 +83,13 @@ def test_command_prints_both_tables_and_writes_json(tmp_path):
         timeout=120,
     )
     assert done.returncode == 0, done.stderr
-    assert "| >= 0.6 | 2.0 min | 5.0 min |" in done.stdout
-    assert "| >= 0.7 | – | 5.0 min |" in done.stdout
-    assert "| 3 min | 0.650 | 0.550 |" in done.stdout
+    assert "| >= 0.6 | 2.0 min | 5.0 min | – |" in done.stdout
+    assert "| >= 0.7 | – | 5.0 min | – |" in done.stdout
+    assert "| 3 min | 0.650 | 0.550 | 0.500 (ended) |" in done.stdout
+    assert "| 6 min | 0.680 | 0.700 | 0.500 (ended) |" in done.stdout, "a run that ended exactly at the mark has not"
     result = json.loads(out.read_text())
     assert result["runs"]["full loss"]["best_val_dice"] == pytest.approx(0.72)
-    assert result["minutes_to_reach"]["0.7"] == {"latent first": None, "full loss": 5.0}
+    assert result["minutes_to_reach"]["0.7"] == {"latent first": None, "full loss": 5.0, "stopped": None}
     assert list(result["best_after_minutes"]) == ["3", "6"]
 
 
