@@ -1,10 +1,13 @@
-"""Shared fixtures: paths into ../shared (skipped with a reason when absent) and tiny random autoencoders."""
+"""Shared fixtures: paths into ../shared (skipped with a reason when absent), tiny random autoencoders and a
+tiny MSD task of volumes."""
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -123,3 +126,34 @@ def offline_hub_snapshot(tmp_path: Path, monkeypatch, repo_id: str) -> Path:
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
     return snapshot
+
+
+def write_tiny_volume(path: Path, array: np.ndarray) -> None:
+    """A NIfTI volume whose z spacing (3 mm) is the largest: it is sliced along array axis 0."""
+    import SimpleITK as sitk
+
+    image = sitk.GetImageFromArray(array)
+    image.SetSpacing((1.0, 1.0, 3.0))
+    sitk.WriteImage(image, str(path))
+
+
+def make_tiny_msd(root: Path, n: int = 4) -> Path:
+    """A tiny MSD task (labels background / anterior / posterior) of (6, 20, 16) MRI volumes whose slices
+    differ, each case its structures in another place."""
+    rng = np.random.default_rng(0)
+    (root / "imagesTr").mkdir(parents=True)
+    (root / "labelsTr").mkdir()
+    training = []
+    for i in range(n):
+        label = np.zeros((6, 20, 16), np.uint8)
+        label[1:5, 3 + i : 9 + i, 2:7] = 1
+        label[2:5, 12:18, 8 + i % 3 : 14] = 2
+        image = (label * 40.0 + np.arange(6)[:, None, None] * 7 + rng.normal(0, 8, label.shape)).astype(np.float32)
+        name = f"vol_{i:03d}.nii.gz"
+        write_tiny_volume(root / "imagesTr" / name, image)
+        write_tiny_volume(root / "labelsTr" / name, label)
+        training.append({"image": f"./imagesTr/{name}", "label": f"./labelsTr/{name}"})
+    labels = {"0": "background", "1": "anterior", "2": "posterior"}
+    meta = {"name": "Tiny", "modality": {"0": "MRI"}, "labels": labels, "training": training, "test": []}
+    (root / "dataset.json").write_text(json.dumps(meta))
+    return root

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import make_tiny_msd
 from gmseg.errors import GmsegError
 from gmseg.first_stage import load_first_stage
 from gmseg.inference import BACKENDS, InferenceSpec, Predictor, make_predictor
@@ -133,36 +134,6 @@ def test_backend_modules_load_only_when_chosen():
     assert out.stdout.strip() == "[]"
 
 
-def write_volume(path: Path, array: np.ndarray) -> None:
-    import SimpleITK as sitk
-
-    image = sitk.GetImageFromArray(array)
-    image.SetSpacing((1.0, 1.0, 2.5))
-    sitk.WriteImage(image, str(path))
-
-
-def tiny_msd_task(root: Path, n: int = 4) -> Path:
-    """An MSD task of ``n`` (6, 20, 16) volumes, two box structures whose place moves with the case."""
-    import json
-
-    rng = np.random.default_rng(0)
-    (root / "imagesTr").mkdir(parents=True)
-    (root / "labelsTr").mkdir()
-    training = []
-    for i in range(n):
-        label = np.zeros((6, 20, 16), np.uint8)
-        label[1:5, 3 + i : 9 + i, 2:7] = 1
-        label[2:5, 12:18, 8 + i % 3 : 14] = 2
-        image = (label * 40.0 + rng.normal(0, 8, label.shape)).astype(np.float32)
-        write_volume(root / "imagesTr" / f"vol_{i:03d}.nii.gz", image)
-        write_volume(root / "labelsTr" / f"vol_{i:03d}.nii.gz", label)
-        training.append({"image": f"./imagesTr/vol_{i:03d}.nii.gz", "label": f"./labelsTr/vol_{i:03d}.nii.gz"})
-    labels = {"0": "background", "1": "anterior", "2": "posterior"}
-    meta = {"name": "Tiny", "modality": {"0": "MRI"}, "labels": labels, "training": training, "test": []}
-    (root / "dataset.json").write_text(json.dumps(meta))
-    return root
-
-
 def test_backends_bench_scores_a_volume_dataset_per_case(tmp_path):
     """bench/backends.py --data on an MSD task: each variant predicts the test cases whole, scored in 3D, and
     dDice is paired per case (onnxruntime fp32 is torch fp32's numbers); int8 calibrates on slices of the
@@ -173,7 +144,7 @@ def test_backends_bench_scores_a_volume_dataset_per_case(tmp_path):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
     import backends
 
-    task = tiny_msd_task(tmp_path / "Task98_Tiny")
+    task = make_tiny_msd(tmp_path / "Task98_Tiny")
     split = tmp_path / "split.json"
     split.write_text(json.dumps({"train": ["vol_000"], "val": [], "test": ["vol_001", "vol_002", "vol_003"]}))
     three = LabelSet.from_labels({"background": 0, "anterior": 1, "posterior": 2})

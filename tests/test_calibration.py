@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import make_tiny_msd
 from gmseg.calibration import calibration_set
 from gmseg.cli import main
 from gmseg.data.normalization import VolumeInput
@@ -26,39 +27,9 @@ SIZE = 24
 THREE = LabelSet.from_labels({"background": 0, "anterior": 1, "posterior": 2})
 
 
-def write_volume(path: Path, array: np.ndarray) -> None:
-    """A NIfTI volume whose z spacing (3 mm) is the largest: it is sliced along array axis 0."""
-    import SimpleITK as sitk
-
-    image = sitk.GetImageFromArray(array)
-    image.SetSpacing((1.0, 1.0, 3.0))
-    sitk.WriteImage(image, str(path))
-
-
-def msd_task(root: Path, n: int = 4) -> Path:
-    """A tiny MSD task of (6, 20, 16) MRI volumes whose slices differ, spacing largest along z (axis 0)."""
-    rng = np.random.default_rng(0)
-    (root / "imagesTr").mkdir(parents=True)
-    (root / "labelsTr").mkdir()
-    training = []
-    for i in range(n):
-        label = np.zeros((6, 20, 16), np.uint8)
-        label[1:5, 3 + i : 9 + i, 2:7] = 1
-        label[2:5, 12:18, 8 + i % 3 : 14] = 2
-        image = (label * 40.0 + np.arange(6)[:, None, None] * 7 + rng.normal(0, 8, label.shape)).astype(np.float32)
-        name = f"vol_{i:03d}.nii.gz"
-        write_volume(root / "imagesTr" / name, image)
-        write_volume(root / "labelsTr" / name, label)
-        training.append({"image": f"./imagesTr/{name}", "label": f"./labelsTr/{name}"})
-    labels = {"0": "background", "1": "anterior", "2": "posterior"}
-    meta = {"name": "Tiny", "modality": {"0": "MRI"}, "labels": labels, "training": training, "test": []}
-    (root / "dataset.json").write_text(json.dumps(meta))
-    return root
-
-
 @pytest.fixture
 def task(tmp_path) -> Path:
-    return msd_task(tmp_path / "Task98_Tiny")
+    return make_tiny_msd(tmp_path / "Task98_Tiny")
 
 
 @pytest.fixture
