@@ -223,15 +223,13 @@ def is_binary_gms(model: Any) -> bool:
 
 def time_variants(name: str, args: argparse.Namespace, root: Path) -> list[dict[str, Any]]:
     """Every variant of one model, timed round-robin in worker processes; rows of the table."""
-    from gmseg.models import load_model
-
     source: Any = Path(args.model) if args.model else build_model(name, args.size, args.seed)
     exports = {VARIANTS[v][2] for v in args.variants if VARIANTS[v][2]}
     calibration = calibration_source(args, root)
     split = args.split if args.data else None
     folders, refused = export_folders(source, exports, root / name, calibration, args.calibration_size, split)
     # the release's loop predicts one binary mask with GMS: a U-Net or a multi-class GMS has none
-    releasable = name.startswith("gms") if not args.model else is_binary_gms(load_model(args.model))
+    releasable = args.binary_gms if args.model else name.startswith("gms")
     timed = [v for v in args.variants if VARIANTS[v][2] not in refused and (v != "release" or releasable)]
     images, masks = common.synthetic_batch(args.images, args.size, seed=args.seed)
     workers: dict[str, common.Worker] = {}
@@ -429,6 +427,7 @@ def main(argv: list[str] | None = None) -> int:
             from gmseg.models import load_model
 
             loaded = load_model(args.model)
+            args.binary_gms = is_binary_gms(loaded)
             args.size = loaded.image_size
             rows = time_variants("model", args, Path(temp))
             if args.data:

@@ -104,7 +104,7 @@ def volume_calibration(
     from .data.normalization import VolumeInput
     from .data.readers import read_volume
     from .data.slicing import slice_axis, take_slice
-    from .volume_predict import slices_to_batch
+    from .volume_predict import single_channel, slices_to_batch
 
     layout = open_layout(source)
     if not layout.is_3d:
@@ -126,7 +126,7 @@ def volume_calibration(
         if len(names) >= size:
             break
         volume = read_volume(case.images[0])
-        array = volume.array[..., 0] if volume.array.ndim == 4 else volume.array
+        array = single_channel(volume)
         axis = slice_axis(volume.geometry.spacing, record.slice_axis)
         picks = sorted(rng.sample(range(array.shape[axis]), min(per_case, array.shape[axis], size - len(names))))
         raw = np.stack([take_slice(array, axis, index) for index in picks])

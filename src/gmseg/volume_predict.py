@@ -76,6 +76,20 @@ def volume_output_paths(
     return paths + (list(prob_paths(output, name, ending, labels).values()) if save_prob else [])
 
 
+def single_channel(volume: Any) -> np.ndarray:
+    """The (Z, Y, X) array of a one-channel :class:`~gmseg.data.readers.Volume` (a trailing channel axis of 1
+    dropped); any other shape is refused by name: a 2D model reads one channel."""
+    array = volume.array
+    if array.ndim == 4 and array.shape[-1] == 1:
+        array = array[..., 0]
+    if array.ndim != 3:
+        raise DataError(
+            f"cannot predict {volume.path}",
+            [f"{volume.path}: shape {array.shape}; a volume of one channel (Z, Y, X) is expected"],
+        )
+    return array
+
+
 def slices_to_batch(pixels: np.ndarray, size: int, intensity: str) -> torch.Tensor:
     """(B, H, W) float32 0..255 slices -> (B, 3, size, size) in [-1, 1] through training's evaluation
     transform (the same resize and standardisation validation used), one channel repeated to three."""
@@ -105,14 +119,7 @@ def predict_volume(
     from .data.normalization import VolumeInput
     from .data.slicing import put_slice, slice_axis, take_slice
 
-    array = volume.array
-    if array.ndim == 4 and array.shape[-1] == 1:
-        array = array[..., 0]
-    if array.ndim != 3:
-        raise DataError(
-            f"cannot predict {volume.path}",
-            [f"{volume.path}: shape {array.shape}; a volume of one channel (Z, Y, X) is expected"],
-        )
+    array = single_channel(volume)
     record = VolumeInput() if record is None else record
     axis = slice_axis(volume.geometry.spacing, record.slice_axis)
     statistics = record.statistics(array)
