@@ -543,7 +543,13 @@ def run_guarded(label: str, call: Callable[[], object]) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return run_guarded(f"gmseg {args.verb}", lambda: run(args))
+    try:
+        return run_guarded(f"gmseg {args.verb}", lambda: run(args))
+    finally:
+        if "torch" in sys.modules:  # a verb that never imported torch joined no process group
+            from .distributed import end_launch
+
+            end_launch()
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ import torch
 
 from .errors import GmsegError
 
-__all__ = ["Launch", "current_launch"]
+__all__ = ["Launch", "current_launch", "end_launch"]
 
 T = TypeVar("T")
 
@@ -101,3 +101,10 @@ def current_launch(device: str = "auto") -> tuple[Launch, torch.device]:
     if chosen.type == "cuda" and chosen.index is None:
         chosen = state.device
     return Launch(state.process_index, state.num_processes), chosen
+
+
+def end_launch() -> None:
+    """Leave the launch's process group, if this process joined one. A group left for interpreter exit to
+    tear down can abort a rank (gloo's threads: "terminate called without an active exception")."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
