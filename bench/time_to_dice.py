@@ -12,6 +12,10 @@ can be raced without re-running anything:
 ``RUN`` is a run folder or its ``train_log.csv``. At every moment a run's answer is its best validation
 epoch so far (the checkpoint it would hand over if stopped then), so the curves compared are best-so-far.
 Prints two Markdown tables: minutes to first reach each Dice threshold, and best Dice after each time mark.
+
+A run logged on another day (the machine's speed drifts) is put on today's time axis with ``--retime
+LABEL=FIRST,LATENT,FULL``: its first epoch, each latent-only epoch (``loss_dice`` 0 in its log) and each
+full-loss epoch take those seconds, measured today; its validation Dice per epoch stays its log's.
 """
 
 from __future__ import annotations
@@ -27,14 +31,25 @@ from gmseg.errors import GmsegError
 from gmseg.visualize import read_training_log, training_log_path
 
 
-def race_curve(run: str | Path) -> tuple[np.ndarray, np.ndarray]:
-    """Training minutes at the end of each epoch, and the best validation Dice up to that epoch (nan before any)."""
+def retimed_seconds(log: dict[str, np.ndarray], retime: tuple[float, float, float]) -> np.ndarray:
+    """Each epoch's seconds as measured today: (first epoch, latent-only epoch, full-loss epoch); an epoch is
+    latent-only when its logged Dice term is 0 (no decoder in the loop)."""
+    first, latent, full = retime
+    seconds = np.where(np.nan_to_num(log["loss_dice"]) == 0.0, latent, full)
+    seconds[0] = first
+    return seconds
+
+
+def race_curve(run: str | Path, retime: tuple[float, float, float] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Training minutes at the end of each epoch (logged, or ``retime``d), and the best validation Dice up to
+    that epoch (nan before any)."""
     path = Path(run)
     log = read_training_log(training_log_path(path))
-    for column in ("seconds", "val_dice"):
+    for column in ("seconds", "val_dice") + (("loss_dice",) if retime else ()):
         if column not in log or np.isnan(log[column]).all():
             raise GmsegError(f"{path}: train_log.csv has no '{column}' values; it needs a run trained with validation")
-    minutes = np.cumsum(np.nan_to_num(log["seconds"])) / 60.0
+    seconds = retimed_seconds(log, retime) if retime else np.nan_to_num(log["seconds"])
+    minutes = np.cumsum(seconds) / 60.0
     best = np.fmax.accumulate(np.where(np.isnan(log["val_dice"]), -np.inf, log["val_dice"]))
     return minutes, np.where(np.isinf(best), np.nan, best)
 
@@ -60,9 +75,19 @@ def _table(first: str, labels: list[str], rows: list[list[str]]) -> list[str]:
     return header + ["| " + " | ".join(row) + " |" for row in rows]
 
 
-def race(runs: dict[str, str], thresholds: list[float], every: float) -> dict:
-    """Both tables' figures for the labelled runs, as one JSON-ready dict."""
-    curves = {label: race_curve(path) for label, path in runs.items()}
+def race(
+    runs: dict[str, str],
+    thresholds: list[float],
+    every: float,
+    retimes: dict[str, tuple[float, float, float]] | None = None,
+) -> dict:
+    """Both tables' figures for the labelled runs (``retimes``: label -> today's epoch seconds), as one
+    JSON-ready dict."""
+    retimes = retimes or {}
+    unknown = sorted(set(retimes) - set(runs))
+    if unknown:
+        raise GmsegError(f"--retime names {', '.join(unknown)}, which is not a run label ({', '.join(runs)})")
+    curves = {label: race_curve(path, retimes.get(label)) for label, path in runs.items()}
     longest = max(float(minutes[-1]) for minutes, _ in curves.values())
     marks = [every * k for k in range(1, int(longest // every) + 1)] if every > 0 else []
     return {
@@ -72,6 +97,7 @@ def race(runs: dict[str, str], thresholds: list[float], every: float) -> dict:
                 "minutes": round(float(m[-1]), 2),
                 "best_val_dice": float(np.nanmax(b)),
                 "epochs": len(m),
+                **({"retimed_seconds": list(retimes[label])} if label in retimes else {}),
             }
             for label, (m, b) in curves.items()
         },
@@ -112,21 +138,38 @@ def format_tables(result: dict) -> str:
     )
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs", nargs="+", metavar="LABEL=RUN", help="a label and a run folder or train_log.csv")
     parser.add_argument("--thresholds", type=float, nargs="+", default=[0.55, 0.6, 0.65, 0.7, 0.72, 0.74])
     parser.add_argument("--every", type=float, default=15.0, help="time marks for the second table, in minutes")
     parser.add_argument("--json", type=Path, help="also write the figures here")
-    args = parser.parse_args()
+    parser.add_argument(
+        "--retime",
+        action="append",
+        default=[],
+        metavar="LABEL=FIRST,LATENT,FULL",
+        help="put a run on today's time axis: seconds of its first, each latent-only and each full-loss epoch",
+    )
+    args = parser.parse_args(argv)
     runs = {}
     for item in args.runs:
         label, sep, path = item.rpartition("=")
         if not sep or not label:
             parser.error(f"expected LABEL=RUN, got {item!r}")
         runs[label] = path
+    retimes = {}
+    for item in args.retime:
+        label, sep, values = item.rpartition("=")
+        try:
+            first, latent, full = (float(v) for v in values.split(","))
+        except ValueError:
+            parser.error(f"--retime expects LABEL=FIRST,LATENT,FULL (seconds), got {item!r}")
+        if not sep or not label or min(first, latent, full) <= 0:
+            parser.error(f"--retime expects LABEL=FIRST,LATENT,FULL with positive seconds, got {item!r}")
+        retimes[label] = (first, latent, full)
     try:
-        result = race(runs, args.thresholds, args.every)
+        result = race(runs, args.thresholds, args.every, retimes)
     except GmsegError as err:
         raise SystemExit(f"error: {err}") from None
     print(format_tables(result))

@@ -19,20 +19,23 @@ from gmseg.errors import GmsegError  # noqa: E402
 from gmseg.training import LOG_COLUMNS  # noqa: E402
 
 
-def write_log(path: Path, seconds: list[float], val_dice: list[float | str]) -> Path:
-    """A train_log.csv with the trainer's own columns; only seconds and val_dice matter here."""
+def write_log(
+    path: Path, seconds: list[float], val_dice: list[float | str], loss_dice: list[float] | None = None
+) -> Path:
+    """A train_log.csv with the trainer's own columns; seconds, val_dice and (for --retime) loss_dice matter."""
+    loss_dice = loss_dice or [0.0] * len(seconds)
     path.mkdir(parents=True, exist_ok=True)
     with open(path / "train_log.csv", "w", newline="", encoding="utf-8") as fh:
         writer = csv.DictWriter(fh, fieldnames=LOG_COLUMNS)
         writer.writeheader()
-        for epoch, (sec, dice) in enumerate(zip(seconds, val_dice), start=1):
+        for epoch, (sec, dice, term) in enumerate(zip(seconds, val_dice, loss_dice), start=1):
             writer.writerow(
                 {
                     "epoch": epoch,
                     "lr": 1e-3,
                     "loss": 1.0,
                     "loss_rec": 1.0,
-                    "loss_dice": 0.0,
+                    "loss_dice": term,
                     "val_dice": dice,
                     "val_iou": "",
                     "seconds": sec,
@@ -115,3 +118,25 @@ def test_a_log_without_validation_is_refused_by_name(tmp_path):
         timeout=120,
     )
     assert bad.returncode == 2 and "LABEL=RUN" in bad.stderr
+
+
+def test_retime_puts_an_old_log_on_todays_epoch_seconds(tmp_path):
+    # Logged on a faster day: cache epoch 180 s, latent-only 30 s, full-loss 120 s. Today: 300 / 50 / 200 s.
+    run = write_log(tmp_path / "old", [180, 30, 30, 120, 120], ["", 0.5, 0.6, 0.7, 0.75], [0, 0, 0, 0.4, 0.3])
+    minutes, best = time_to_dice.race_curve(run, retime=(300, 50, 200))
+    assert minutes.tolist() == pytest.approx([5.0, 50 / 60 + 5, 100 / 60 + 5, 300 / 60 + 5, 500 / 60 + 5])
+    assert best[1:].tolist() == pytest.approx([0.5, 0.6, 0.7, 0.75])  # the Dice per epoch is the log's
+    result = time_to_dice.race({"old": str(run)}, [0.7], 0, {"old": (300, 50, 200)})
+    assert result["minutes_to_reach"]["0.7"]["old"] == pytest.approx(10.0)
+    assert result["runs"]["old"]["retimed_seconds"] == [300, 50, 200]
+    with pytest.raises(GmsegError, match="not a run label"):
+        time_to_dice.race({"old": str(run)}, [0.7], 0, {"new": (1, 1, 1)})
+    bad = subprocess.run(
+        [sys.executable, str(BENCH / "time_to_dice.py"), f"old={run}", "--retime", "old=300,50"],
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        errors="replace",
+        timeout=120,
+    )
+    assert bad.returncode == 2 and "FIRST,LATENT,FULL" in bad.stderr
