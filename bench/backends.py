@@ -64,6 +64,7 @@ VARIANTS: dict[str, tuple[str, dict[str, Any], str | None]] = {
     "onnxruntime int8": ("onnxruntime", {}, "onnx int8"),
     "openvino fp32": ("openvino", {}, "openvino"),
     "openvino bf16": ("openvino", {"precision": "bf16"}, "openvino"),
+    "openvino mixed": ("openvino", {"precision": "mixed"}, "openvino"),
     "openvino int8": ("openvino", {}, "openvino int8"),
 }
 DEFAULT_VARIANTS = [v for v in VARIANTS if v != "torch compile"]
@@ -228,9 +229,11 @@ def time_variants(name: str, args: argparse.Namespace, root: Path) -> list[dict[
     calibration = calibration_source(args, root)
     split = args.split if args.data else None
     folders, refused = export_folders(source, exports, root / name, calibration, args.calibration_size, split)
-    # the release's loop predicts one binary mask with GMS: a U-Net or a multi-class GMS has none
-    releasable = args.binary_gms if args.model else name.startswith("gms")
-    timed = [v for v in args.variants if VARIANTS[v][2] not in refused and (v != "release" or releasable)]
+    # the release's loop predicts one binary mask with GMS: a U-Net or a multi-class GMS has none; OpenVINO's
+    # mixed precision splits a GMS graph at its mapping: a U-Net has none
+    gms = args.gms if args.model else name.startswith("gms")
+    applies = {"release": args.binary_gms if args.model else gms, "openvino mixed": gms}
+    timed = [v for v in args.variants if VARIANTS[v][2] not in refused and applies.get(v, True)]
     images, masks = common.synthetic_batch(args.images, args.size, seed=args.seed)
     workers: dict[str, common.Worker] = {}
     results: dict[str, list[dict[str, Any]]] = {v: [] for v in timed}
@@ -268,7 +271,7 @@ def time_variants(name: str, args: argparse.Namespace, root: Path) -> list[dict[
     release = best.get("release")
     for variant in args.variants:
         backend, _, export = VARIANTS[variant]
-        if variant not in results and export not in refused:  # the release loop of a U-Net
+        if variant not in results and export not in refused:  # the release loop or mixed of a U-Net
             continue
         if export in refused:
             rows.append(
@@ -428,6 +431,7 @@ def main(argv: list[str] | None = None) -> int:
 
             loaded = load_model(args.model)
             args.binary_gms = is_binary_gms(loaded)
+            args.gms = hasattr(loaded, "mapping")
             args.size = loaded.image_size
             rows = time_variants("model", args, Path(temp))
             if args.data:

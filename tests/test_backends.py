@@ -213,7 +213,7 @@ def test_backends_bench_keeps_scoring_a_prepared_2d_dataset_per_image(tmp_path):
 def test_backends_bench_times_the_release_loop_beside_the_runtimes(model_dir, tmp_path):
     """The ``release`` variant is the release's valid.py loop on the same weights and images: its
     probabilities are torch fp32's exactly, and every row says how many times that loop it runs; a U-Net
-    has no release loop and no such row."""
+    has no release loop and no mapping for OpenVINO's mixed precision, and no such rows."""
     import json
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
@@ -221,16 +221,18 @@ def test_backends_bench_times_the_release_loop_beside_the_runtimes(model_dir, tm
 
     out = tmp_path / "gms.json"
     argv = ["--model", str(model_dir), "--device", "cpu", "--rounds", "1", "--images", "2", "--batch", "2"]
-    assert backends.main([*argv, "--variants", "release", "torch fp32", "--out", str(out)]) == 0
+    variants = ["release", "torch fp32", "openvino mixed"]
+    assert backends.main([*argv, "--variants", *variants, "--out", str(out)]) == 0
     rows = {row["variant"]: row for row in json.loads(out.read_text())["rows"]}
     assert rows["release"]["x_release"] == 1.0 and rows["release"]["max_dprob"] == 0.0
-    assert rows["torch fp32"]["x_release"] > 0
+    assert rows["torch fp32"]["x_release"] > 0 and rows["openvino mixed"]["x_release"] > 0
+    assert rows["openvino mixed"]["max_dprob"] <= 0.25
     torch.manual_seed(0)
     UNet(unet_arguments([8, 16], SIZE)).eval().save_pretrained(tmp_path / "unet")
     argv[1] = str(tmp_path / "unet")
-    assert backends.main([*argv, "--variants", "release", "torch fp32", "--out", str(tmp_path / "unet.json")]) == 0
+    assert backends.main([*argv, "--variants", *variants, "--out", str(tmp_path / "unet.json")]) == 0
     rows = json.loads((tmp_path / "unet.json").read_text())["rows"]
-    assert [row["variant"] for row in rows] == ["torch fp32"] and rows[0]["x_release"] is None
+    assert [row["variant"] for row in rows] == ["torch fp32"] and rows[0]["x_release"] is None, "no mapping to split"
     three = LabelSet.from_labels({"background": 0, "anterior": 1, "posterior": 2})
     assert backends.is_binary_gms(load_model(model_dir))
     assert not backends.is_binary_gms(types.SimpleNamespace(mapping=None, labels=three)), "multi-class GMS"

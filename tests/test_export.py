@@ -97,6 +97,47 @@ def test_openvino_fp32_is_forced_where_the_cpu_would_run_bf16(exported, gms_dir)
     assert (fp32 - expected).abs().max() <= 1e-4 < (bf16 - expected).abs().max()
 
 
+def test_mixed_splits_a_gms_graph_into_its_three_stages_exactly(exported, gms_dir):
+    """The encoder, mapping and decoder parts chained in f32 give the whole graph's probabilities."""
+    openvino = pytest.importorskip("openvino")
+    from gmseg.inference import openvino_backend
+
+    core = openvino.Core()
+    network = core.read_model(str(exported["gms", "openvino"] / "model.xml"))
+    network.reshape({network.inputs[0]: [1, 3, SIZE, SIZE]})
+    stages = openvino_backend.gms_stages(network, "model.xml")
+    assert len(stages) == 3 and all(len(s.inputs) >= 1 for s in stages)
+    names = [{op.get_friendly_name() for op in stage.get_ordered_ops()} for stage in stages]
+    assert any(n.startswith("/encoder/") for n in names[0]) and not any(n.startswith("/mapping/") for n in names[0])
+    assert any(n.startswith("/mapping/") for n in names[1]) and not any(n.startswith("/decoder/") for n in names[1])
+    assert any(n.startswith("/decoder/") for n in names[2]) and not any(n.startswith("/mapping/") for n in names[2])
+    run = openvino_backend.chained(core, stages, ("f32", "f32", "f32"))
+    whole = make_predictor(load_model(exported["gms", "openvino"]), "cpu", backend="openvino")(images())
+    parts = torch.cat([torch.from_numpy(run(image.numpy())) for image in images().split(1)])
+    assert (parts - whole).abs().max() <= 1e-6 and whole.std() > 1e-3
+
+
+def test_mixed_runs_the_mapping_in_fp32_and_the_autoencoder_in_bf16(exported, gms_dir):
+    openvino = pytest.importorskip("openvino")
+    if "BF16" not in openvino.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
+        pytest.skip("this CPU has no bf16 instructions: OpenVINO runs every precision in f32 here")
+    model = load_model(exported["gms", "openvino"])
+    run = {
+        p: make_predictor(model, "cpu", backend="openvino", precision=p)(images()) for p in ("fp32", "bf16", "mixed")
+    }
+    assert (run["mixed"] - run["fp32"]).abs().max() > 1e-4, "the autoencoder ran in bf16"
+    assert (run["mixed"] - run["bf16"]).abs().max() > 1e-4, "the mapping did not"
+    assert (run["mixed"] - run["fp32"]).abs().max() <= 0.25
+
+
+def test_mixed_is_refused_where_there_is_no_gms_graph(exported, gms_dir):
+    with pytest.raises(GmsegError, match="no mapping or decoder stage"):
+        make_predictor(load_model(exported["unet", "openvino"]), "cpu", backend="openvino", precision="mixed")
+    for backend, folder in (("torch", gms_dir), ("onnxruntime", exported["gms", "onnx"])):
+        with pytest.raises(GmsegError, match=f"backend {backend} has no --precision mixed"):
+            make_predictor(load_model(folder), "cpu", backend=backend, precision="mixed")
+
+
 def test_exported_config_names_its_kind_and_graph(exported):
     config = json.loads((exported["unet", "openvino"] / "config.json").read_text())
     assert config["_class_name"] == "ExportedModel" and config["exported_from"] == "UNet"

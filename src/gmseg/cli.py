@@ -116,9 +116,10 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument(
         "--precision",
         default="fp32",
-        choices=["fp32", "bf16"],
+        choices=["fp32", "bf16", "mixed"],
         help="fp32 (default, exact) or bf16 autocast (faster on some hardware; "
-        "probabilities move by up to ~0.3 at single pixels, see BENCHMARKS.md)",
+        "probabilities move by up to ~0.3 at single pixels, see BENCHMARKS.md); mixed: OpenVINO on a GMS "
+        "export, the autoencoder in bf16 and the latent mapping in fp32",
     )
     predict.add_argument(
         "--channels-last",

@@ -13,7 +13,8 @@ from ..errors import CheckpointError, GmsegError
 from ..labels import BINARY, LabelSet
 
 #: ``precision`` values of :func:`gmseg.inference.make_predictor` / ``gmseg predict --precision``.
-PRECISIONS = ("fp32", "bf16")
+#: ``mixed``: OpenVINO on a GMS export, the autoencoder in bf16 and the latent mapping in fp32.
+PRECISIONS = ("fp32", "bf16", "mixed")
 
 #: The mirror images averaged by test-time augmentation: none, left-right, up-down, both (nnU-Net's default
 #: in 2D). Training augments with these flips, so the model has seen every one of them.

@@ -39,6 +39,11 @@ def build(model: Any, device: torch.device, options: PredictorOptions) -> Callab
             f"backend torch runs torch models; this is a {type(model).__name__} (an exported folder runs on "
             f"backend {getattr(model, 'default_backend', 'onnxruntime')})"
         )
+    if options.precision not in ("fp32", "bf16"):
+        raise GmsegError(
+            f"backend torch has no --precision {options.precision}; it runs fp32 or bf16 "
+            "(mixed is OpenVINO's, on a GMS export)"
+        )
     model = model.to(device).eval()
     if options.channels_last:
         model = model.to(memory_format=torch.channels_last)
