@@ -97,7 +97,7 @@ def test_openvino_fp32_is_forced_where_the_cpu_would_run_bf16(exported, gms_dir)
     assert (fp32 - expected).abs().max() <= 1e-4 < (bf16 - expected).abs().max()
 
 
-def test_mixed_splits_a_gms_graph_into_its_three_stages_exactly(exported, gms_dir):
+def test_mixed_splits_a_gms_graph_into_its_three_stages_exactly(exported):
     """The encoder, mapping and decoder parts chained in f32 give the whole graph's probabilities."""
     openvino = pytest.importorskip("openvino")
     from gmseg.inference import openvino_backend
@@ -117,7 +117,7 @@ def test_mixed_splits_a_gms_graph_into_its_three_stages_exactly(exported, gms_di
     assert (parts - whole).abs().max() <= 1e-6 and whole.std() > 1e-3
 
 
-def test_mixed_runs_the_mapping_in_fp32_and_the_autoencoder_in_bf16(exported, gms_dir):
+def test_mixed_runs_the_mapping_in_fp32_and_the_autoencoder_in_bf16(exported):
     openvino = pytest.importorskip("openvino")
     if "BF16" not in openvino.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
         pytest.skip("this CPU has no bf16 instructions: OpenVINO runs every precision in f32 here")

@@ -44,6 +44,18 @@ def write_log(
     return path
 
 
+def run_script(*args: str) -> subprocess.CompletedProcess:
+    """bench/time_to_dice.py run as a user runs it, its output captured."""
+    return subprocess.run(
+        [sys.executable, str(BENCH / "time_to_dice.py"), *args],
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        errors="replace",
+        timeout=120,
+    )
+
+
 def test_curve_is_cumulative_minutes_and_best_so_far(tmp_path):
     # A cheap first phase (30 s epochs after a 3-minute encode), then slow epochs; validation swings.
     run = write_log(tmp_path / "a", [180, 30, 30, 120, 120], ["", 0.5, 0.4, 0.7, 0.6])
@@ -64,26 +76,17 @@ def test_command_prints_both_tables_and_writes_json(tmp_path):
     slow = write_log(tmp_path / "slow", [150] * 3, [0.55, 0.7, 0.72])
     short = write_log(tmp_path / "short", [60] * 2, [0.4, 0.5])  # stopped after 2 minutes
     out = tmp_path / "race.json"
-    done = subprocess.run(
-        [
-            sys.executable,
-            str(BENCH / "time_to_dice.py"),
-            f"latent first={fast}",
-            f"full loss={slow / 'train_log.csv'}",
-            f"stopped={short}",
-            "--thresholds",
-            "0.6",
-            "0.7",
-            "--every",
-            "3",
-            "--json",
-            str(out),
-        ],
-        capture_output=True,
-        text=True,
-        encoding="utf-8",
-        errors="replace",
-        timeout=120,
+    done = run_script(
+        f"latent first={fast}",
+        f"full loss={slow / 'train_log.csv'}",
+        f"stopped={short}",
+        "--thresholds",
+        "0.6",
+        "0.7",
+        "--every",
+        "3",
+        "--json",
+        str(out),
     )
     assert done.returncode == 0, done.stderr
     assert "| >= 0.6 | 2.0 min | 5.0 min | – |" in done.stdout
@@ -100,23 +103,9 @@ def test_a_log_without_validation_is_refused_by_name(tmp_path):
     run = write_log(tmp_path / "noval", [60, 60], ["", ""])
     with pytest.raises(GmsegError, match="val_dice"):
         time_to_dice.race_curve(run)
-    done = subprocess.run(
-        [sys.executable, str(BENCH / "time_to_dice.py"), f"x={run}"],
-        capture_output=True,
-        text=True,
-        encoding="utf-8",
-        errors="replace",
-        timeout=120,
-    )
+    done = run_script(f"x={run}")
     assert done.returncode != 0 and str(run) in done.stderr
-    bad = subprocess.run(
-        [sys.executable, str(BENCH / "time_to_dice.py"), str(run)],
-        capture_output=True,
-        text=True,
-        encoding="utf-8",
-        errors="replace",
-        timeout=120,
-    )
+    bad = run_script(str(run))
     assert bad.returncode == 2 and "LABEL=RUN" in bad.stderr
 
 
@@ -131,12 +120,5 @@ def test_retime_puts_an_old_log_on_todays_epoch_seconds(tmp_path):
     assert result["runs"]["old"]["retimed_seconds"] == [300, 50, 200]
     with pytest.raises(GmsegError, match="not a run label"):
         time_to_dice.race({"old": str(run)}, [0.7], 0, {"new": (1, 1, 1)})
-    bad = subprocess.run(
-        [sys.executable, str(BENCH / "time_to_dice.py"), f"old={run}", "--retime", "old=300,50"],
-        capture_output=True,
-        text=True,
-        encoding="utf-8",
-        errors="replace",
-        timeout=120,
-    )
+    bad = run_script(f"old={run}", "--retime", "old=300,50")
     assert bad.returncode == 2 and "FIRST,LATENT,FULL" in bad.stderr
