@@ -28,7 +28,15 @@ def tiny_data(tmp_path_factory) -> Path:
     return make_synthetic_dataset(tmp_path_factory.mktemp("data"), n_train=12, n_test=2, size=32, seed=1)
 
 
-VARIANT_KEYS = ("latent_epochs", "latent_views", "cached_full_loss", "full_loss_lr_scale", "latent_dihedral")
+VARIANT_KEYS = (
+    "latent_epochs",
+    "latent_views",
+    "cached_full_loss",
+    "full_loss_lr_scale",
+    "latent_dihedral",
+    "dice_fraction",
+    "autocast_encoder",
+)
 
 
 def tiny_config(data: Path, vae: Path, out: Path, **train_options) -> dict:
@@ -214,6 +222,111 @@ def test_cached_full_loss_trains_on_cached_views_without_the_encoder(tiny_data, 
     assert calls["encode"] == 2 * 3 + 1
     assert float(rows[0]["loss_dice"]) == 0
     assert all(float(r["loss_dice"]) > 0 and torch.isfinite(torch.tensor(float(r["loss"]))) for r in rows[1:])
+
+
+def test_cached_latents_full_loss_epochs_are_the_papers_step_by_default(tiny_data, tiny_vae_dir, tmp_path):
+    # With no latent phase and the default options the variant's full-loss epochs must train exactly as the
+    # default trainer (GMS.training_loss): the same losses, validation and weights.
+    paper = train(
+        config_from_dict(tiny_config(tiny_data, tiny_vae_dir, tmp_path / "a")),
+        run_dir=tmp_path / "a" / "run",
+        progress=False,
+    )
+    options = tiny_config(tiny_data, tiny_vae_dir, tmp_path / "b", latent_epochs=0, latent_views=1)
+    variant = train(config_from_dict(options), run_dir=tmp_path / "b" / "run", progress=False)
+    keys = ("lr", "loss", "loss_rec", "loss_dice", "val_dice")
+    for ours, theirs in zip(read_log(variant), read_log(paper), strict=True):
+        assert [float(ours[k]) for k in keys] == pytest.approx([float(theirs[k]) for k in keys], rel=1e-6, abs=1e-7)
+    assert torch.equal(load_model(variant)(torch.zeros(1, 3, 32, 32)), load_model(paper)(torch.zeros(1, 3, 32, 32)))
+
+
+def test_dice_fraction_decodes_part_of_each_batch(tiny_data, tiny_vae_dir, tmp_path, monkeypatch):
+    from gmseg.models import GMS
+
+    decoded = []
+    original = GMS.latent_to_probability
+
+    def counting(self, latent):
+        if torch.is_grad_enabled():  # training decodes with gradients, validation without
+            decoded.append(len(latent))
+        return original(self, latent)
+
+    monkeypatch.setattr(GMS, "latent_to_probability", counting)
+    # 9 training names at batch 4, 2 epochs: fresh augmentations drop the last batch (2 steps an epoch), the
+    # cached views keep it (4, 4, 1); half of each batch is decoded, at least one sample, at each of the three
+    # Dice levels (decoded as one batch).
+    for cached, expected in ((False, [2 * 3, 2 * 3] * 2), (True, [2 * 3, 2 * 3, 1 * 3] * 2)):
+        decoded.clear()
+        options = tiny_config(
+            tiny_data,
+            tiny_vae_dir,
+            tmp_path / str(cached),
+            latent_epochs=0,
+            latent_views=1,
+            cached_full_loss=cached,
+            dice_fraction=0.5,
+        )
+        rows = read_log(train(config_from_dict(options), run_dir=tmp_path / str(cached) / "run", progress=False))
+        assert decoded == expected
+        assert all(float(r["loss_dice"]) > 0 for r in rows)
+
+
+def test_autocast_encoder_encodes_under_mixed_precision_and_keeps_float32(
+    tiny_data, tiny_vae_dir, tmp_path, monkeypatch, request
+):
+    from accelerate.state import AcceleratorState
+
+    from gmseg.first_stage import FirstStage
+    from gmseg.training import make_trainer
+
+    seen = []
+    original = FirstStage.encode
+
+    def recording(self, image):
+        seen.append(torch.is_autocast_enabled("cpu"))
+        return original(self, image)
+
+    monkeypatch.setattr(FirstStage, "encode", recording)
+    # accelerate keeps one mixed-precision setting per process: start this bf16 trainer from a fresh state and
+    # leave a fresh one behind for the fp32 tests.
+    AcceleratorState._reset_state(reset_partial_state=True)
+    request.addfinalizer(lambda: AcceleratorState._reset_state(reset_partial_state=True))
+    options = tiny_config(
+        tiny_data,
+        tiny_vae_dir,
+        tmp_path,
+        latent_epochs=1,
+        latent_views=1,
+        autocast_encoder=True,
+        mixed_precision="bf16",
+    )
+    trainer = make_trainer(config_from_dict(options), run_dir=tmp_path / "run", progress=False)
+    trainer.setup()
+    seen.clear()
+    cache = trainer.build_latent_cache()
+    assert seen and all(seen) and cache["image"].dtype == cache["mask"].dtype == torch.float32
+    seen.clear()
+    _, _, batch = next(trainer.encoded_batches())
+    assert seen == [True] and batch["image"].dtype == torch.float32
+    trainer.options.autocast_encoder = False
+    seen.clear()
+    next(trainer.encoded_batches())
+    assert seen == [False]
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("dice_fraction", 0.0, "trainer.dice_fraction must be in (0, 1]"),
+        ("autocast_encoder", True, "needs train.mixed_precision"),
+    ],
+)
+def test_time_saving_options_are_checked(tiny_data, tiny_vae_dir, tmp_path, key, value, message):
+    from gmseg.training import make_trainer
+
+    options = tiny_config(tiny_data, tiny_vae_dir, tmp_path, latent_epochs=1, **{key: value})
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace("]", r"\]")):
+        make_trainer(config_from_dict(options), run_dir=tmp_path / "run", progress=False)
 
 
 def test_cached_batches_turn_latents_and_masks_together(tiny_data, tiny_vae_dir, tmp_path):

@@ -358,12 +358,14 @@ class GMS(SegmentationModel, tags=["gms"]):
         mask_latent: torch.Tensor,
         mask: torch.Tensor | None,
         outputs: dict[str, torch.Tensor] | None = None,
+        dice_samples: int | None = None,
     ) -> dict[str, torch.Tensor]:
         """Latent MSE + Dice of the decoded masks, summed over the supervised levels.
 
         All levels go through the decoder as one batch: the decoder dominates the cost and batching
         is the same arithmetic per sample (its GroupNorms are per sample). ``mask=None`` leaves the Dice
-        term out (zero): the latent-only epochs train without the decoder in the loop.
+        term out (zero): the latent-only epochs train without the decoder in the loop. ``dice_samples``
+        decodes only the batch's first samples for the Dice term (a cheaper, noisier estimate of it).
         """
         levels = self.gms_config.supervised_levels
         if outputs is None:
@@ -372,8 +374,9 @@ class GMS(SegmentationModel, tags=["gms"]):
         loss_dice = image_latent.new_zeros(())
         dice_levels = self.dice_levels
         if mask is not None and self.gms_config.dice_weight > 0 and dice_levels:
-            probabilities = self.latent_to_probability(torch.cat([outputs[name] for name in dice_levels]))
-            loss_dice = sum(self.dice_loss(p, mask) for p in probabilities.chunk(len(dice_levels)))
+            kept = slice(None, dice_samples)
+            probabilities = self.latent_to_probability(torch.cat([outputs[name][kept] for name in dice_levels]))
+            loss_dice = sum(self.dice_loss(p, mask[kept]) for p in probabilities.chunk(len(dice_levels)))
         loss_rec = self.gms_config.rec_weight * loss_rec
         loss_dice = self.gms_config.dice_weight * loss_dice
         return {"loss": loss_rec + loss_dice, "loss_rec": loss_rec, "loss_dice": loss_dice}

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
@@ -44,9 +45,19 @@ class CachedLatentTrainer(Trainer):
         # Random flips/rot90 of the cached latents. TAESD's latents are not equivariant to them, so off
         # shows the mapping only inputs a real image encodes to; on (the default) is better at a full-lr restart.
         latent_dihedral: bool = True
+        # Fraction of each batch decoded for the Dice term: the decoder's forward and backward are ~40 % of a
+        # full-loss step (BENCHMARKS.md, "Time to Dice"); 1.0 is the paper's loss.
+        dice_fraction: float = 1.0
+        # The frozen encoder (the cache and the full-loss epochs) runs under train.mixed_precision too;
+        # validation still encodes in full precision.
+        autocast_encoder: bool = False
 
         def problems(self, config: Config) -> list[str]:
             found = []
+            if not 0.0 < self.dice_fraction <= 1.0:
+                found.append(f"trainer.dice_fraction must be in (0, 1], got {self.dice_fraction}")
+            if self.autocast_encoder and config.train.mixed_precision == "no":
+                found.append("trainer.autocast_encoder needs train.mixed_precision=bf16 or fp16 (it is 'no')")
             if not 0 <= self.latent_epochs <= config.train.epochs:
                 found.append(f"trainer.latent_epochs must be in [0, train.epochs], got {self.latent_epochs}")
             if self.latent_views < 1:
@@ -77,6 +88,16 @@ class CachedLatentTrainer(Trainer):
             return self.latent_epoch
         return self.cached_full_epoch if self.options.cached_full_loss else self.full_epoch
 
+    def encode_batch(self, image: torch.Tensor, mask: torch.Tensor) -> dict[str, torch.Tensor]:
+        """One batch's latents as float32 (image mean, log-variance if any, mask latent), encoded under
+        mixed precision when ``trainer.autocast_encoder`` is on."""
+        with self.accelerator.autocast() if self.options.autocast_encoder else nullcontext():
+            image_mean, image_logvar, mask_latent = self.model.encode_pair(image, mask)
+        entry = {"image": image_mean.float(), "mask": mask_latent.float()}
+        if image_logvar is not None:
+            entry["logvar"] = image_logvar.float()
+        return entry
+
     @torch.no_grad()
     def build_latent_cache(self) -> dict[str, torch.Tensor]:
         """Encode ``latent_views`` views of every local training image once: view 0 is the image itself,
@@ -102,10 +123,7 @@ class CachedLatentTrainer(Trainer):
             loader = DataLoader(dataset, batch_size=self.config.train.batch_size, shuffle=False)
             loader = self.accelerator.prepare_data_loader(loader)
             for batch in loader:
-                image_mean, image_logvar, mask_latent = self.model.encode_pair(batch["image"] * 2 - 1, batch["mask"])
-                entry = {"image": image_mean, "mask": mask_latent}
-                if image_logvar is not None:
-                    entry["logvar"] = image_logvar
+                entry = self.encode_batch(batch["image"] * 2 - 1, batch["mask"])
                 if self.options.cached_full_loss:
                     entry["pixels"] = batch["mask"].round().to(torch.uint8)  # {0, 1} or class indices
                 cache.append(entry)
@@ -150,18 +168,38 @@ class CachedLatentTrainer(Trainer):
         return self.cached_epoch(epoch, bar, with_dice=True)
 
     def cached_epoch(self, epoch: int, bar: Any, with_dice: bool) -> dict[str, float]:
-        return self.run_steps(self.cached_steps(epoch, with_dice), bar)
+        return self.run_steps(self.latent_steps(epoch, self.cached_batches(epoch), with_dice), bar)
 
-    def cached_steps(self, epoch: int, with_dice: bool) -> Iterator[dict[str, torch.Tensor]]:
+    def full_epoch(self, epoch: int, bar: Any) -> dict[str, float]:
+        """The paper's full loss on freshly encoded augmentations (the encoder in the loop): the paper's
+        step (``GMS.training_loss``) unless ``trainer.dice_fraction`` or ``trainer.autocast_encoder`` cut it."""
+        self.train_set.epoch = epoch
+        self.train_loader.set_epoch(epoch)
+        return self.run_steps(self.latent_steps(epoch, self.encoded_batches(), with_dice=True), bar)
+
+    def encoded_batches(self) -> Iterator[tuple[int, int, dict[str, torch.Tensor]]]:
+        """(step, steps, batch) over the augmented training set, each batch encoded as it comes."""
+        steps = len(self.train_loader)
+        for step, batch in enumerate(self.train_loader):
+            yield step, steps, {**self.encode_batch(batch["image"] * 2 - 1, batch["mask"]), "pixels": batch["mask"]}
+
+    def latent_steps(
+        self, epoch: int, batches: Iterator[tuple[int, int, dict[str, torch.Tensor]]], with_dice: bool
+    ) -> Iterator[dict[str, torch.Tensor]]:
+        """Optimisation steps on latent batches: latent noise, the mapping, latent MSE (+ Dice on the first
+        ``dice_fraction`` of each batch when ``with_dice``)."""
         levels = self.model.gms_config.supervised_levels
-        for step, steps, batch in self.cached_batches(epoch):
+        for step, steps, batch in batches:
             self.apply_step_lr(epoch, step, steps)
             latent = self.model.noisy_latent(batch["image"], batch.get("logvar"), self.noise_generator(epoch, step))
             with self.accelerator.accumulate(self.net):
                 with self.accelerator.autocast():
                     outputs = self.net(latent, levels=levels)
                     pixels = batch["pixels"].float() if with_dice else None
-                    losses = self.model.loss_from_latents(latent, batch["mask"], pixels, outputs=outputs)
+                    dice_samples = max(1, round(self.options.dice_fraction * len(latent)))
+                    losses = self.model.loss_from_latents(
+                        latent, batch["mask"], pixels, outputs=outputs, dice_samples=dice_samples
+                    )
                 self.optimisation_step(losses, epoch, step)
             yield losses
 
