@@ -217,9 +217,14 @@ def is_volume_data(data: Path) -> bool:
     return True
 
 
+def is_gms(model: Any) -> bool:
+    """Whether a loaded model is GMS (it has a latent mapping model): OpenVINO's mixed precision splits at it."""
+    return hasattr(model, "mapping")
+
+
 def is_binary_gms(model: Any) -> bool:
-    """Whether the release's loop applies: GMS (it has a mapping model) with one foreground class."""
-    return hasattr(model, "mapping") and model.labels.is_binary
+    """Whether the release's loop applies: GMS with one foreground class."""
+    return is_gms(model) and model.labels.is_binary
 
 
 def time_variants(name: str, args: argparse.Namespace, root: Path) -> list[dict[str, Any]]:
@@ -431,7 +436,7 @@ def main(argv: list[str] | None = None) -> int:
 
             loaded = load_model(args.model)
             args.binary_gms = is_binary_gms(loaded)
-            args.gms = hasattr(loaded, "mapping")
+            args.gms = is_gms(loaded)
             args.size = loaded.image_size
             rows = time_variants("model", args, Path(temp))
             if args.data:

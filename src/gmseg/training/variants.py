@@ -170,12 +170,11 @@ class CachedLatentTrainer(Trainer):
     def cached_epoch(self, epoch: int, bar: Any, with_dice: bool) -> dict[str, float]:
         return self.run_steps(self.latent_steps(epoch, self.cached_batches(epoch), with_dice), bar)
 
-    def full_epoch(self, epoch: int, bar: Any) -> dict[str, float]:
-        """The paper's full loss on freshly encoded augmentations (the encoder in the loop): the paper's
-        step (``GMS.training_loss``) unless ``trainer.dice_fraction`` or ``trainer.autocast_encoder`` cut it."""
-        self.train_set.epoch = epoch
-        self.train_loader.set_epoch(epoch)
-        return self.run_steps(self.latent_steps(epoch, self.encoded_batches(), with_dice=True), bar)
+    def full_steps(self, epoch: int) -> Iterator[dict[str, torch.Tensor]]:
+        """The full loss on freshly encoded augmentations (the encoder in the loop), through the same latent
+        step as the cached epochs: the paper's step (``GMS.training_loss``) unless ``trainer.dice_fraction`` or
+        ``trainer.autocast_encoder`` cut it."""
+        return self.latent_steps(epoch, self.encoded_batches(), with_dice=True)
 
     def encoded_batches(self) -> Iterator[tuple[int, int, dict[str, torch.Tensor]]]:
         """(step, steps, batch) over the augmented training set, each batch encoded as it comes."""
