@@ -36,6 +36,7 @@ VARIANT_KEYS = (
     "latent_dihedral",
     "dice_fraction",
     "autocast_encoder",
+    "fp32_loss",
 )
 
 
@@ -314,11 +315,41 @@ def test_autocast_encoder_encodes_under_mixed_precision_and_keeps_float32(
     assert seen == [False]
 
 
+def test_fp32_loss_decodes_in_float32_under_mixed_precision(tiny_data, tiny_vae_dir, tmp_path, monkeypatch, request):
+    from accelerate.state import AcceleratorState
+
+    from gmseg.models import GMS
+    from gmseg.training import make_trainer
+
+    seen = []
+    original = GMS.latent_to_probability
+
+    def recording(self, latent):
+        if torch.is_grad_enabled():  # training decodes with gradients, validation without
+            seen.append((torch.is_autocast_enabled("cpu"), latent.dtype))
+        return original(self, latent)
+
+    monkeypatch.setattr(GMS, "latent_to_probability", recording)
+    AcceleratorState._reset_state(reset_partial_state=True)  # as in the autocast_encoder test
+    request.addfinalizer(lambda: AcceleratorState._reset_state(reset_partial_state=True))
+    options = tiny_config(tiny_data, tiny_vae_dir, tmp_path, latent_epochs=0, fp32_loss=True, mixed_precision="bf16")
+    trainer = make_trainer(config_from_dict(options), run_dir=tmp_path / "run", progress=False)
+    trainer.setup()
+    steps = trainer.full_steps(epoch=0)
+    losses = next(steps)
+    assert seen == [(False, torch.float32)] and losses["loss_dice"].dtype == torch.float32
+    trainer.options.fp32_loss = False  # the default: the decoder under the run's mixed precision
+    seen.clear()
+    next(steps)
+    assert seen == [(True, torch.float32)]
+
+
 @pytest.mark.parametrize(
     ("key", "value", "message"),
     [
         ("dice_fraction", 0.0, "trainer.dice_fraction must be in (0, 1]"),
         ("autocast_encoder", True, "needs train.mixed_precision"),
+        ("fp32_loss", True, "trainer.fp32_loss needs train.mixed_precision"),
     ],
 )
 def test_time_saving_options_are_checked(tiny_data, tiny_vae_dir, tmp_path, key, value, message):

@@ -51,6 +51,9 @@ class CachedLatentTrainer(Trainer):
         # The frozen encoder (the cache and the full-loss epochs) runs under train.mixed_precision too;
         # validation still encodes in full precision.
         autocast_encoder: bool = False
+        # The loss (the decoder behind the Dice term) runs in float32 even under train.mixed_precision, the
+        # mapping staying mixed: bf16 gradients through the decoder are the noisiest part of a bf16 step.
+        fp32_loss: bool = False
 
         def problems(self, config: Config) -> list[str]:
             found = []
@@ -58,6 +61,8 @@ class CachedLatentTrainer(Trainer):
                 found.append(f"trainer.dice_fraction must be in (0, 1], got {self.dice_fraction}")
             if self.autocast_encoder and config.train.mixed_precision == "no":
                 found.append("trainer.autocast_encoder needs train.mixed_precision=bf16 or fp16 (it is 'no')")
+            if self.fp32_loss and config.train.mixed_precision == "no":
+                found.append("trainer.fp32_loss needs train.mixed_precision=bf16 or fp16 (it is 'no': all is fp32)")
             if not 0 <= self.latent_epochs <= config.train.epochs:
                 found.append(f"trainer.latent_epochs must be in [0, train.epochs], got {self.latent_epochs}")
             if self.latent_views < 1:
@@ -196,11 +201,18 @@ class CachedLatentTrainer(Trainer):
                     outputs = self.net(latent, levels=levels)
                     pixels = batch["pixels"].float() if with_dice else None
                     dice_samples = max(1, round(self.options.dice_fraction * len(latent)))
-                    losses = self.model.loss_from_latents(
-                        latent, batch["mask"], pixels, outputs=outputs, dice_samples=dice_samples
-                    )
+                    with self.loss_precision(latent):
+                        losses = self.model.loss_from_latents(
+                            latent, batch["mask"], pixels, outputs=outputs, dice_samples=dice_samples
+                        )
                 self.optimisation_step(losses, epoch, step)
             yield losses
+
+
+    def loss_precision(self, latent: torch.Tensor) -> Any:
+        """Autocast switched off for the loss when ``trainer.fp32_loss`` (the prepared mapping hands its
+        outputs back in float32), else the enclosing mixed precision."""
+        return torch.autocast(latent.device.type, enabled=False) if self.options.fp32_loss else nullcontext()
 
 
 #: trainer.name -> class. One line per variant.
