@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -137,23 +138,53 @@ def write_tiny_volume(path: Path, array: np.ndarray) -> None:
     sitk.WriteImage(image, str(path))
 
 
+def write_msd_task(
+    root: Path,
+    cases: Sequence[tuple[np.ndarray, np.ndarray]],
+    write: Callable[[Path, np.ndarray], None],
+    labels: dict[str, str],
+    *,
+    name: str = "Tiny",
+    modality: str = "MRI",
+    unlabelled: Sequence[np.ndarray] = (),
+) -> Path:
+    """An MSD task folder as the Decathlon ships one (imagesTr, labelsTr, imagesTs, dataset.json) from
+    (image, label) arrays, named vol_000...; ``write`` writes one volume with the test's geometry."""
+    for folder in ("imagesTr", "labelsTr") + (("imagesTs",) if unlabelled else ()):
+        (root / folder).mkdir(parents=True, exist_ok=True)
+    training, test = [], []
+    for i, (image, label) in enumerate(cases):
+        file = f"vol_{i:03d}.nii.gz"
+        write(root / "imagesTr" / file, image)
+        write(root / "labelsTr" / file, label)
+        training.append({"image": f"./imagesTr/{file}", "label": f"./labelsTr/{file}"})
+    for i, image in enumerate(unlabelled):
+        file = f"vol_{100 + i:03d}.nii.gz"
+        write(root / "imagesTs" / file, image)
+        test.append(f"./imagesTs/{file}")
+    meta = {
+        "name": name,
+        "tensorImageSize": "3D",
+        "modality": {"0": modality},
+        "labels": labels,
+        "numTraining": len(training),
+        "numTest": len(test),
+        "training": training,
+        "test": test,
+    }
+    (root / "dataset.json").write_text(json.dumps(meta))
+    return root
+
+
 def make_tiny_msd(root: Path, n: int = 4) -> Path:
     """A tiny MSD task (labels background / anterior / posterior) of (6, 20, 16) MRI volumes whose slices
     differ, each case its structures in another place."""
     rng = np.random.default_rng(0)
-    (root / "imagesTr").mkdir(parents=True)
-    (root / "labelsTr").mkdir()
-    training = []
+    cases = []
     for i in range(n):
         label = np.zeros((6, 20, 16), np.uint8)
         label[1:5, 3 + i : 9 + i, 2:7] = 1
         label[2:5, 12:18, 8 + i % 3 : 14] = 2
         image = (label * 40.0 + np.arange(6)[:, None, None] * 7 + rng.normal(0, 8, label.shape)).astype(np.float32)
-        name = f"vol_{i:03d}.nii.gz"
-        write_tiny_volume(root / "imagesTr" / name, image)
-        write_tiny_volume(root / "labelsTr" / name, label)
-        training.append({"image": f"./imagesTr/{name}", "label": f"./labelsTr/{name}"})
-    labels = {"0": "background", "1": "anterior", "2": "posterior"}
-    meta = {"name": "Tiny", "modality": {"0": "MRI"}, "labels": labels, "training": training, "test": []}
-    (root / "dataset.json").write_text(json.dumps(meta))
-    return root
+        cases.append((image, label))
+    return write_msd_task(root, cases, write_tiny_volume, {"0": "background", "1": "anterior", "2": "posterior"})

@@ -11,6 +11,7 @@ import pytest
 import SimpleITK as sitk
 from PIL import Image
 
+from conftest import write_msd_task
 from gmseg.data.layouts import MSDLayout, NnUNetLayout, PreparedLayout, open_layout
 from gmseg.data.readers import PLANAR, Geometry, write_volume
 from gmseg.errors import DataError, GmsegError
@@ -30,29 +31,15 @@ def _image_and_label(seed: int) -> tuple[np.ndarray, np.ndarray]:
 
 def make_msd(root: Path, n: int = 6, unlabelled: int = 1) -> Path:
     """A tiny MSD task: imagesTr/labelsTr/imagesTs, dataset.json with index -> name labels."""
-    training = []
-    for i in range(n):
-        image, label = _image_and_label(i)
-        write_volume(root / "imagesTr" / f"vol_{i:03d}.nii.gz", image, GEOMETRY)
-        write_volume(root / "labelsTr" / f"vol_{i:03d}.nii.gz", label, GEOMETRY)
-        training.append({"image": f"./imagesTr/vol_{i:03d}.nii.gz", "label": f"./labelsTr/vol_{i:03d}.nii.gz"})
-    test = []
-    for i in range(unlabelled):
-        write_volume(root / "imagesTs" / f"vol_{100 + i:03d}.nii.gz", _image_and_label(100 + i)[0], GEOMETRY)
-        test.append(f"./imagesTs/vol_{100 + i:03d}.nii.gz")
+    write_msd_task(
+        root,
+        [_image_and_label(i) for i in range(n)],
+        lambda path, array: write_volume(path, array, GEOMETRY),
+        {"0": "background", "1": "Anterior", "2": "Posterior"},
+        unlabelled=[_image_and_label(100 + i)[0] for i in range(unlabelled)],
+    )
     # The MSD archives carry macOS companions; they are not in the list and must never be read.
     (root / "imagesTr" / "._vol_000.nii.gz").write_bytes(b"\x00\x05\x16\x07")
-    meta = {
-        "name": "Tiny",
-        "tensorImageSize": "3D",
-        "modality": {"0": "MRI"},
-        "labels": {"0": "background", "1": "Anterior", "2": "Posterior"},
-        "numTraining": n,
-        "numTest": unlabelled,
-        "training": training,
-        "test": test,
-    }
-    (root / "dataset.json").write_text(json.dumps(meta))
     return root
 
 

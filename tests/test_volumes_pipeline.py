@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from conftest import SHARED
+from conftest import SHARED, write_msd_task
 from gmseg.cli import main
 from gmseg.config import config_from_dict
 from gmseg.data.layouts import open_layout
@@ -38,20 +38,14 @@ def make_msd(root: Path, n: int = 6, modality: str = "MRI") -> Path:
     """An MSD task: (8, 24, 20) volumes, two box-shaped structures on the middle slices, intensities of
     another scale in each case (z-scored per volume), and some slices without any foreground."""
     rng = np.random.default_rng(0)
-    (root / "imagesTr").mkdir(parents=True)
-    (root / "labelsTr").mkdir()
-    training = []
+    cases = []
     for i in range(n):
         label = np.zeros((8, 24, 20), np.uint8)
         label[2:6, 4:10, 3:9] = 1
         label[2:6, 13:20, 10:17] = 2
         image = (label * 40.0 + rng.normal(0, 8, label.shape)) * (1 + i) + 100 * i
-        write(root / "imagesTr" / f"vol_{i:03d}.nii.gz", image.astype(np.float32))
-        write(root / "labelsTr" / f"vol_{i:03d}.nii.gz", label)
-        training.append({"image": f"./imagesTr/vol_{i:03d}.nii.gz", "label": f"./labelsTr/vol_{i:03d}.nii.gz"})
-    meta = {"name": "Toy", "modality": {"0": modality}, "labels": LABELS, "training": training, "test": []}
-    (root / "dataset.json").write_text(json.dumps(meta))
-    return root
+        cases.append((image.astype(np.float32), label))
+    return write_msd_task(root, cases, write, LABELS, name="Toy", modality=modality)
 
 
 def unet_config(root: Path, out: Path, epochs: int = 3, **data) -> dict:

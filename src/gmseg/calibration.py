@@ -95,18 +95,23 @@ def training_cases(layout: Any, split: str | os.PathLike | None) -> tuple[str, l
 
 
 def volume_calibration(
-    source: Path, spec: InferenceSpec, size: int, seed: int, split: str | os.PathLike | None, record: Any
+    source: Path,
+    layout: Any,
+    spec: InferenceSpec,
+    size: int,
+    seed: int,
+    split: str | os.PathLike | None,
+    record: Any,
 ) -> CalibrationSet:
     """Up to ``size`` slices of a volume dataset's training cases: a seeded sample of cases, then the same
     number of seeded slices from each (so one long case does not fill the set), each slice prepared as
-    volume prediction prepares it (``record``: the model's :class:`~gmseg.data.normalization.VolumeInput`)."""
-    from .data.layouts import open_layout
+    volume prediction prepares it (``layout``: the dataset at ``source``; ``record``: the model's
+    :class:`~gmseg.data.normalization.VolumeInput`)."""
     from .data.normalization import VolumeInput
     from .data.readers import read_volume
     from .data.slicing import slice_axis, take_slice
     from .volume_predict import single_channel, slices_to_batch
 
-    layout = open_layout(source)
     if not layout.is_3d:
         raise GmsegError(
             f"--calibration {source} is a 2D nnU-Net dataset: pass its imagesTr folder (a folder of training "
@@ -147,7 +152,7 @@ def calibration_set(
     """Up to ``size`` training images of ``source`` as the model of ``spec`` sees them: a prepared 2D dataset
     or folder of images, or an MSD / nnU-Net dataset of volumes (slices; ``volume_input`` is the model's
     recorded normalisation). ``split`` names the training stage (default: the dataset's own split file)."""
-    from .data.volume_dataset import is_volume_layout
+    from .data.volume_dataset import open_volume_layout
 
     if isinstance(size, bool) or not isinstance(size, int) or size < 1:
         raise GmsegError(f"--calibration-size must be a positive number of images, got {size!r}")
@@ -159,9 +164,10 @@ def calibration_set(
         )
     if split is not None and not Path(split).is_file():
         raise GmsegError(f"--split {split} does not exist; pass the run's split.json")
-    if (path / "images").is_dir() or not is_volume_layout(str(path)):
+    layout = None if (path / "images").is_dir() else open_volume_layout(path)
+    if layout is None:
         return planar_calibration(path, spec, size, seed, split)
-    return volume_calibration(path, spec, size, seed, split, volume_input)
+    return volume_calibration(path, layout, spec, size, seed, split, volume_input)
 
 
 __all__ = ["CALIBRATION_SIZE", "CalibrationSet", "calibration_set"]

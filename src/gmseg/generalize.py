@@ -118,10 +118,9 @@ class _Job:
 def _layout(folder: Path) -> Any:
     """The MSD or nnU-Net layout of ``folder``, whose cases come by case name from its own split file;
     None for a prepared folder (images/, masks/, split.json)."""
-    from .data.layouts import open_layout
-    from .data.volume_dataset import is_volume_layout
+    from .data.volume_dataset import open_volume_layout
 
-    return open_layout(folder) if is_volume_layout(str(folder)) else None
+    return open_volume_layout(folder)
 
 
 def _stage_names(folder: Path, stage: str) -> list[str]:

@@ -13,6 +13,7 @@ Names are ``CASE_sNNN``; a split is by case, so no case's slices are in two sets
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -30,6 +31,12 @@ __all__ = ["VolumeSliceDataset", "case_pixels", "fit_layout_input", "is_volume_l
 def is_volume_layout(root: str) -> bool:
     """Whether the dataset at ``root`` is read through :class:`VolumeSliceDataset`: any layout but the
     prepared 2D folder (``images/`` + ``masks/``), whose path stays exactly as it always was."""
+    return open_volume_layout(root) is not None
+
+
+def open_volume_layout(root: str | os.PathLike) -> Any:
+    """The layout at ``root`` when it is read as volumes (see :func:`is_volume_layout`), else None; a
+    layout with bad files raises its own error naming them."""
     from gmseg.data.layouts import PreparedLayout, open_layout
     from gmseg.errors import DataError, GmsegError
 
@@ -38,8 +45,8 @@ def is_volume_layout(root: str) -> bool:
     except DataError:  # a layout with bad files: its own error names them
         raise
     except GmsegError:  # no layout at all: the 2D path's own checks say what is missing
-        return False
-    return not isinstance(layout, PreparedLayout)
+        return None
+    return None if isinstance(layout, PreparedLayout) else layout
 
 
 def fit_layout_input(layout: Any, names: Sequence[str], seed: int, axis: int | None) -> VolumeInput:

@@ -208,7 +208,6 @@ class CachedLatentTrainer(Trainer):
                 self.optimisation_step(losses, epoch, step)
             yield losses
 
-
     def loss_precision(self, latent: torch.Tensor) -> Any:
         """Autocast switched off for the loss when ``trainer.fp32_loss`` (the prepared mapping hands its
         outputs back in float32), else the enclosing mixed precision."""
