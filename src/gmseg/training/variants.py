@@ -52,7 +52,7 @@ class CachedLatentTrainer(Trainer):
         # validation still encodes in full precision.
         autocast_encoder: bool = False
         # The loss (the decoder behind the Dice term) runs in float32 even under train.mixed_precision, the
-        # mapping staying mixed: bf16 gradients through the decoder are the noisiest part of a bf16 step.
+        # mapping staying mixed: bf16 gradients through the decoder are far from fp32's (BENCHMARKS.md, "Time to Dice").
         fp32_loss: bool = False
 
         def problems(self, config: Config) -> list[str]:
