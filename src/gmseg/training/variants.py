@@ -59,10 +59,9 @@ class CachedLatentTrainer(Trainer):
             found = []
             if not 0.0 < self.dice_fraction <= 1.0:
                 found.append(f"trainer.dice_fraction must be in (0, 1], got {self.dice_fraction}")
-            if self.autocast_encoder and config.train.mixed_precision == "no":
-                found.append("trainer.autocast_encoder needs train.mixed_precision=bf16 or fp16 (it is 'no')")
-            if self.fp32_loss and config.train.mixed_precision == "no":
-                found.append("trainer.fp32_loss needs train.mixed_precision=bf16 or fp16 (it is 'no': all is fp32)")
+            for key in ("autocast_encoder", "fp32_loss"):  # each splits the run's mixed precision
+                if getattr(self, key) and config.train.mixed_precision == "no":
+                    found.append(f"trainer.{key} needs train.mixed_precision=bf16 or fp16 (it is 'no')")
             if not 0 <= self.latent_epochs <= config.train.epochs:
                 found.append(f"trainer.latent_epochs must be in [0, train.epochs], got {self.latent_epochs}")
             if self.latent_views < 1:
