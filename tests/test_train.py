@@ -37,6 +37,7 @@ VARIANT_KEYS = (
     "dice_fraction",
     "autocast_encoder",
     "fp32_loss",
+    "full_loss_fp32",
 )
 
 
@@ -344,12 +345,53 @@ def test_fp32_loss_decodes_in_float32_under_mixed_precision(tiny_data, tiny_vae_
     assert seen == [(True, torch.float32)]
 
 
+def test_full_loss_fp32_runs_only_the_full_loss_mapping_in_float32(
+    tiny_data, tiny_vae_dir, tmp_path, monkeypatch, request
+):
+    from accelerate.state import AcceleratorState
+
+    from gmseg.mapping import LatentMappingModel
+    from gmseg.training import make_trainer
+
+    seen = []
+    original = LatentMappingModel.forward
+
+    def recording(self, x, levels=None):
+        if torch.is_grad_enabled():  # training steps, not validation
+            seen.append(torch.is_autocast_enabled("cpu"))
+        return original(self, x, levels=levels)
+
+    monkeypatch.setattr(LatentMappingModel, "forward", recording)  # before prepare wraps it in autocast
+    AcceleratorState._reset_state(reset_partial_state=True)  # as in the autocast_encoder test
+    request.addfinalizer(lambda: AcceleratorState._reset_state(reset_partial_state=True))
+    options = tiny_config(
+        tiny_data, tiny_vae_dir, tmp_path, latent_epochs=1, epochs=2, full_loss_fp32=True, mixed_precision="bf16"
+    )
+    trainer = make_trainer(config_from_dict(options), run_dir=tmp_path / "run", progress=False)
+    trainer.setup()
+    latent_step = trainer.latent_steps(0, trainer.cached_batches(0), with_dice=False)
+    next(latent_step)
+    assert seen == [True]  # the latent phase keeps the run's mixed precision
+    seen.clear()
+    full = trainer.full_steps(epoch=1)
+    losses = next(full)
+    assert seen == [False] and losses["loss"].dtype == torch.float32 and torch.isfinite(losses["loss"])
+    seen.clear()
+    next(latent_step)  # the prepared forward is back in place after the float32 step
+    assert seen == [True]
+    trainer.options.full_loss_fp32 = False
+    seen.clear()
+    next(full)
+    assert seen == [True]
+
+
 @pytest.mark.parametrize(
     ("key", "value", "message"),
     [
         ("dice_fraction", 0.0, "trainer.dice_fraction must be in (0, 1]"),
         ("autocast_encoder", True, "needs train.mixed_precision"),
         ("fp32_loss", True, "trainer.fp32_loss needs train.mixed_precision"),
+        ("full_loss_fp32", True, "trainer.full_loss_fp32 needs train.mixed_precision"),
     ],
 )
 def test_time_saving_options_are_checked(tiny_data, tiny_vae_dir, tmp_path, key, value, message):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
@@ -54,14 +54,19 @@ class CachedLatentTrainer(Trainer):
         # The loss (the decoder behind the Dice term) runs in float32 even under train.mixed_precision, the
         # mapping staying mixed: bf16 gradients through the decoder are far from fp32's (BENCHMARKS.md, "Time to Dice").
         fp32_loss: bool = False
+        # The full-loss epochs run the mapping and the loss in float32, only the encoder staying mixed: the
+        # latent phase keeps mixed precision's speed, the phase with the Dice term fp32's numerics.
+        full_loss_fp32: bool = False
 
         def problems(self, config: Config) -> list[str]:
             found = []
             if not 0.0 < self.dice_fraction <= 1.0:
                 found.append(f"trainer.dice_fraction must be in (0, 1], got {self.dice_fraction}")
-            for key in ("autocast_encoder", "fp32_loss"):  # each splits the run's mixed precision
+            for key in ("autocast_encoder", "fp32_loss", "full_loss_fp32"):  # each splits the run's mixed precision
                 if getattr(self, key) and config.train.mixed_precision == "no":
                     found.append(f"trainer.{key} needs train.mixed_precision=bf16 or fp16 (it is 'no')")
+            if self.full_loss_fp32 and config.train.compile:
+                found.append("trainer.full_loss_fp32 swaps the mapping's forward per phase; set train.compile=false")
             if not 0 <= self.latent_epochs <= config.train.epochs:
                 found.append(f"trainer.latent_epochs must be in [0, train.epochs], got {self.latent_epochs}")
             if self.latent_views < 1:
@@ -196,7 +201,7 @@ class CachedLatentTrainer(Trainer):
             self.apply_step_lr(epoch, step, steps)
             latent = self.model.noisy_latent(batch["image"], batch.get("logvar"), self.noise_generator(epoch, step))
             with self.accelerator.accumulate(self.net):
-                with self.accelerator.autocast():
+                with self.step_precision(with_dice):
                     outputs = self.net(latent, levels=levels)
                     pixels = batch["pixels"].float() if with_dice else None
                     dice_samples = max(1, round(self.options.dice_fraction * len(latent)))
@@ -206,6 +211,27 @@ class CachedLatentTrainer(Trainer):
                         )
                 self.optimisation_step(losses, epoch, step)
             yield losses
+
+    def step_precision(self, with_dice: bool) -> Any:
+        """The run's mixed precision for the mapping and the loss, or float32 for both in the full-loss
+        epochs when ``trainer.full_loss_fp32``."""
+        return self.full_precision() if with_dice and self.options.full_loss_fp32 else self.accelerator.autocast()
+
+    @contextmanager
+    def full_precision(self) -> Iterator[None]:
+        """Autocast off. accelerate wraps a prepared module's forward in the run's autocast and keeps the
+        bare one as ``_original_forward`` (what ``unwrap_model(keep_fp32_wrapper=False)`` restores for good);
+        here the bare one stands in only for the block, so a DDP wrapper still runs it through its own forward."""
+        module = self.accelerator.unwrap_model(self.net)
+        wrapped, bare = module.__dict__.get("forward"), module.__dict__.get("_original_forward")
+        if bare is not None:
+            module.forward = bare
+        try:
+            with torch.autocast(self.accelerator.device.type, enabled=False):
+                yield
+        finally:
+            if bare is not None:
+                module.forward = wrapped
 
     def loss_precision(self, latent: torch.Tensor) -> Any:
         """Autocast switched off for the loss when ``trainer.fp32_loss`` (the prepared mapping hands its
