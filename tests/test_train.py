@@ -402,6 +402,16 @@ def test_time_saving_options_are_checked(tiny_data, tiny_vae_dir, tmp_path, key,
         make_trainer(config_from_dict(options), run_dir=tmp_path / "run", progress=False)
 
 
+def test_full_loss_fp32_refuses_a_compiled_mapping(tiny_data, tiny_vae_dir, tmp_path):
+    from gmseg.training import make_trainer
+
+    options = tiny_config(
+        tiny_data, tiny_vae_dir, tmp_path, latent_epochs=1, full_loss_fp32=True, mixed_precision="bf16", compile=True
+    )
+    with pytest.raises(ConfigError, match="set train.compile=false"):
+        make_trainer(config_from_dict(options), run_dir=tmp_path / "run", progress=False)
+
+
 def test_cached_batches_turn_latents_and_masks_together(tiny_data, tiny_vae_dir, tmp_path):
     from gmseg.training import make_trainer
 

@@ -174,3 +174,19 @@ def test_generalize_scores_a_volume_dataset_per_case(run, msd, tmp_path):
     assert row["stage"] == "all" and row["n_images"] == 6  # no split file: every case, one row each
     with (tmp_path / "gen" / "toy" / "all" / "metrics.csv").open() as handle:
         assert len(list(csv.DictReader(handle))) == 6
+
+
+def test_generalize_plans_a_volume_dataset_from_one_opening(msd, monkeypatch):
+    import gmseg.data.volume_dataset as volume_dataset
+    from gmseg.generalize import plan_jobs
+
+    opened = []
+    original = volume_dataset.open_volume_layout
+
+    def counting(folder):
+        opened.append(folder)
+        return original(folder)
+
+    monkeypatch.setattr(volume_dataset, "open_volume_layout", counting)
+    jobs = plan_jobs([("toy", msd)], ["test", "all"], None)
+    assert [job.stage for job in jobs] == ["all"] and opened == [msd]  # dataset.json read once, not per stage

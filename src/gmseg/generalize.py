@@ -96,10 +96,10 @@ def _row(dataset: str, stage: str, summary: dict) -> dict[str, Any]:
     return row
 
 
-def _stages_for(folder: Path, stages: list[str]) -> list[str]:
+def _stages_for(folder: Path, layout: Any, stages: list[str]) -> list[str]:
     """Without a split file a dataset is one stage, 'all'; with one (split.json, or the splits_final.json of
-    an nnU-Net dataset), the requested stages."""
-    layout = _layout(folder)
+    an nnU-Net dataset), the requested stages. ``layout``: the folder's MSD or nnU-Net layout, or None for a
+    prepared folder (images/, masks/, split.json)."""
     has_split = (folder / "split.json").is_file() if layout is None else layout.saved_split() is not None
     return stages if has_split else [ALL_STAGE]
 
@@ -115,22 +115,13 @@ class _Job:
     same_as: str | None = None
 
 
-def _layout(folder: Path) -> Any:
-    """The MSD or nnU-Net layout of ``folder``, whose cases come by case name from its own split file;
-    None for a prepared folder (images/, masks/, split.json)."""
-    from .data.volume_dataset import open_volume_layout
-
-    return open_volume_layout(folder)
-
-
-def _stage_names(folder: Path, stage: str) -> list[str]:
+def _stage_names(folder: Path, layout: Any, stage: str) -> list[str]:
     """The images (prepared folder) or cases (MSD / nnU-Net) of ``stage``; an unknown stage is an error
     here, before anything is predicted."""
     from .data.io import index_folder
     from .testing import stage_names
     from .volume_testing import test_cases
 
-    layout = _layout(folder)
     if layout is not None:
         return [case.name for case in test_cases(layout, None, stage)]
     names = stage_names(folder, None, stage)
@@ -143,12 +134,15 @@ def _stage_names(folder: Path, stage: str) -> list[str]:
 def plan_jobs(datasets: list[tuple[str, Path]], stages: list[str], in_domain: str | None) -> list[_Job]:
     """Every (dataset, stage) to score, checked before anything is predicted: unknown stages, an in-domain
     dataset without a split (its training images would be scored as test), and stages that hold the same
-    images (scored once, reported under each)."""
+    images (scored once, reported under each). Each dataset's layout is opened once, here."""
+    from .data.volume_dataset import open_volume_layout
+
     jobs: list[_Job] = []
     for name, folder in datasets:
         domain = "in" if name == in_domain else ("cross" if in_domain else "")
-        if domain == "in" and _stages_for(folder, ["test"]) != ["test"]:
-            what = "split.json" if _layout(folder) is None else "split file (nnU-Net's splits_final.json)"
+        layout = open_volume_layout(folder)
+        if domain == "in" and _stages_for(folder, layout, ["test"]) != ["test"]:
+            what = "split.json" if layout is None else "split file (nnU-Net's splits_final.json)"
             raise ConfigError(
                 f"--in-domain {name}: {folder} has no {what}, so its test images are unknown and every image, "
                 "training ones included, would be scored as test; give the dataset its split file (gmseg prepare "
@@ -156,8 +150,8 @@ def plan_jobs(datasets: list[tuple[str, Path]], stages: list[str], in_domain: st
                 "as their own folder without --in-domain"
             )
         scored: dict[frozenset[str], str] = {}
-        for stage in ["test"] if domain == "in" else _stages_for(folder, stages):
-            key = frozenset(_stage_names(folder, stage))
+        for stage in ["test"] if domain == "in" else _stages_for(folder, layout, stages):
+            key = frozenset(_stage_names(folder, layout, stage))
             jobs.append(_Job(name, folder, stage, domain, scored.get(key)))
             scored.setdefault(key, stage)
     return jobs
