@@ -829,3 +829,38 @@ def test_a_wall_clock_budget_stops_after_the_epoch_that_spends_it(tiny_data, tin
     assert "train.max_minutes" in capsys.readouterr().err
     with pytest.raises(ConfigError, match="max_minutes"):
         config_from_dict(tiny_config(tiny_data, tiny_vae_dir, tmp_path, max_minutes=0))
+
+
+@pytest.mark.parametrize("flush", [True, False])
+def test_training_flushes_denormals_then_restores_the_mode(tiny_data, tiny_vae_dir, tmp_path, monkeypatch, flush):
+    """Subnormal softmax weights slow fp32 training several-fold (gmseg.numerics); train.flush_denormals (on
+    by default) flushes them for the run's duration only."""
+    from gmseg.mapping import LatentMappingModel
+    from gmseg.numerics import flushing_denormals
+
+    seen = []
+    original = LatentMappingModel.forward
+
+    def recording(self, x, levels=None):
+        seen.append(flushing_denormals())
+        return original(self, x, levels=levels)
+
+    monkeypatch.setattr(LatentMappingModel, "forward", recording)
+    assert not flushing_denormals()
+    options = tiny_config(tiny_data, tiny_vae_dir, tmp_path, epochs=1)
+    if not flush:
+        options["train"]["flush_denormals"] = False
+    train(config_from_dict(options), run_dir=tmp_path / "run", progress=False)
+    assert seen and set(seen) == {flush}
+    assert not flushing_denormals()  # the caller's mode is back
+
+
+def test_flush_denormals_zeroes_subnormals_inside_the_block_only():
+    from gmseg.numerics import flush_denormals
+
+    subnormal = torch.tensor([1e-39])
+    with flush_denormals():
+        assert float(subnormal * 1.0) == 0.0
+        with flush_denormals(False):  # off means "leave the mode as it is"
+            assert float(subnormal * 1.0) == 0.0
+    assert float(subnormal * 1.0) > 0.0

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from ..config import Config, check_resume_config, load_config
 from ..errors import GmsegError
+from ..numerics import flush_denormals
 from .variants import make_trainer, trainer_options
 
 
@@ -44,5 +45,8 @@ def train(
             f"run folder {run_dir} already exists and is not empty: continue it with --resume "
             f"{run_dir}, or choose another folder."
         )
-    trainer = make_trainer(config, run_dir=None if run_dir is None else Path(run_dir), resume=resume, progress=progress)
-    return trainer.fit()
+    with flush_denormals(config.train.flush_denormals):  # before the trainer's first torch operation
+        trainer = make_trainer(
+            config, run_dir=None if run_dir is None else Path(run_dir), resume=resume, progress=progress
+        )
+        return trainer.fit()
