@@ -1,6 +1,8 @@
 """What subnormal floats cost a GMS mapping's fp32 training step on this CPU, and what flushing them saves.
 
-    python bench/denormals.py --model bench/results/busi/time_to_dice/control-seed-2334/epoch-28
+    python bench/denormals.py --model RUN/checkpoints/periodic-0028
+
+(BENCHMARKS.md, "Time to Dice", says how that model is made: 28 epochs of the fp32 config from seed 2334.)
 
 A trained mapping's attention is sharp: softmax weights below float32's smallest normal number (1.2e-38)
 make x86 arithmetic several times slower. ``--model`` is a GMS model folder (its ``config.json`` and

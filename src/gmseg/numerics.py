@@ -3,11 +3,10 @@
 A trained mapping's attention is sharp: many softmax weights fall below float32's smallest normal number
 (1.2e-38), and x86 CPUs compute with such subnormal ("denormal") operands many times slower, so an fp32 run's
 epochs can grow several-fold as its attention sharpens. Flushing them to zero changes no value a segmentation
-can see: they join sums of order one, 1e-31 of an ulp (BENCHMARKS.md, "Time to Dice").
+can see: they join sums of order one, far below those sums' last bit (figures: BENCHMARKS.md, "Time to Dice").
 
 The mode is a per-thread CPU register, and PyTorch's worker threads keep the mode they started with: set
-after a process's first torch operations it speeds the calling thread only (measured: a trained mapping's
-forward and backward 2.1 s without it, 1.5 s set late, 0.54 s set first, 2 threads). ``gmseg train`` sets it
+after a process's first torch operations it does not help (``bench/denormals.py``). ``gmseg train`` sets it
 before its first torch operation; a script that trains through the Python API after other torch work should
 call ``torch.set_flush_denormal(True)`` at its top.
 """
