@@ -7,7 +7,7 @@
 A trained mapping's attention is sharp: softmax weights below float32's smallest normal number (1.2e-38)
 make x86 arithmetic several times slower. ``--model`` is a GMS model folder (its ``config.json`` and
 ``model.safetensors``; only the latent mapping is used, so the first stage need not be at hand). Each mode
-runs in its own fresh process, round-robin, ``--rounds`` times, the best round counting:
+runs in its own process (``common.Worker``), round-robin, ``--rounds`` times, the best round counting:
 
 - ``off``: PyTorch's default;
 - ``set late``: ``torch.set_flush_denormal(True)`` after the process's first torch operations;
@@ -21,49 +21,63 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import time
 from pathlib import Path
 
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import common  # noqa: E402
+
 MODES = ("off", "set late", "set first")
 
 
-def child(mode: str, model: Path, batch: int, threads: int, repeats: int) -> dict:
-    """One mode in this (fresh) process: the best of ``repeats`` forward + backward passes."""
-    import torch
+class MappingWorker:
+    """One mode in its own process (built by ``common.Worker`` before the process's first torch operation)."""
 
-    if mode == "set first":
-        torch.set_flush_denormal(True)
-    torch.set_num_threads(threads)
-    from gmseg.mapping import LatentMappingModel
-    from gmseg.models.base import load_weights
+    def __init__(self, mode: str, model: str, batch: int):
+        if mode == "set first":
+            torch.set_flush_denormal(True)
+        from gmseg.mapping import LatentMappingModel
+        from gmseg.models.base import load_weights
 
-    config = json.loads((model / "config.json").read_text())
-    mapping = LatentMappingModel(**config["mapping"])
-    load_weights(mapping, model / "model.safetensors")
-    latents = torch.randn(batch, mapping.in_channels, 28, 28, generator=torch.Generator().manual_seed(0))
-    counts = [0, 0]
-    softmax = torch.softmax
+        config = json.loads((Path(model) / "config.json").read_text())
+        self.mapping = LatentMappingModel(**config["mapping"])
+        load_weights(self.mapping, Path(model) / "model.safetensors")
+        generator = torch.Generator().manual_seed(0)
+        self.latents = torch.randn(batch, self.mapping.in_channels, 28, 28, generator=generator)
+        self.share = self.subnormal_share()  # the process's first torch work
+        if mode == "set late":
+            torch.set_flush_denormal(True)
 
-    def counting(scores, dim):
-        weights = softmax(scores, dim=dim)
-        counts[0] += int(((weights != 0) & (weights.abs() < torch.finfo(torch.float32).tiny)).sum())
-        counts[1] += weights.numel()
-        return weights
+    def subnormal_share(self) -> float:
+        """The share of the attention's softmax weights that are subnormal, in one forward."""
+        counts = [0, 0]
+        softmax = torch.softmax
 
-    torch.softmax = counting
-    with torch.no_grad():
-        mapping(latents)  # the process's first torch work; also counts the attention's subnormals
-    torch.softmax = softmax
-    if mode == "set late":
-        torch.set_flush_denormal(True)
-    seconds = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        sum(level.mean() for level in mapping(latents).values()).backward()
-        seconds.append(time.perf_counter() - start)
-    return {"seconds": min(seconds), "subnormal_share": counts[0] / max(counts[1], 1)}
+        def counting(scores: torch.Tensor, dim: int) -> torch.Tensor:
+            weights = softmax(scores, dim=dim)
+            counts[0] += int(((weights != 0) & (weights.abs() < torch.finfo(torch.float32).tiny)).sum())
+            counts[1] += weights.numel()
+            return weights
+
+        torch.softmax = counting
+        try:
+            with torch.no_grad():
+                self.mapping(self.latents)
+        finally:
+            torch.softmax = softmax
+        return counts[0] / max(counts[1], 1)
+
+    def run(self, repeats: int) -> dict:
+        """The best of ``repeats`` forward + backward passes."""
+        seconds = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            sum(level.mean() for level in self.mapping(self.latents).values()).backward()
+            seconds.append(time.perf_counter() - start)
+        return {"seconds": min(seconds), "subnormal_share": self.share}
 
 
 def main() -> None:
@@ -74,34 +88,22 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--json", type=Path, help="also write the figures here")
-    parser.add_argument("--child", choices=MODES, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.child:
-        print(json.dumps(child(args.child, args.model, args.batch, args.threads, args.repeats)))
-        return
+    torch.set_num_threads(args.threads)  # the workers take the parent's thread count
+    workers = {
+        mode: common.Worker("denormals:MappingWorker", mode, mode=mode, model=str(args.model), batch=args.batch)
+        for mode in MODES
+    }
     best: dict[str, dict] = {}
-    for _ in range(args.rounds):
-        for mode in MODES:
-            command = [
-                sys.executable,
-                __file__,
-                "--child",
-                mode,
-                "--model",
-                str(args.model),
-                "--batch",
-                str(args.batch),
-                "--threads",
-                str(args.threads),
-                "--repeats",
-                str(args.repeats),
-            ]
-            done = subprocess.run(command, capture_output=True, text=True, check=False)
-            if done.returncode:
-                sys.exit(f"{mode}: {done.stderr.strip()}")
-            result = json.loads(done.stdout.strip().splitlines()[-1])
-            if mode not in best or result["seconds"] < best[mode]["seconds"]:
-                best[mode] = result
+    try:
+        for _ in range(args.rounds):
+            for mode, worker in workers.items():
+                result = worker.call("run", repeats=args.repeats)
+                if mode not in best or result["seconds"] < best[mode]["seconds"]:
+                    best[mode] = result
+    finally:
+        for worker in workers.values():
+            worker.close()
     share = best["off"]["subnormal_share"]
     print(
         f"{args.model}: {share:.1%} of the attention's softmax weights are subnormal "
