@@ -1,6 +1,8 @@
-"""What subnormal floats cost a GMS mapping's fp32 training step on this CPU, and what flushing them saves.
+"""What subnormal floats cost a GMS mapping's fp32 training step and gmseg's prediction on this CPU, and what
+flushing them saves.
 
     python bench/denormals.py --model RUN/checkpoints/periodic-0028
+    python bench/denormals.py --model RUN/checkpoints/best --predict ../shared/data/busi/images --limit 32
 
 (BENCHMARKS.md, "Time to Dice", says how that model is made: 28 epochs of the fp32 config from seed 2334.)
 
@@ -14,7 +16,10 @@ runs in its own process (``common.Worker``), round-robin, ``--rounds`` times, th
 - ``set first``: the same before them (``gmseg train``'s ``train.flush_denormals``, on by default).
 
 Times one forward and backward of the mapping on a batch of ``--batch`` random latents (the training step's
-mapping part), and reports the share of subnormal attention weights in that forward.
+mapping part), and reports the share of subnormal attention weights in that forward. With ``--predict FOLDER``
+it times instead gmseg's default predictor (``gmseg predict``'s: the release's batch-1 loop, fp32) on the
+folder's first ``--limit`` images (sorted by name; the model's first stage must be at hand), and compares each
+mode's probabilities with ``off``'s: the largest difference and the mask pixels that change.
 """
 
 from __future__ import annotations
@@ -80,20 +85,75 @@ class MappingWorker:
         return {"seconds": min(seconds), "subnormal_share": self.share}
 
 
-def main() -> None:
+class PredictWorker:
+    """gmseg's default predictor in one mode, in its own process (as :class:`MappingWorker`)."""
+
+    def __init__(self, mode: str, model: str, images: str, limit: int, batch: int):
+        if mode == "set first":
+            torch.set_flush_denormal(True)
+        from gmseg.inference import make_predictor
+        from gmseg.models import load_model
+        from gmseg.predict import collect_inputs, image_batches
+
+        self.predict = make_predictor(load_model(model), "cpu")
+        files = collect_inputs(images)[:limit]
+        spec = self.predict.spec
+        self.batches = [batch for _, _, batch, _ in image_batches(files, spec.image_size, batch, spec.intensity)]
+        self.threshold = float(spec.threshold)
+        self.probabilities = self.predict(self.batches[0])  # the process's first model work
+        if mode == "set late":
+            torch.set_flush_denormal(True)
+
+    def run(self, repeats: int) -> dict:
+        """The best of ``repeats`` passes over the images, per image, and the last pass's probabilities."""
+        seconds = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            probabilities = torch.cat([self.predict(batch) for batch in self.batches])
+            seconds.append(time.perf_counter() - start)
+        from gmseg.numerics import flushing_denormals
+
+        return {
+            "seconds": min(seconds) / len(probabilities),
+            "probabilities": probabilities.numpy(),
+            "threshold": self.threshold,
+            "flushing": flushing_denormals(),
+        }
+
+
+def predict_table(best: dict[str, dict]) -> list[str]:
+    """Seconds per image, x off, and each mode's probabilities against ``off``'s (masks at the model's threshold)."""
+    reference, threshold = best["off"]["probabilities"], best["off"]["threshold"]
+    rows = ["| flush-denormal mode | s / image | x off | max abs diff of probabilities vs off | mask pixels changed |"]
+    rows.append("|---|---|---|---|---|")
+    for mode in MODES:
+        probabilities = best[mode]["probabilities"]
+        difference = float(abs(probabilities - reference).max())
+        changed = int(((probabilities > threshold) != (reference > threshold)).sum())
+        speedup = best["off"]["seconds"] / best[mode]["seconds"]
+        rows.append(f"| {mode} | {best[mode]['seconds']:.3f} | {speedup:.2f} | {difference:.1e} | {changed} |")
+        best[mode].update(max_abs_diff=difference, mask_pixels_changed=changed)
+    return rows
+
+
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", type=Path, required=True)
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--predict", type=Path, help="time gmseg's predictor on this folder's images instead")
+    parser.add_argument("--limit", type=int, default=32, help="with --predict: how many of its images")
     parser.add_argument("--json", type=Path, help="also write the figures here")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)  # the workers take the parent's thread count
-    workers = {
-        mode: common.Worker("denormals:MappingWorker", mode, mode=mode, model=str(args.model), batch=args.batch)
-        for mode in MODES
-    }
+    if args.predict:
+        options = dict(model=str(args.model), images=str(args.predict), limit=args.limit, batch=args.batch)
+        workers = {mode: common.Worker("denormals:PredictWorker", mode, mode=mode, **options) for mode in MODES}
+    else:
+        options = dict(model=str(args.model), batch=args.batch)
+        workers = {mode: common.Worker("denormals:MappingWorker", mode, mode=mode, **options) for mode in MODES}
     best: dict[str, dict] = {}
     try:
         for _ in range(args.rounds):
@@ -104,6 +164,9 @@ def main() -> None:
     finally:
         for worker in workers.values():
             worker.close()
+    if args.predict:
+        report_predict(args, best)
+        return
     share = best["off"]["subnormal_share"]
     print(
         f"{args.model}: {share:.1%} of the attention's softmax weights are subnormal "
@@ -115,6 +178,18 @@ def main() -> None:
         print(f"| {mode} | {best[mode]['seconds']:.3f} | {best['off']['seconds'] / best[mode]['seconds']:.2f} |")
     if args.json:
         args.json.write_text(json.dumps({"model": str(args.model), "modes": best}, indent=2) + "\n")
+
+
+def report_predict(args: argparse.Namespace, best: dict[str, dict]) -> None:
+    """Print (and with ``--json`` write) the prediction table."""
+    print(
+        f"{args.model}: gmseg's default predictor (fp32, the release's batch-1 loop) on the first {args.limit} "
+        f"images of {args.predict}, {args.threads} threads, best of {args.rounds} rounds of {args.repeats}\n"
+    )
+    print("\n".join(predict_table(best)))
+    if args.json:
+        figures = {mode: {k: v for k, v in result.items() if k != "probabilities"} for mode, result in best.items()}
+        args.json.write_text(json.dumps({"model": str(args.model), "predict": figures}, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -255,3 +255,28 @@ def test_predict_throughput_bench_times_a_model_folder_with_and_without_workers(
     assert [row["workers"] for row in payload["rows"]] == [0, 1] and payload["identical"] is True
     assert all(row["images"] == 6 and row["images_per_s"] > 0 for row in payload["rows"])
     assert payload["settings"]["model_size"] == SIZE
+
+
+def test_denormals_bench_times_prediction_in_each_flush_mode(model_dir, tmp_path):
+    """``bench/denormals.py --predict`` runs gmseg's default predictor in each flush mode, in its own process,
+    and compares each mode's probabilities with PyTorch's default (off): itself exactly."""
+    import json
+
+    from PIL import Image
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+    import denormals
+
+    images = tmp_path / "images"
+    images.mkdir()
+    for index in range(3):
+        pixels = np.random.default_rng(index).integers(0, 255, (40, 48, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(images / f"case{index}.png")
+    out = tmp_path / "denormals.json"
+    argv = ["--model", str(model_dir), "--predict", str(images), "--limit", "2", "--batch", "2"]
+    denormals.main([*argv, "--rounds", "1", "--repeats", "1", "--json", str(out)])
+    modes = json.loads(out.read_text())["predict"]
+    assert set(modes) == {"off", "set late", "set first"}
+    assert modes["off"]["max_abs_diff"] == 0.0 and modes["off"]["mask_pixels_changed"] == 0
+    assert [modes[mode]["flushing"] for mode in ("off", "set late", "set first")] == [False, True, True]
+    assert all(mode["seconds"] > 0 and mode["max_abs_diff"] < 1e-4 for mode in modes.values())

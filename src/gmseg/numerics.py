@@ -6,9 +6,10 @@ epochs can grow several-fold as its attention sharpens. Flushing them to zero ch
 can see: they join sums of order one, far below those sums' last bit (figures: BENCHMARKS.md, "Time to Dice").
 
 The mode is a per-thread CPU register, and PyTorch's worker threads keep the mode they started with: set
-after a process's first torch operations it does not help (``bench/denormals.py``). ``gmseg train`` sets it
-before its first torch operation; a script that trains through the Python API after other torch work should
-call ``torch.set_flush_denormal(True)`` at its top.
+after a process's first torch operations it does not help (``bench/denormals.py``). ``gmseg train`` (its
+``train.flush_denormals``) and ``gmseg predict``, ``test`` and ``generalize`` (unless ``--keep-denormals``) set
+it before their first torch operation; a script that runs gmseg through the Python API after other torch work
+should call ``torch.set_flush_denormal(True)`` at its top.
 """
 
 from __future__ import annotations
@@ -29,10 +30,10 @@ def flushing_denormals() -> bool:
 
 @contextmanager
 def flush_denormals(enabled: bool = True) -> Iterator[None]:
-    """Flush subnormal floats to zero inside the block (where the CPU supports it), then restore the mode."""
+    """Flush subnormal floats to zero inside the block (where the CPU supports it), or keep them with
+    ``enabled=False`` whatever the caller's mode; then restore the caller's mode."""
     before = flushing_denormals()
-    if enabled:
-        torch.set_flush_denormal(True)
+    torch.set_flush_denormal(enabled)
     try:
         yield
     finally:
