@@ -6,8 +6,9 @@ flushing them saves.
 
 (BENCHMARKS.md, "Time to Dice", says how that model is made: 28 epochs of the fp32 config from seed 2334.)
 
-A trained mapping's attention is sharp: softmax weights below float32's smallest normal number (1.2e-38)
-make x86 arithmetic several times slower. ``--model`` is a GMS model folder (its ``config.json`` and
+Arithmetic that produces numbers below float32's smallest normal number (1.2e-38) runs several times slower
+on x86; a trained mapping's sharp attention is one place they occur (the share reported below), though not
+every model that has them is slowed by them (BENCHMARKS.md). ``--model`` is a GMS model folder (its ``config.json`` and
 ``model.safetensors``; only the latent mapping is used, so the first stage need not be at hand). Each mode
 runs in its own process (``common.Worker``), round-robin, ``--rounds`` times, the best round counting:
 

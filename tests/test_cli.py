@@ -117,37 +117,3 @@ def test_missing_model_folder_is_a_clear_error(tmp_path, capsys):
         == 2
     )
     assert "not a gmseg model folder" in capsys.readouterr().err
-
-
-@pytest.mark.parametrize(
-    "argv",
-    [
-        ["predict", "--model", "m", "--input", "i", "--output", "o"],
-        ["test", "--model", "m", "--data", "d", "--out", "o"],
-        ["generalize", "--model", "m", "--data", "d", "--out", "o"],
-    ],
-)
-@pytest.mark.parametrize("keep", [False, True])
-def test_inference_verbs_flush_denormals_unless_kept(monkeypatch, argv, keep):
-    """A trained mapping's subnormal attention weights slow CPU inference (gmseg.numerics): the inference verbs
-    flush them for the verb's duration, --keep-denormals keeps PyTorch's default, and the mode is restored."""
-    import gmseg.cli
-    from gmseg.numerics import flushing_denormals
-
-    seen = []
-    monkeypatch.setattr(gmseg.cli, "run", lambda args: seen.append((args.verb, flushing_denormals())) or 0)
-    assert not flushing_denormals()
-    assert main(argv + (["--keep-denormals"] if keep else [])) == 0
-    assert seen == [(argv[0], not keep)]
-    assert not flushing_denormals()
-
-
-def test_train_leaves_the_mode_to_its_config(monkeypatch):
-    """``gmseg train`` flushes through its own train.flush_denormals, so the CLI leaves the mode alone."""
-    import gmseg.cli
-    from gmseg.numerics import flushing_denormals
-
-    seen = []
-    monkeypatch.setattr(gmseg.cli, "run", lambda args: seen.append(flushing_denormals()) or 0)
-    assert main(["train", "--config", "c.yaml"]) == 0
-    assert seen == [False]

@@ -833,7 +833,7 @@ def test_a_wall_clock_budget_stops_after_the_epoch_that_spends_it(tiny_data, tin
 
 @pytest.mark.parametrize("flush", [True, False])
 def test_training_flushes_denormals_then_restores_the_mode(tiny_data, tiny_vae_dir, tmp_path, monkeypatch, flush):
-    """Subnormal softmax weights slow fp32 training several-fold (gmseg.numerics); train.flush_denormals (on
+    """Subnormal floats can slow fp32 training several-fold (gmseg.numerics); train.flush_denormals (on
     by default) flushes them for the run's duration only."""
     from gmseg.mapping import LatentMappingModel
     from gmseg.numerics import flushing_denormals
@@ -861,7 +861,7 @@ def test_flush_denormals_zeroes_subnormals_inside_the_block_only():
     subnormal = torch.tensor([1e-39])
     with flush_denormals():
         assert float(subnormal * 1.0) == 0.0
-        with flush_denormals(False):  # off keeps subnormals whatever the caller's mode (the CLI's, say)
+        with flush_denormals(False):  # off keeps subnormals whatever the caller's mode
             assert float(subnormal * 1.0) > 0.0
         assert float(subnormal * 1.0) == 0.0
     assert float(subnormal * 1.0) > 0.0

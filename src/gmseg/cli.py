@@ -144,7 +144,6 @@ def build_parser() -> argparse.ArgumentParser:
         "write in turn)",
     )
     add_tta_arg(predict)
-    add_denormals_arg(predict)
     add_overwrite_arg(predict)
     predict.add_argument(
         "--continue",
@@ -187,7 +186,6 @@ def build_parser() -> argparse.ArgumentParser:
     test.add_argument("--batch-size", type=int, default=8)
     test.add_argument("--device", default="auto")
     add_tta_arg(test)
-    add_denormals_arg(test)
     add_overwrite_arg(test)
 
     generalize = verbs.add_parser(
@@ -216,7 +214,6 @@ def build_parser() -> argparse.ArgumentParser:
     generalize.add_argument("--batch-size", type=int, default=8)
     generalize.add_argument("--device", default="auto")
     add_tta_arg(generalize)
-    add_denormals_arg(generalize)
     add_overwrite_arg(generalize)
 
     plot = verbs.add_parser("plot", help="draw training curves of a run")
@@ -284,15 +281,6 @@ def build_parser() -> argparse.ArgumentParser:
 def add_tta_arg(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--tta", action="store_true", help="average over the image and its 3 mirror images (4x the inference time)"
-    )
-
-
-def add_denormals_arg(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--keep-denormals",
-        action="store_true",
-        help="compute with subnormal floats as PyTorch does by default (slower; by default they are flushed to "
-        "zero, which changes no probability on this project's models: BENCHMARKS.md, 'Time to Dice')",
     )
 
 
@@ -554,21 +542,10 @@ def run_guarded(label: str, call: Callable[[], object]) -> int:
         return 130
 
 
-def run_flushing(args: argparse.Namespace) -> int:
-    """:func:`run`, for the inference verbs with subnormal floats flushed from before their first torch
-    operation (worker threads keep the mode they start with: :mod:`gmseg.numerics`); ``train`` has its own key."""
-    if not hasattr(args, "keep_denormals"):
-        return run(args)
-    from .numerics import flush_denormals
-
-    with flush_denormals(not args.keep_denormals):
-        return run(args)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return run_guarded(f"gmseg {args.verb}", lambda: run_flushing(args))
+        return run_guarded(f"gmseg {args.verb}", lambda: run(args))
     finally:
         if "torch" in sys.modules:  # a verb that never imported torch joined no process group
             from .distributed import end_launch

@@ -78,7 +78,7 @@ class TrainConfig:
     # past it (the lr schedule still spans train.epochs), and says so. None: no budget.
     max_minutes: float | None = None
     # Flush subnormal floats to zero while training (gmseg.numerics): the same results, without the
-    # several-fold slowdown a sharpening attention's subnormal softmax weights cause on x86 CPUs.
+    # several-fold slowdown subnormal arithmetic can cause on x86 CPUs as a mapping trains.
     flush_denormals: bool = True
 
 
