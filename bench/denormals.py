@@ -8,7 +8,7 @@ flushing them saves.
 
 Arithmetic that produces numbers below float32's smallest normal number (1.2e-38) runs several times slower
 on x86; a trained mapping's sharp attention is one place they occur (the share reported below), though not
-every model that has them is slowed by them (BENCHMARKS.md). ``--model`` is a GMS model folder (its ``config.json`` and
+every host is slowed by them (BENCHMARKS.md). ``--model`` is a GMS model folder (its ``config.json`` and
 ``model.safetensors``; only the latent mapping is used, so the first stage need not be at hand). Each mode
 runs in its own process (``common.Worker``), round-robin, ``--rounds`` times, the best round counting:
 
@@ -101,7 +101,7 @@ class PredictWorker:
         spec = self.predict.spec
         self.batches = [batch for _, _, batch, _ in image_batches(files, spec.image_size, batch, spec.intensity)]
         self.threshold = float(spec.threshold)
-        self.probabilities = self.predict(self.batches[0])  # the process's first model work
+        self.predict(self.batches[0])  # the process's first model work (and a warm-up)
         if mode == "set late":
             torch.set_flush_denormal(True)
 
