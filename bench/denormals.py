@@ -35,6 +35,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
+from gmseg.numerics import flushing_denormals  # noqa: E402
 
 MODES = ("off", "set late", "set first")
 
@@ -112,8 +113,6 @@ class PredictWorker:
             start = time.perf_counter()
             probabilities = torch.cat([self.predict(batch) for batch in self.batches])
             seconds.append(time.perf_counter() - start)
-        from gmseg.numerics import flushing_denormals
-
         return {
             "seconds": min(seconds) / len(probabilities),
             "probabilities": probabilities.numpy(),
@@ -122,19 +121,24 @@ class PredictWorker:
         }
 
 
-def predict_table(best: dict[str, dict]) -> list[str]:
-    """Seconds per image, x off, and each mode's probabilities against ``off``'s (masks at the model's threshold)."""
-    reference, threshold = best["off"]["probabilities"], best["off"]["threshold"]
-    rows = ["| flush-denormal mode | s / image | x off | max abs diff of probabilities vs off | mask pixels changed |"]
-    rows.append("|---|---|---|---|---|")
-    for mode in MODES:
-        probabilities = best[mode]["probabilities"]
-        difference = float(abs(probabilities - reference).max())
+def predict_figures(best: dict[str, dict]) -> dict[str, dict]:
+    """Each mode's figures without its probabilities, and those probabilities against ``off``'s: the largest
+    difference and the mask pixels (at the model's threshold) that change."""
+    reference, threshold = torch.from_numpy(best["off"]["probabilities"]), best["off"]["threshold"]
+    figures = {}
+    for mode, result in best.items():
+        probabilities = torch.from_numpy(result["probabilities"])
         changed = int(((probabilities > threshold) != (reference > threshold)).sum())
-        speedup = best["off"]["seconds"] / best[mode]["seconds"]
-        rows.append(f"| {mode} | {best[mode]['seconds']:.3f} | {speedup:.2f} | {difference:.1e} | {changed} |")
-        best[mode].update(max_abs_diff=difference, mask_pixels_changed=changed)
-    return rows
+        figures[mode] = {k: v for k, v in result.items() if k != "probabilities"}
+        figures[mode].update(max_abs_diff=common.max_abs_diff(probabilities, reference), mask_pixels_changed=changed)
+    return figures
+
+
+def print_table(best: dict[str, dict], seconds_title: str, extra: list[tuple[str, str]]) -> None:
+    """The modes' seconds and their speed against ``off``, plus the ``extra`` (key, title) columns."""
+    rows = [{"mode": mode, **best[mode], "x_off": best["off"]["seconds"] / best[mode]["seconds"]} for mode in MODES]
+    columns = [("mode", "flush-denormal mode"), ("seconds", seconds_title), ("x_off", "x off"), *extra]
+    print(common.format_table(rows, columns))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -173,10 +177,7 @@ def main(argv: list[str] | None = None) -> None:
         f"{args.model}: {share:.1%} of the attention's softmax weights are subnormal "
         f"(batch {args.batch} of random latents, {args.threads} threads, best of {args.rounds} rounds)\n"
     )
-    print("| flush-denormal mode | mapping forward + backward, s | x off |")
-    print("|---|---|---|")
-    for mode in MODES:
-        print(f"| {mode} | {best[mode]['seconds']:.3f} | {best['off']['seconds'] / best[mode]['seconds']:.2f} |")
+    print_table(best, "mapping forward + backward, s", [])
     if args.json:
         args.json.write_text(json.dumps({"model": str(args.model), "modes": best}, indent=2) + "\n")
 
@@ -187,9 +188,10 @@ def report_predict(args: argparse.Namespace, best: dict[str, dict]) -> None:
         f"{args.model}: gmseg's default predictor (fp32, the release's batch-1 loop) on the first {args.limit} "
         f"images of {args.predict}, {args.threads} threads, best of {args.rounds} rounds of {args.repeats}\n"
     )
-    print("\n".join(predict_table(best)))
+    figures = predict_figures(best)
+    changes = [("max_abs_diff", "max abs diff of probabilities vs off"), ("mask_pixels_changed", "mask pixels changed")]
+    print_table(figures, "s / image", changes)
     if args.json:
-        figures = {mode: {k: v for k, v in result.items() if k != "probabilities"} for mode, result in best.items()}
         args.json.write_text(json.dumps({"model": str(args.model), "predict": figures}, indent=2) + "\n")
 
 
