@@ -36,8 +36,12 @@ def build(run: Path, seed: int) -> Any:
     """The run's architecture, seeded. A first stage recorded under another machine's path is looked for
     under ../shared/weights by its folder name."""
     config = load_config(run / "config.yaml")
-    vae = Path(str(getattr(config.model, "vae", "")))
-    if config.model.name == "gms" and not vae.exists() and (common.SHARED / "weights" / vae.name).is_dir():
+    vae = Path(str(config.model.get("vae", "")))
+    if (
+        config.model.get("name", "gms") == "gms"
+        and not vae.exists()
+        and (common.SHARED / "weights" / vae.name).is_dir()
+    ):
         config = load_config(run / "config.yaml", [f"model.vae={common.SHARED / 'weights' / vae.name}"])
     torch.manual_seed(seed)
     return build_model(config).eval()

@@ -11,6 +11,7 @@ import yaml
 from gmseg.cli import main
 from gmseg.config import LEGACY_TRAIN_KEYS, Config, config_from_dict, load_config
 from gmseg.errors import ConfigError
+from gmseg.models import model_options, with_model_options
 from gmseg.training import TRAINERS, trainer_options
 
 CONFIGS = Path(__file__).resolve().parents[1] / "src" / "gmseg" / "configs"
@@ -25,8 +26,9 @@ def test_defaults_are_the_paper_protocol():
         1000,
         5,
     )
-    assert config.data.image_size == 224 and config.model.ch_mult == [1, 2, 4, 4]
-    assert config.model.supervised_levels == ["level2", "level1", "out"]
+    model = model_options(config)
+    assert config.data.image_size == 224 and model.ch_mult == [1, 2, 4, 4]
+    assert model.supervised_levels == ["level2", "level1", "out"]
 
 
 def test_unknown_key_lists_the_valid_ones():
@@ -46,13 +48,13 @@ def test_unknown_key_lists_the_valid_ones():
         ({"data": {"image_size": 100}}, "multiple of 8"),
         ({"data": {"protocol": "cheat"}}, "data.protocol"),
         ({"data": {"augmentations": ["hflip", "mixup"]}}, "mixup"),
-        ({"model": {"ch_mult": "1,2"}}, "model.ch_mult must be a list"),
         ({"train": {"warmup_epochs": 10, "epochs": 5}}, "warmup_epochs"),
         ({"loss": {"rec_weight": 0, "dice_weight": 0}}, "at least one loss weight"),
         ({"train": {"shuffle": True}}, "train.shuffle"),
         ({"trainer": {"name": 3}}, "trainer.name must be a string"),
         ({"trainer": ["cached_latents"]}, "trainer must be a mapping"),
-        ({"model": {"name": "unet", "channels": [8]}}, "model.channels must be at least two"),
+        ({"model": {"name": 3}}, "model.name must be a string"),
+        ({"model": "gms"}, "model must be a mapping"),
     ],
 )
 def test_bad_values_are_rejected(data, message):
@@ -80,6 +82,42 @@ def test_bad_trainer_options_are_rejected_where_the_trainer_is_made(data, messag
         with pytest.raises(ConfigError, match=message.replace(".", r"\.")):
             entry(config)
     assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        ({"model": {"ch_mult": "1,2"}}, "model.ch_mult must be a list"),
+        ({"model": {"name": "unet", "channels": [8]}}, "model.channels must be at least two"),
+        ({"model": {"name": "sam"}}, "model.name 'sam' is unknown; choose one of gms, unet"),
+        ({"model": {"chanels": [8, 16]}}, r"model.chanels; valid keys: "),
+    ],
+)
+def test_bad_model_options_are_rejected_where_the_model_is_made(data, message, tmp_path):
+    """The models own their options' schema (models depend on config, not the reverse): the config keeps
+    the section as given, and the model, or `gmseg train` before anything is written, refuses it."""
+    from gmseg.models import build_model
+    from gmseg.training import train
+
+    config = config_from_dict({**data, "train": {"output_dir": str(tmp_path / "runs")}})
+    for entry in (model_options, build_model, train):
+        with pytest.raises(ConfigError, match=message.replace(".", r"\.")):
+            entry(config)
+    assert not (tmp_path / "runs").exists()
+
+
+def test_reading_a_config_does_not_import_the_models():
+    """Settings know no model class: a config (any model's options) is read without importing gmseg.models."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from gmseg.config import config_from_dict; "
+        "config_from_dict({'model': {'name': 'unet', 'channels': [8, 16]}}); "
+        "print('gmseg.models' in sys.modules)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "False"
 
 
 def test_overrides_are_yaml_typed():
@@ -112,6 +150,7 @@ def test_shipped_configs_are_valid():
     assert trainer_options(load_config(BENCH_CONFIGS / "busi-taesd-cpu.yaml")).latent_views == 2
     for path in [*CONFIGS.glob("*.yaml"), *BENCH_CONFIGS.glob("*.yaml")]:
         trainer_options(load_config(path))  # every shipped trainer section is its variant's
+        model_options(load_config(path))  # and every model section its model's
 
 
 def test_cli_reports_config_errors_without_a_traceback(tmp_path, capsys):
@@ -131,9 +170,10 @@ def test_validation_fraction_zero_is_accepted():
 def test_resume_config_check_names_the_frozen_keys_only():
     from gmseg.config import check_resume_config
 
-    saved = config_from_dict({})
-    check_resume_config(saved, config_from_dict({}, ["train.epochs=2000", "data.root=elsewhere"]), "run")
-    changed = config_from_dict({}, ["model.ch_mult=[1,2]", "data.split=x.json"])
+    saved = with_model_options(config_from_dict({}))
+    unfrozen = with_model_options(config_from_dict({}, ["train.epochs=2000", "data.root=elsewhere"]))
+    check_resume_config(saved, unfrozen, "run")
+    changed = with_model_options(config_from_dict({}, ["model.ch_mult=[1,2]", "data.split=x.json"]))
     with pytest.raises(
         ConfigError, match=r"data\.split: None -> 'x\.json', model\.ch_mult: \[1, 2, 4, 4\] -> \[1, 2\]:"
     ):
@@ -148,9 +188,9 @@ def test_named_sections_select_their_own_options():
     # Switching the trainer by name drops the other variant's options.
     switched = config_from_dict(config.to_dict(), ["trainer.name=default"])
     assert trainer_options(switched) == TRAINERS["default"].Options()
-    assert config.model.name == "gms" and config.model.ch == 32
-    # Switching the model by name drops the other model's options; the saved config holds only its own.
-    unet = config_from_dict({"model": {"vae": "madebyollin/taesd", "ch": 64}}, ["model.name=unet"])
+    assert (model_options(config).name, model_options(config).ch) == ("gms", 32)
+    # Switching the model by name drops the other model's options; the completed config holds only its own.
+    unet = with_model_options(config_from_dict({"model": {"vae": "madebyollin/taesd", "ch": 64}}, ["model.name=unet"]))
     assert unet.to_dict()["model"] == {"name": "unet", "channels": [16, 32, 64, 128, 256], "num_res_units": 2}
     assert config_from_dict(unet.to_dict()).to_dict() == unet.to_dict()
 

@@ -11,7 +11,7 @@ from conftest import SHARED, need
 from gmseg.config import Config, load_config
 from gmseg.configs import CONFIG_DIR, config_path, packaged_configs
 from gmseg.errors import ConfigError
-from gmseg.models import build_model
+from gmseg.models import build_model, with_model_options
 from gmseg.training import trainer_options
 
 REPO_CONFIGS = Path(__file__).resolve().parents[1] / "src" / "gmseg" / "configs"
@@ -52,8 +52,8 @@ def test_anything_else_lists_the_packaged_names(name: str) -> None:
 
 
 def with_trainer_options(config: Config) -> dict:
-    """The config as a dict, its trainer section completed with the variant's defaults (as a run records it)."""
-    return {**config.to_dict(), "trainer": asdict(trainer_options(config))}
+    """The config as a dict, its model and trainer sections completed with their defaults (as a run records it)."""
+    return {**with_model_options(config).to_dict(), "trainer": asdict(trainer_options(config))}
 
 
 def test_the_shipped_taesd3_config_is_the_setting_the_latent_space_study_measured() -> None:

@@ -13,7 +13,7 @@ from gmseg.config import config_from_dict
 from gmseg.data.transforms import build_transform
 from gmseg.errors import ConfigError
 from gmseg.first_stage import load_first_stage
-from gmseg.models import GMS, load_model
+from gmseg.models import GMS, load_model, model_options
 
 
 @pytest.mark.parametrize("name", ["gamma", "speckle"])
@@ -56,4 +56,4 @@ def test_latent_noise_for_a_deterministic_first_stage(taesd_dir, tmp_path):
     assert "latent_noise_std" not in json.loads((tmp_path / "quiet" / "config.json").read_text())
     assert load_model(tmp_path / "noisy").gms_config.latent_noise_std == 0.2
     with pytest.raises(ConfigError, match="latent_noise_std"):
-        config_from_dict({"model": {"latent_noise_std": -1.0}})
+        model_options(config_from_dict({"model": {"latent_noise_std": -1.0}}))

@@ -163,12 +163,12 @@ def test_bad_unet_options_fail_before_training(tiny_data, tmp_path):
     with pytest.raises(ConfigError, match="divisible"):  # 32 is not divisible by 2^6
         train(config_from_dict(tiny_config(tiny_data, tmp_path), ["model.channels=[4,4,4,4,4,4,4]"]), progress=False)
     with pytest.raises(ConfigError, match="model.channels"):
-        config_from_dict(tiny_config(tiny_data, tmp_path), ["model.channels=[8]"])
+        train(config_from_dict(tiny_config(tiny_data, tmp_path), ["model.channels=[8]"]), progress=False)
     with pytest.raises(ConfigError, match="Unknown key"):
-        config_from_dict(tiny_config(tiny_data, tmp_path), ["model.chanels=[8,16]"])
+        train(config_from_dict(tiny_config(tiny_data, tmp_path), ["model.chanels=[8,16]"]), progress=False)
     with pytest.raises(ConfigError, match="latent model"):
         cached = config_from_dict(tiny_config(tiny_data, tmp_path), ["trainer.name=cached_latents"])
         train(cached, run_dir=tmp_path / "cached", progress=False)
     assert not (tmp_path / "cached").exists()
     with pytest.raises(ConfigError, match="model.name 'unet2'"):
-        config_from_dict(tiny_config(tiny_data, tmp_path), ["model.name=unet2"])
+        train(config_from_dict(tiny_config(tiny_data, tmp_path), ["model.name=unet2"]), progress=False)

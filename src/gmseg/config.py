@@ -5,10 +5,12 @@ for a day. Sections mirror the concepts: ``data``, ``model`` (``name`` + that mo
 and ``trainer`` (``name`` of the trainer variant + its options). Command-line overrides
 use dotted keys (``--set train.epochs=20``) with YAML-parsed values.
 
-Every section is checked when the config is read except the ``trainer`` options: their schema is each trainer
-variant's ``Options`` (:mod:`gmseg.training.variants`), and training depends on this module, not the other
-way round; here the section is a mapping with a string ``name``, and the variant builds and checks its
-options when the trainer is made, before anything is written (:func:`gmseg.training.variants.trainer_options`).
+Every section is checked when the config is read except the options of the two sections chosen by name,
+``model`` and ``trainer``: their schema is the ``Options`` of the model (:mod:`gmseg.models`) or trainer variant
+(:mod:`gmseg.training.variants`) they name, and those depend on this module, not the other way round. Here each
+is a mapping with a string ``name``; its options are built and checked when the model or the trainer is made,
+and ``gmseg train`` does both before anything is written (:func:`gmseg.models.model_options`,
+:func:`gmseg.training.variants.trainer_options`).
 """
 
 from __future__ import annotations
@@ -87,9 +89,9 @@ class Config:
     name: str = "gms"
     data: DataConfig = field(default_factory=DataConfig)
     # The model and the trainer variant are chosen by name; each section holds that choice's own options
-    # (gmseg.models.MODELS, checked when the config is read; gmseg.training.TRAINERS, checked when the
-    # trainer is made: the raw mapping here, its options completed with their defaults in a run's config.yaml).
-    model: Any = field(default_factory=lambda: section_options("model", "gms", {}))
+    # (gmseg.models.MODELS, checked when the model is made; gmseg.training.TRAINERS, checked when the
+    # trainer is made): the raw mapping here, its options completed with their defaults in a run's config.yaml.
+    model: dict[str, Any] = field(default_factory=lambda: {"name": DEFAULT_MODEL})
     loss: LossConfig = field(default_factory=LossConfig)  # GMS's loss weights (the U-Net's loss has none)
     train: TrainConfig = field(default_factory=TrainConfig)
     trainer: dict[str, Any] = field(default_factory=lambda: {"name": DEFAULT_TRAINER})
@@ -114,57 +116,44 @@ def build(cls: type, data: Any, where: str) -> Any:
         raise ConfigError(f"Unknown key(s) {', '.join(where + k for k in unknown)}; valid keys: {', '.join(valid)}")
     values = {}
     for key, value in data.items():
-        if cls is Config and key in NAMED_SECTIONS:
-            values[key] = named_section(key, value)
-        elif cls is Config and key == "trainer":
-            values[key] = trainer_section(value)
+        if cls is Config and key in CHOSEN_SECTIONS:
+            values[key] = chosen_section(key, value)
         else:
             values[key] = coerce(hints[key], value, where + key)
     return cls(**values)
 
 
-#: Sections whose ``name`` selects a registered class, whose ``Options`` dataclass is the section's schema.
-NAMED_SECTIONS = {"model": "gms"}
+#: The model of a config that names none (the paper's).
+DEFAULT_MODEL = "gms"
 #: The trainer variant of a config that names none (the paper's).
 DEFAULT_TRAINER = "default"
+#: Sections whose ``name`` selects a registered class (a model, a trainer variant), whose ``Options`` dataclass
+#: is the section's schema, checked where that class is made; the name given when none is.
+CHOSEN_SECTIONS = {"model": DEFAULT_MODEL, "trainer": DEFAULT_TRAINER}
 
 
-def section_registry(section: str) -> dict[str, Any]:
-    from .models import MODELS  # lazy: the models load torch
-
-    return {"model": MODELS}[section]
-
-
-def trainer_section(data: Any) -> dict[str, Any]:
-    """The ``trainer`` section as given: a mapping whose ``name``, if given, is a string (the variant
-    checks the rest: :func:`gmseg.training.variants.trainer_options`)."""
+def chosen_section(section: str, data: Any) -> dict[str, Any]:
+    """A ``model`` or ``trainer`` section as given: a mapping whose ``name``, if given, is a string (the class
+    it names checks the rest: :func:`gmseg.models.model_options`, :func:`gmseg.training.variants.trainer_options`)."""
     if not isinstance(data, dict):
-        raise ConfigError(f"trainer must be a mapping, got {type(data).__name__}")
-    if not isinstance(data.get("name", DEFAULT_TRAINER), str):
-        raise ConfigError(f"trainer.name must be a string, got {data['name']!r}")
+        raise ConfigError(f"{section} must be a mapping, got {type(data).__name__}")
+    if not isinstance(data.get("name", CHOSEN_SECTIONS[section]), str):
+        raise ConfigError(f"{section}.name must be a string, got {data['name']!r}")
     return dict(data)
 
 
-def section_options(section: str, name: str, values: dict[str, Any], registry: dict[str, Any] | None = None) -> Any:
-    """The options dataclass of ``section.name`` built from ``values`` (every key and type checked).
-
-    ``registry`` (name -> class with an ``Options`` dataclass) defaults to the section's own
-    (:func:`section_registry`); the trainer variants pass theirs.
-    """
-    registry = section_registry(section) if registry is None else registry
+def section_options(section: str, name: str, values: dict[str, Any], registry: dict[str, Any]) -> Any:
+    """The options dataclass of ``section.name`` built from ``values`` (every key and type checked);
+    ``registry``: name -> class with an ``Options`` dataclass (the models', the trainer variants')."""
     if name not in registry:
         raise ConfigError(f"{section}.name {name!r} is unknown; choose one of {', '.join(sorted(registry))}")
     return build(registry[name].Options, {**values, "name": name}, section + ".")
 
 
-def named_section(section: str, data: Any, registry: dict[str, Any] | None = None, default: str | None = None) -> Any:
+def named_section(section: str, data: Any, registry: dict[str, Any], default: str) -> Any:
     """A section whose ``name`` (else ``default``) selects a registry entry, built as that entry's options."""
-    if not isinstance(data, dict):
-        raise ConfigError(f"{section} must be a mapping, got {type(data).__name__}")
-    name = data.get("name", NAMED_SECTIONS[section] if default is None else default)
-    if not isinstance(name, str):
-        raise ConfigError(f"{section}.name must be a string, got {name!r}")
-    registry = section_registry(section) if registry is None else registry
+    data = chosen_section(section, data)
+    name = data.get("name", default)
     own = {f.name for f in dataclasses.fields(registry[name].Options)} if name in registry else set()
     # Switching by name (--set model.name=unet on a GMS config) drops the other choices' options; a key
     # that no choice knows is still an error.
@@ -267,7 +256,6 @@ def check_ranges(config: Config) -> None:
     need(0.0 <= t.ema_decay < 1.0, f"train.ema_decay must be in [0, 1) (0: off), got {t.ema_decay}")
     need(t.device in ("auto", "cpu", "cuda"), f"train.device must be auto, cpu or cuda, got {t.device!r}")
     problems += run_folder_problems(config.name, t.output_dir)
-    problems += config.model.problems()
     raise_problems(problems)
 
 
@@ -360,12 +348,16 @@ def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def check_resume_config(saved: Config, new: Config, run: str | os.PathLike) -> None:
-    """Refuse, before anything is written, a resume that changes what the checkpoint depends on."""
+    """Refuse, before anything is written, a resume that changes what the checkpoint depends on (give both
+    with their ``model`` options completed, :func:`gmseg.models.with_model_options`: an omitted option
+    and its default are the same)."""
     old_values, new_values = flatten(saved.to_dict()), flatten(new.to_dict())
+    keys = [*old_values, *(key for key in new_values if key not in old_values)]
     changed = [
-        f"{key}: {old_values[key]!r} -> {new_values[key]!r}"
-        for key in old_values
-        if old_values[key] != new_values[key] and any(key == f or key.startswith(f + ".") for f in RESUME_FROZEN)
+        f"{key}: {old_values.get(key)!r} -> {new_values.get(key)!r}"
+        for key in keys
+        if old_values.get(key) != new_values.get(key)
+        and any(key == f or key.startswith(f + ".") for f in RESUME_FROZEN)
     ]
     if changed:
         raise ConfigError(

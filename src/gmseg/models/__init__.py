@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import os
 import re
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
+from ..config import DEFAULT_MODEL, named_section, raise_problems
 from ..errors import CheckpointError, ConfigError, GmsegError
 from ..labels import BINARY, LabelSet
 from .base import (
@@ -56,7 +58,9 @@ __all__ = [
     "count_trainable",
     "load_model",
     "model_class",
+    "model_options",
     "read_model_config",
+    "with_model_options",
 ]
 
 
@@ -67,9 +71,24 @@ def model_class(name: str) -> type[SegmentationModel]:
     return MODELS[name]
 
 
+def model_options(config: Any) -> Any:
+    """The run config's ``model`` section as the ``Options`` of the model it names (every key, type and
+    range checked, each problem a :class:`~gmseg.errors.ConfigError`). Naming another model
+    (``--set model.name=unet`` on a GMS config) drops the options only the others have."""
+    options = named_section("model", config.model, MODELS, DEFAULT_MODEL)
+    raise_problems(options.problems())
+    return options
+
+
+def with_model_options(config: Any) -> Any:
+    """``config`` with its ``model`` section checked and completed with the model's defaults (what a run's
+    config.yaml records, so that a run folder says every option it was trained with)."""
+    return replace(config, model=asdict(model_options(config)))
+
+
 def build_model(config: Any, labels: LabelSet = BINARY) -> SegmentationModel:
     """A fresh model as the run config's ``model`` section describes it, for the dataset's ``labels``."""
-    return model_class(config.model.name).from_run_config(config, labels)
+    return model_class(model_options(config).name).from_run_config(config, labels)
 
 
 def stored_class(config: dict[str, Any], path: Path) -> type[SegmentationModel]:

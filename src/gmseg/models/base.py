@@ -18,8 +18,9 @@ A model is an ``nn.Module`` with:
   only what differs, through the hooks ``to_config`` / ``from_config`` / ``config_problems`` (its config
   and schema), ``saved_module`` and ``save_artefacts`` (other files, e.g. GMS's first stage);
   ``gmseg.models.load_model`` dispatches on the stored class;
-* ``from_run_config(config, labels)``: the model built from a run config's ``model`` section (its own options
-  dataclass, ``Options``, checked when the config is read).
+* ``from_run_config(config, labels)``: the model built from a run config's ``model`` section, read as its own
+  options dataclass ``Options`` by ``run_options`` (the config keeps the section as a mapping: settings do
+  not know the model classes).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ import torch
 from huggingface_hub import PyTorchModelHubMixin
 from torch import nn
 
+from ..config import named_section, raise_problems
 from ..errors import CheckpointError, ConfigError
 from ..labels import BINARY, LabelSet
 
@@ -80,6 +82,14 @@ class SegmentationModel(nn.Module, PyTorchModelHubMixin, library_name="gmseg", t
     @property
     def threshold(self) -> float:
         raise NotImplementedError
+
+    @classmethod
+    def run_options(cls, config: Any) -> Any:
+        """This model's ``Options`` from the run config's ``model`` section: every key and type, then the
+        ranges checked, each problem a :class:`~gmseg.errors.ConfigError`."""
+        options = named_section("model", config.model, {cls.name: cls}, cls.name)
+        raise_problems(options.problems())
+        return options
 
     @classmethod
     def from_run_config(cls, config: Any, labels: LabelSet = BINARY) -> SegmentationModel:

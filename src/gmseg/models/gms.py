@@ -224,7 +224,7 @@ class GMS(SegmentationModel, tags=["gms"]):
         """GMS as a run config describes it: the first stage from ``model.vae``, the mapping's widths from
         the first stage's latent channels (and the mask encoding, for ``labels`` of more than two
         classes), the loss from the ``loss`` section."""
-        options, loss = config.model, config.loss
+        options, loss = cls.run_options(config), config.loss
         first_stage = load_first_stage(options.vae, options.vae_config)
         channels = int(getattr(first_stage, "latent_channels", 4))
         encoding = None if labels.is_binary else make_encoding(options.mask_encoding, labels)

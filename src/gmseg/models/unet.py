@@ -246,7 +246,7 @@ class UNet(SegmentationModel):
 
     @classmethod
     def from_run_config(cls, config: Any, labels: LabelSet = BINARY) -> UNet:
-        options = config.model
+        options = cls.run_options(config)
         return cls(
             unet_arguments(
                 options.channels, config.data.image_size, options.num_res_units, labels, config.data.intensity

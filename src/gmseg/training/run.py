@@ -8,6 +8,7 @@ from pathlib import Path
 
 from ..config import Config, check_resume_config, load_config
 from ..errors import GmsegError
+from ..models import model_options, with_model_options
 from ..numerics import flush_denormals
 from .variants import make_trainer, trainer_options
 
@@ -36,10 +37,12 @@ def train(
         if not saved.is_file():
             raise GmsegError(f"{resume} is not a run folder (no config.yaml): cannot resume it.")
         config = load_config(saved, overrides)
-        check_resume_config(load_config(saved), config, resume)
+        # Compared with the model's options completed: an option the file omits is its default.
+        check_resume_config(with_model_options(load_config(saved)), with_model_options(config), resume)
     elif not isinstance(config, Config):
         config = load_config(config, overrides)
-    trainer_options(config)  # the whole config is checked before the run folder is looked at
+    model_options(config)  # the whole config is checked before the run folder is looked at
+    trainer_options(config)
     if resume is None and run_dir is not None and Path(run_dir).exists() and any(Path(run_dir).iterdir()):
         raise GmsegError(
             f"run folder {run_dir} already exists and is not empty: continue it with --resume "

@@ -157,11 +157,14 @@ class Trainer:
         from accelerate import Accelerator
         from accelerate.utils import DataLoaderConfiguration, broadcast_object_list
 
+        from ..models import with_model_options
+
         if config.train.device == "cuda" and not torch.cuda.is_available():
             raise GmsegError(
                 "train.device is 'cuda' but no CUDA device is available; use --set train.device=auto "
                 "(or cpu) to train on the CPU."
             )
+        config = with_model_options(config)  # checked, and recorded whole in the run's config.yaml
         self.config = config
         self.options = self.read_options(config)
         self.progress = progress

@@ -83,7 +83,7 @@ class CachedLatentTrainer(Trainer):
         if not hasattr(self.model, "encode_pair"):
             raise ConfigError(
                 f"trainer.name {self.name!r} trains a latent model (GMS) but model.name is "
-                f"{self.config.model.name!r}; use trainer.name=default for it."
+                f"{self.config.model['name']!r}; use trainer.name=default for it."
             )
 
     def lr_factor(self, progress: float) -> float:
