@@ -151,7 +151,7 @@ def test_prepare_folders_cli(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_full_demo_reaches_its_dice_bar(taesd_dir, tmp_path, capsys):
-    """The README's main job, as a user runs it (minutes: `python -m pytest -m slow`; CI runs --quick)."""
+    """The README's main job, as a user runs it (minutes; marked slow, run by default and in CI)."""
     out = tmp_path / "demo"
     assert main(["demo", "--vae", str(taesd_dir), "--out", str(out)]) == 0
     summary = json.loads((out / "demo_summary.json").read_text())
