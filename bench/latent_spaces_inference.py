@@ -27,7 +27,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
 from gmseg.config import load_config  # noqa: E402
-from gmseg.models import build_model  # noqa: E402
+from gmseg.models import build_model, model_options  # noqa: E402
 from gmseg.predict import make_predictor  # noqa: E402
 from latent_spaces_table import PARTS  # noqa: E402
 
@@ -36,12 +36,9 @@ def build(run: Path, seed: int) -> Any:
     """The run's architecture, seeded. A first stage recorded under another machine's path is looked for
     under ../shared/weights by its folder name."""
     config = load_config(run / "config.yaml")
-    vae = Path(str(config.model.get("vae", "")))
-    if (
-        config.model.get("name", "gms") == "gms"
-        and not vae.exists()
-        and (common.SHARED / "weights" / vae.name).is_dir()
-    ):
+    options = model_options(config)
+    vae = Path(str(getattr(options, "vae", "")))
+    if options.name == "gms" and not vae.exists() and (common.SHARED / "weights" / vae.name).is_dir():
         config = load_config(run / "config.yaml", [f"model.vae={common.SHARED / 'weights' / vae.name}"])
     torch.manual_seed(seed)
     return build_model(config).eval()

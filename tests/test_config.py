@@ -11,7 +11,7 @@ import yaml
 from gmseg.cli import main
 from gmseg.config import LEGACY_TRAIN_KEYS, Config, config_from_dict, load_config
 from gmseg.errors import ConfigError
-from gmseg.models import model_options, with_model_options
+from gmseg.models import build_model, model_options, with_model_options
 from gmseg.training import TRAINERS, trainer_options
 
 CONFIGS = Path(__file__).resolve().parents[1] / "src" / "gmseg" / "configs"
@@ -96,7 +96,6 @@ def test_bad_trainer_options_are_rejected_where_the_trainer_is_made(data, messag
 def test_bad_model_options_are_rejected_where_the_model_is_made(data, message, tmp_path):
     """The models own their options' schema (models depend on config, not the reverse): the config keeps
     the section as given, and the model, or `gmseg train` before anything is written, refuses it."""
-    from gmseg.models import build_model
     from gmseg.training import train
 
     config = config_from_dict({**data, "train": {"output_dir": str(tmp_path / "runs")}})
@@ -192,6 +191,9 @@ def test_named_sections_select_their_own_options():
     # Switching the model by name drops the other model's options; the completed config holds only its own.
     unet = with_model_options(config_from_dict({"model": {"vae": "madebyollin/taesd", "ch": 64}}, ["model.name=unet"]))
     assert unet.to_dict()["model"] == {"name": "unet", "channels": [16, 32, 64, 128, 256], "num_res_units": 2}
+    # The model is built from a switched section as given, not only from a completed one.
+    switched_model = config_from_dict({"model": {"vae": "madebyollin/taesd", "ch": 64}, "data": {"image_size": 64}})
+    assert type(build_model(config_from_dict(switched_model.to_dict(), ["model.name=unet"]))).__name__ == "UNet"
     assert config_from_dict(unet.to_dict()).to_dict() == unet.to_dict()
 
 

@@ -87,8 +87,11 @@ def with_model_options(config: Any) -> Any:
 
 
 def build_model(config: Any, labels: LabelSet = BINARY) -> SegmentationModel:
-    """A fresh model as the run config's ``model`` section describes it, for the dataset's ``labels``."""
-    return model_class(model_options(config).name).from_run_config(config, labels)
+    """A fresh model as the run config's ``model`` section describes it, for the dataset's ``labels``. The
+    section is completed first: a switched one (``--set model.name=unet`` on a GMS config) then holds only the
+    named model's options, which is what that model's ``run_options`` reads."""
+    config = with_model_options(config)
+    return model_class(config.model["name"]).from_run_config(config, labels)
 
 
 def stored_class(config: dict[str, Any], path: Path) -> type[SegmentationModel]:
