@@ -19,8 +19,10 @@ from .errors import GmsegError
 from .evaluate import EvaluationResult, extreme_rows
 from .report_html import REPORT_HTML, case_view, report_page, write_pictures
 
+#: The picture of the best, median and worst cases every ``gmseg test`` writes into ``--out``.
+REPORT_PICTURE = "report.png"
 #: The files ``gmseg test`` writes into ``--out`` besides ``predictions/``: replaced only with ``--overwrite``.
-TEST_OUTPUTS = ("timing.json", "tested_names.json", "metrics.csv", "summary.json", "report.png")
+TEST_OUTPUTS = ("timing.json", "tested_names.json", "metrics.csv", "summary.json", REPORT_PICTURE)
 
 
 def record_tested(

@@ -87,6 +87,7 @@ def run_demo(
 
 def _run_demo(guard: OutputGuard, out: Path, vae: str, vae_config: str | None, quick: bool, progress: bool) -> dict:
     """The five stages of :func:`run_demo`, in the folder ``guard`` holds."""
+    from .case_reports import REPORT_PICTURE
     from .evaluate import format_summary
     from .first_stage import load_first_stage
     from .synthetic import make_synthetic_dataset
@@ -135,8 +136,8 @@ def _run_demo(guard: OutputGuard, out: Path, vae: str, vae_config: str | None, q
         "seconds": round(time.time() - started, 1),
         "stopped_by_budget": trainer.stopped_by_budget,
         "run_dir": str(run_dir),
-        "report": str(out / "test" / "report.png"),
-        "metrics": str(out / "test" / "metrics.csv"),
+        "report": str(test_dir / REPORT_PICTURE),
+        "metrics": str(test_dir / "metrics.csv"),
         "curves": str(curves),
     }
     guard.write_text(out / "demo_summary.json", json.dumps(summary, indent=2) + "\n")

@@ -15,7 +15,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from .case_reports import TEST_OUTPUTS, record_tested, write_planar_report_html, write_report
+from .case_reports import REPORT_PICTURE, TEST_OUTPUTS, record_tested, write_planar_report_html, write_report
 from .errors import DataError, GmsegError
 from .evaluate import EvaluationResult, evaluate_folders, write_results
 from .predict import predict_files
@@ -71,7 +71,7 @@ def run_planar_test(
         )
         write_results(result, out_dir, guard=guard)
         files = {c.name: (c.images[0], c.label) for c in cases}
-        write_report(result, files.__getitem__, predictions, out_dir / "report.png", guard=guard)
+        write_report(result, files.__getitem__, predictions, out_dir / REPORT_PICTURE, guard=guard)
         write_planar_report_html(result, files, predictions, out_dir, guard, mask_threshold)
         return result
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from .bounds import check_mask_threshold
-from .case_reports import TEST_OUTPUTS, record_tested, write_report
+from .case_reports import REPORT_PICTURE, TEST_OUTPUTS, record_tested, write_report
 from .errors import GmsegError
 from .evaluate import EvaluationResult, mask_folder, parse_size, run_evaluate
 from .metrics import check_empty_mode
@@ -146,5 +146,5 @@ def run_test(
         def files(name: str) -> tuple[Path | None, Path | None]:
             return find_file(images_dir, name), find_file(mask_dir, name)
 
-        write_report(result, files, predictions, out_dir / "report.png", guard=guard)
+        write_report(result, files, predictions, out_dir / REPORT_PICTURE, guard=guard)
         return result

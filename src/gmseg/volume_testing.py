@@ -18,7 +18,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from .case_reports import TEST_OUTPUTS, record_tested, write_volume_report
+from .case_reports import REPORT_PICTURE, TEST_OUTPUTS, record_tested, write_volume_report
 from .data.readers import output_suffix
 from .errors import DataError, GmsegError
 from .evaluate import EvaluationResult, write_results
@@ -110,6 +110,6 @@ def run_volume_test(
         )
         write_results(result, out_dir, guard=guard)
         image_files = {c.name: c.images[0] for c in cases}
-        write_volume_report(result, pairs, image_files, model, out_dir / "report.png", guard=guard)
+        write_volume_report(result, pairs, image_files, model, out_dir / REPORT_PICTURE, guard=guard)
         write_volume_report_html(result, pairs, image_files, out_dir, guard, model)
         return result
