@@ -600,6 +600,36 @@ def test_ema_is_validated_saved_and_resumed_exactly(tiny_data, tiny_vae_dir, tmp
     assert any(not torch.equal(a, b) for a, b in zip(saved, training.parameters()))  # ...not the training weights
 
 
+def test_ema_can_start_at_a_later_epoch(tiny_data, tiny_vae_dir, tmp_path, monkeypatch):
+    from gmseg.training import STATE_NAME
+
+    # Epochs 1-2 train and validate the plain weights; the average starts at epoch 3 from them, at the
+    # fixed decay. The interrupted run stops before it starts, so its resume must start it at the same epoch.
+    options = tiny_config(tiny_data, tiny_vae_dir, tmp_path, epochs=4, ema_decay=0.9)
+    options["train"]["ema_start_epoch"] = 2
+    logged = assert_resume_matches_uninterrupted(options, tmp_path, monkeypatch)
+    plain = tiny_config(tiny_data, tiny_vae_dir, tmp_path / "plain", epochs=4)
+    plain_log = read_log(train(config_from_dict(plain), run_dir=tmp_path / "plain-run", progress=False))
+    assert [row["val_dice"] for row in logged[:2]] == [row["val_dice"] for row in plain_log[:2]]
+    assert logged[3]["val_dice"] != plain_log[3]["val_dice"]  # validated on the average from epoch 3
+    state = torch.load(
+        tmp_path / "straight" / "checkpoints" / "last" / STATE_NAME, map_location="cpu", weights_only=True
+    )
+    steps_per_epoch = int(state["ema"]["optimization_step"]) // 2  # steps of epochs 3 and 4 only
+    assert steps_per_epoch >= 1 and int(state["ema"]["optimization_step"]) == 2 * steps_per_epoch
+    assert state["ema"]["min_decay"] == state["ema"]["decay"] == 0.9  # no warm-up from trained weights
+
+
+def test_ema_start_epoch_needs_a_decay_and_a_place_in_the_run(tiny_data, tiny_vae_dir, tmp_path):
+    from gmseg.errors import ConfigError
+
+    options = tiny_config(tiny_data, tiny_vae_dir, tmp_path, epochs=4)
+    with pytest.raises(ConfigError, match="set train.ema_decay too"):
+        config_from_dict(options, ["train.ema_start_epoch=2"])
+    with pytest.raises(ConfigError, match="ema_start_epoch must be in"):
+        config_from_dict(options, ["train.ema_decay=0.9", "train.ema_start_epoch=4"])
+
+
 def test_ema_decay_must_be_below_one(tiny_data, tiny_vae_dir, tmp_path):
     from gmseg.errors import ConfigError
 

@@ -76,6 +76,10 @@ class TrainConfig:
     # Exponential moving average of the trained weights (diffusers' EMAModel), e.g. 0.995; 0 turns it off
     # (the paper). When on, validation, model selection and the saved model folders use the average.
     ema_decay: float = 0.0
+    # The epoch (0-based) the average starts at, from the weights trained until then, at ema_decay from its
+    # first step; 0: from the first step, with diffusers' warm-up of the decay (the average of untrained
+    # weights fades fast). A later start keeps an early phase's weights out of the average.
+    ema_start_epoch: int = 0
     # Wall-clock budget in minutes for this process's epochs: training stops after the first epoch that ends
     # past it (the lr schedule still spans train.epochs), and says so. None: no budget.
     max_minutes: float | None = None
@@ -254,6 +258,11 @@ def check_ranges(config: Config) -> None:
     need(t.save_every >= 0, "train.save_every must be >= 0")
     need(t.lr_schedule in ("release", "smooth"), f"train.lr_schedule must be release or smooth, got {t.lr_schedule!r}")
     need(0.0 <= t.ema_decay < 1.0, f"train.ema_decay must be in [0, 1) (0: off), got {t.ema_decay}")
+    need(0 <= t.ema_start_epoch < t.epochs, f"train.ema_start_epoch must be in [0, epochs), got {t.ema_start_epoch}")
+    need(
+        t.ema_start_epoch == 0 or t.ema_decay > 0,
+        "train.ema_start_epoch starts the weight average: set train.ema_decay too (e.g. 0.998)",
+    )
     need(t.device in ("auto", "cpu", "cuda"), f"train.device must be auto, cpu or cuda, got {t.device!r}")
     problems += run_folder_problems(config.name, t.output_dir)
     raise_problems(problems)

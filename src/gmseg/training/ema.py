@@ -9,17 +9,32 @@ from typing import Any
 import torch
 
 
-def make_ema(parameters: Iterable[torch.nn.Parameter], decay: float) -> Any:
+def make_ema(parameters: Iterable[torch.nn.Parameter], decay: float, fixed: bool = False) -> Any:
     """diffusers' ``EMAModel`` over ``parameters``, or None when ``decay`` is 0 (off).
 
     On a small dataset, validation Dice swings by points from one epoch to the next on the plateau; the
-    average of recent weights smooths that out instead of picking the luckiest epoch.
+    average of recent weights smooths that out instead of picking the luckiest epoch. ``fixed``: ``decay``
+    from the first step (``min_decay``), without diffusers' warm-up, for an average that starts from trained
+    weights worth keeping.
     """
     if decay <= 0:
         return None
     from diffusers.training_utils import EMAModel
 
-    return EMAModel(parameters, decay=decay)
+    return EMAModel(parameters, decay=decay, min_decay=decay if fixed else 0.0)
+
+
+def restore_ema(
+    parameters: Iterable[torch.nn.Parameter], state: dict[str, Any], decay: float, fixed: bool, device: Any
+) -> Any:
+    """A checkpoint's average, going on at this run's ``decay`` (a resume may change it)."""
+    ema = make_ema(parameters, decay, fixed)
+    if ema is None:
+        return None
+    ema.load_state_dict(state)
+    ema.decay, ema.min_decay = decay, (decay if fixed else 0.0)
+    ema.to(device=device)
+    return ema
 
 
 @contextmanager

@@ -43,7 +43,7 @@ from .checkpoints import (
     save_checkpoint,
     write_run_info,
 )
-from .ema import averaged_weights, ema_checkpoint_state, make_ema
+from .ema import averaged_weights, ema_checkpoint_state, make_ema, restore_ema
 from .logs import EpochLog
 from .schedules import lr_factor
 
@@ -235,13 +235,11 @@ class Trainer:
         # Kept for its state in training_state.pt; the lr itself is set every step by apply_step_lr.
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda e: self.lr_factor(e))
         self.state = RunState()
-        self.ema = None
+        self.ema = None  # started by start_ema at train.ema_start_epoch, or restored
         if self.resume:
             self.restore()
             if self.finished:
                 return  # fit() says so; nothing more to build, nothing to write
-        else:
-            self.ema = make_ema(self.model.trainable.parameters(), config.train.ema_decay)
 
         self.train_set = make_dataset(config, self.split["train"], augment=True, volume_input=self.volume_input)
         train_loader = DataLoader(
@@ -306,11 +304,15 @@ class Trainer:
             self.model.trainable.load_state_dict(saved["training_weights"])
         else:
             self.model.load_trainable_weights(last)
-        self.ema = make_ema(self.model.trainable.parameters(), self.config.train.ema_decay)
-        if self.ema is not None and "ema" in saved:  # else the average starts now, from the training weights
-            self.ema.load_state_dict(saved["ema"])
-            self.ema.decay = self.config.train.ema_decay
-            self.ema.to(device=self.accelerator.device)
+        if "ema" in saved:  # else the average starts at train.ema_start_epoch or now, from the training weights
+            train = self.config.train
+            self.ema = restore_ema(
+                self.model.trainable.parameters(),
+                saved["ema"],
+                train.ema_decay,
+                train.ema_start_epoch > 0,
+                self.accelerator.device,
+            )
         self.optimizer.load_state_dict(saved["optimizer"])
         self.scheduler.load_state_dict(saved["scheduler"])
         self.state = RunState(**saved["run_state"])
@@ -537,6 +539,7 @@ class Trainer:
         self.stopped_by_budget = False
         for epoch in epochs:
             started = time.time()
+            self.start_ema(epoch)
             self.apply_step_lr(epoch, 0, 1)
             lr = self.optimizer.param_groups[0]["lr"]
             run_epoch = self.epoch_kind(epoch)
@@ -558,6 +561,13 @@ class Trainer:
                     )
                 self.stopped_by_budget = True
                 break
+
+    def start_ema(self, epoch: int) -> None:
+        """Start the weight average (``train.ema_decay``) at ``train.ema_start_epoch`` from the weights then;
+        a resumed run that had none starts it at its first epoch."""
+        train = self.config.train
+        if self.ema is None and epoch >= train.ema_start_epoch:
+            self.ema = make_ema(self.model.trainable.parameters(), train.ema_decay, fixed=train.ema_start_epoch > 0)
 
     def over_budget(self, since: float) -> bool:
         """Whether train.max_minutes is spent; the main process decides for all, so DDP ranks stop together."""
